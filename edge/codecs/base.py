@@ -1,0 +1,137 @@
+"""The codec seam shared by drivers, emulators, `scan` probes and tests.
+
+A codec is a pure, incremental decoder: ``feed(bytes)`` returns zero or more
+:class:`Frame` objects and keeps at most one partial frame of state. Garbage, bad checksums
+and truncated frames never raise: they are counted in :class:`DecoderStats` by reason and the
+decoder resynchronises on the next start marker.
+
+A frame that is valid on the wire but carries no usable measurement (warm-up zeros, a
+sentinel value, a command reply) is returned with an empty ``readings`` tuple and a
+``skip_reason`` such as ``"warm-up"`` — never as a zero reading.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Interface = Literal["serial", "ble", "node"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One measured value of one quantity (code from :mod:`edge.quantities`), in its UCUM unit."""
+
+    quantity: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One well-formed frame from the wire.
+
+    ``kind`` is ``"data"`` for measurements or a short name of the reply (``"ack"``,
+    ``"version"``, ...). ``info`` carries reply fields (device id, firmware version, ...).
+    """
+
+    kind: str
+    readings: tuple[Reading, ...] = ()
+    skip_reason: str | None = None
+    info: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class DecoderStats:
+    """Counters every decoder keeps; ``bad`` is keyed by reason (``"checksum"``, ``"garbage"``...)."""
+
+    frames_ok: int = 0
+    frames_skipped: int = 0
+    bytes_discarded: int = 0
+    bad: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def frames_bad(self) -> int:
+        return sum(self.bad.values())
+
+
+class StreamDecoder(Protocol):
+    """Incremental decoder over a byte stream."""
+
+    stats: DecoderStats
+
+    def feed(self, data: bytes) -> list[Frame]: ...
+
+    def reset(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SerialSettings:
+    baudrate: int
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SensorDescriptor:
+    """What config, `scan` and docs need to know about a sensor type.
+
+    ``name`` is the value of ``type`` in a config source. ``quantities`` lists every quantity
+    code the sensor can yield. ``decoder`` builds a fresh stream decoder. ``probe`` is a
+    read-only command (or ``b""`` for sensors that talk unprompted) that `scan` may send:
+    it must never change a setting on the sensor.
+    """
+
+    name: str
+    model: str
+    manufacturer: str
+    interface: Interface
+    quantities: tuple[str, ...]
+    decoder: Callable[[], StreamDecoder]
+    serial: SerialSettings | None = None
+    default_interval_s: float = 1.0
+    warmup_s: float = 0.0
+    probe: bytes = b""
+
+
+REGISTRY: dict[str, SensorDescriptor] = {}
+
+
+def register(desc: SensorDescriptor) -> SensorDescriptor:
+    """Register a sensor descriptor under its config name (idempotent for the same object)."""
+    current = REGISTRY.get(desc.name)
+    if current is not None and current is not desc:
+        raise ValueError(f"sensor type {desc.name!r} registered twice")
+    REGISTRY[desc.name] = desc
+    return desc
+
+
+def descriptor(name: str) -> SensorDescriptor:
+    """Return the descriptor for a config ``type``; KeyError lists the supported ones."""
+    _load_builtin()
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown sensor type {name!r}; supported: {', '.join(sorted(REGISTRY))}") from None
+
+
+def all_descriptors() -> Iterable[SensorDescriptor]:
+    _load_builtin()
+    return REGISTRY.values()
+
+
+_BUILTIN = ("sds011", "pms5003", "sps30", "mhz19b", "scd30", "ops243")
+
+
+def _load_builtin() -> None:
+    """Import the built-in codec modules so their descriptors register themselves."""
+    import importlib
+
+    for name in _BUILTIN:
+        try:
+            importlib.import_module(f"edge.codecs.{name}")
+        except ModuleNotFoundError as exc:  # a codec not written yet must not break the others
+            if exc.name != f"edge.codecs.{name}":
+                raise

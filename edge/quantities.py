@@ -1,0 +1,95 @@
+"""The one table of observed quantities: code, UCUM unit and a stable definition URI.
+
+Everything that names a quantity (codecs, config, uplinks, the twin receiver) refers to the
+short ``code`` in this table. The URIs are kept here, and only here, because the Flemish OSLO
+IRIs for air quality are still moving: when they settle, this table changes and nothing else.
+
+URI choices (documented in docs/upload-contract.md):
+- pollutants in the EEA air-quality pollutant vocabulary (dd.eionet.europa.eu/vocabulary/aq/pollutant),
+- physical quantities in QUDT quantity kinds,
+- everything else in the project's own namespace ``DUET_NS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EEA_POLLUTANT = "http://dd.eionet.europa.eu/vocabulary/aq/pollutant/"
+QUDT_KIND = "http://qudt.org/vocab/quantitykind/"
+DUET_NS = "https://w3id.org/duet-edge/def/quantity/"
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    """An observed property as the twin sees it."""
+
+    code: str
+    label: str
+    unit: str  # UCUM case-sensitive code
+    unit_symbol: str  # human-readable symbol for SensorThings unitOfMeasurement.symbol
+    uri: str
+    resolution: float  # smallest meaningful step; used for the compact wire encoding
+
+
+_QUANTITIES: tuple[Quantity, ...] = (
+    Quantity("pm1", "PM1", "ug/m3", "µg/m³", DUET_NS + "pm1", 0.01),
+    Quantity("pm2_5", "PM2.5", "ug/m3", "µg/m³", EEA_POLLUTANT + "6001", 0.01),
+    Quantity("pm4", "PM4", "ug/m3", "µg/m³", DUET_NS + "pm4", 0.01),
+    Quantity("pm10", "PM10", "ug/m3", "µg/m³", EEA_POLLUTANT + "5", 0.01),
+    Quantity("pm1_cf1", "PM1 (CF=1)", "ug/m3", "µg/m³", DUET_NS + "pm1_cf1", 0.01),
+    Quantity("pm2_5_cf1", "PM2.5 (CF=1)", "ug/m3", "µg/m³", DUET_NS + "pm2_5_cf1", 0.01),
+    Quantity("pm10_cf1", "PM10 (CF=1)", "ug/m3", "µg/m³", DUET_NS + "pm10_cf1", 0.01),
+    Quantity("nc0_3", "Particles > 0.3 µm", "/dL", "#/0.1 L", DUET_NS + "nc0_3", 1.0),
+    Quantity("nc0_5", "Particles > 0.5 µm", "/dL", "#/0.1 L", DUET_NS + "nc0_5", 1.0),
+    Quantity("nc1", "Particles > 1.0 µm", "/dL", "#/0.1 L", DUET_NS + "nc1", 1.0),
+    Quantity("nc2_5", "Particles > 2.5 µm", "/dL", "#/0.1 L", DUET_NS + "nc2_5", 1.0),
+    Quantity("nc5", "Particles > 5 µm", "/dL", "#/0.1 L", DUET_NS + "nc5", 1.0),
+    Quantity("nc10", "Particles > 10 µm", "/dL", "#/0.1 L", DUET_NS + "nc10", 1.0),
+    Quantity("ncm0_5", "Number conc. PM0.5", "/cm3", "#/cm³", DUET_NS + "ncm0_5", 0.001),
+    Quantity("ncm1", "Number conc. PM1", "/cm3", "#/cm³", DUET_NS + "ncm1", 0.001),
+    Quantity("ncm2_5", "Number conc. PM2.5", "/cm3", "#/cm³", DUET_NS + "ncm2_5", 0.001),
+    Quantity("ncm4", "Number conc. PM4", "/cm3", "#/cm³", DUET_NS + "ncm4", 0.001),
+    Quantity("ncm10", "Number conc. PM10", "/cm3", "#/cm³", DUET_NS + "ncm10", 0.001),
+    Quantity("particle_size", "Typical particle size", "um", "µm", DUET_NS + "particle_size", 0.001),
+    Quantity("no2", "NO2", "ug/m3", "µg/m³", EEA_POLLUTANT + "8", 0.01),
+    Quantity("o3", "O3", "ug/m3", "µg/m³", EEA_POLLUTANT + "7", 0.01),
+    Quantity("co", "CO", "mg/m3", "mg/m³", EEA_POLLUTANT + "10", 0.001),
+    Quantity("co2", "CO2", "[ppm]", "ppm", DUET_NS + "co2", 1.0),
+    Quantity("temperature", "Air temperature", "Cel", "°C", QUDT_KIND + "Temperature", 0.01),
+    Quantity("humidity", "Relative humidity", "%", "%", QUDT_KIND + "RelativeHumidity", 0.01),
+    Quantity("pressure", "Air pressure", "Pa", "Pa", QUDT_KIND + "AtmosphericPressure", 1.0),
+    Quantity("voc_index", "VOC index", "{index}", "index", DUET_NS + "voc_index", 1.0),
+    Quantity("nox_index", "NOx index", "{index}", "index", DUET_NS + "nox_index", 1.0),
+    Quantity("illuminance", "Illuminance", "lx", "lx", QUDT_KIND + "Illuminance", 0.01),
+    Quantity("sound_level", "Sound level (A)", "dB", "dB(A)", DUET_NS + "sound_level", 0.1),
+    Quantity("battery_voltage", "Battery voltage", "V", "V", DUET_NS + "battery_voltage", 0.001),
+    # Traffic: counts per interval; names follow Telraam's public fields (see docs/sensors.md).
+    Quantity("pedestrian", "Pedestrians", "{count}", "count", DUET_NS + "traffic/pedestrian", 1.0),
+    Quantity("bike", "Two-wheelers", "{count}", "count", DUET_NS + "traffic/bike", 1.0),
+    Quantity("car", "Cars", "{count}", "count", DUET_NS + "traffic/car", 1.0),
+    Quantity("heavy", "Heavy vehicles", "{count}", "count", DUET_NS + "traffic/heavy", 1.0),
+    Quantity("traffic_count", "Vehicles (all classes)", "{count}", "count",
+             DUET_NS + "traffic/count", 1.0),
+    Quantity("v85", "85th percentile speed", "km/h", "km/h", DUET_NS + "traffic/v85", 0.1),
+    Quantity("speed", "Object speed", "km/h", "km/h", DUET_NS + "traffic/speed", 0.01),
+    Quantity("uptime", "Counting uptime fraction", "1", "1", DUET_NS + "traffic/uptime", 0.001),
+)
+
+QUANTITIES: dict[str, Quantity] = {q.code: q for q in _QUANTITIES}
+
+
+def register_quantity(quantity: Quantity) -> None:
+    """Add a quantity (e.g. a per-direction traffic count) to the table at import time."""
+    existing = QUANTITIES.get(quantity.code)
+    if existing is not None and existing != quantity:
+        raise ValueError(f"quantity {quantity.code!r} already registered differently")
+    QUANTITIES[quantity.code] = quantity
+
+
+def quantity(code: str) -> Quantity:
+    """Look up a quantity by its code; raises KeyError naming the known codes."""
+    try:
+        return QUANTITIES[code]
+    except KeyError:
+        known = ", ".join(sorted(QUANTITIES))
+        raise KeyError(f"unknown quantity {code!r}; known: {known}") from None

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install what duet-edge needs on a fresh Debian machine (run as root, from the repo root).
+#   bash scripts/setup.sh runtime   # Python package + Mosquitto (for the demo)
+#   bash scripts/setup.sh test      # everything the test suite needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-runtime}"
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# --- system packages -------------------------------------------------------------------
+apt_install python3 python3-venv python3-pip mosquitto ca-certificates
+if [ "$what" = "test" ]; then
+  apt_install nodejs npm chromium openssl iproute2
+fi
+# Debian's mosquitto package starts a system broker on port 1883; duet-edge starts its own
+# brokers on free ports and never needs that one.
+
+# --- Python ----------------------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+.venv/bin/pip install -q --upgrade pip
+if [ "$what" = "test" ]; then
+  .venv/bin/pip install -q -e ".[dev]"
+else
+  .venv/bin/pip install -q -e ".[all]"
+fi
+
+# --- Node.js packages for the tests (MicroPython WebAssembly, browser driver) ------------
+if [ "$what" = "test" ]; then
+  : # (filled in by the firmware and status-page work)
+fi
