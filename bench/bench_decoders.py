@@ -1,0 +1,117 @@
+"""Decode throughput per stream decoder, in µs per frame, against a bare-``struct`` baseline.
+
+Run: ``.venv/bin/python bench/bench_decoders.py [--frames N]``
+
+For every decoder: N valid frames are concatenated and fed (a) one frame per ``feed`` call,
+as a serial reader at 1 Hz would, and (b) in 4 KiB chunks, as after a backlog. The baseline
+is a bare ``struct.unpack_from`` of the same frames (no sync, no checksum, no objects), measured
+in the same run; the ratio says what framing, checksums and ``Frame`` objects cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import random
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class Case:
+    name: str
+    module: str
+    make: Callable[[random.Random], bytes]
+    baseline_fmt: str  # struct format covering the frame (what a "no checks" decoder would do)
+
+
+def _sds011(rng: random.Random) -> bytes:
+    from edge.codecs import sds011
+
+    return sds011.data_frame(rng.uniform(1, 200), rng.uniform(1, 400))
+
+
+def _pms5003(rng: random.Random) -> bytes:
+    from edge.codecs import pms5003
+
+    return pms5003.data_frame({q: rng.uniform(1, 500) for q in pms5003.DESCRIPTOR.quantities})
+
+
+CASES = [
+    Case("sds011", "edge.codecs.sds011", _sds011, "<2xHH4x"),
+    Case("pms5003", "edge.codecs.pms5003", _pms5003, ">4x12HBBH"),
+]
+
+
+def _optional_cases() -> list[Case]:
+    """Cases for codecs that may not exist in this checkout yet (imported lazily)."""
+    out: list[Case] = []
+    for name, maker, fmt in _EXTRA:
+        try:
+            importlib.import_module(f"edge.codecs.{name}")
+        except ModuleNotFoundError:
+            continue
+        out.append(Case(name, f"edge.codecs.{name}", maker, fmt))
+    return out
+
+
+_EXTRA: list[tuple[str, Callable[[random.Random], bytes], str]] = []
+
+
+def _best(fn: Callable[[], int], repeat: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench(case: Case, n: int) -> tuple[float, float, float]:
+    mod = importlib.import_module(case.module)
+    rng = random.Random(1)
+    frames = [case.make(rng) for _ in range(n)]
+    stream = b"".join(frames)
+    chunks = [stream[i : i + 4096] for i in range(0, len(stream), 4096)]
+    unpack = struct.Struct(case.baseline_fmt).unpack_from
+
+    def per_frame() -> int:
+        dec = mod.DESCRIPTOR.decoder()
+        got = 0
+        for f in frames:
+            got += len(dec.feed(f))
+        assert got == n, got
+        return got
+
+    def chunked() -> int:
+        dec = mod.DESCRIPTOR.decoder()
+        got = 0
+        for c in chunks:
+            got += len(dec.feed(c))
+        assert got == n, got
+        return got
+
+    def baseline() -> int:
+        for f in frames:
+            unpack(f)
+        return n
+
+    us = 1e6 / n
+    return _best(per_frame) * us, _best(chunked) * us, _best(baseline) * us
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=20000)
+    args = parser.parse_args()
+    print(f"{'decoder':<10} {'per-frame µs':>13} {'4KiB-chunk µs':>14} {'struct µs':>10} "
+          f"{'ratio':>7}  (best of 5, {args.frames} frames)")
+    for case in CASES + _optional_cases():
+        per, chunk, base = bench(case, args.frames)
+        print(f"{case.name:<10} {per:13.2f} {chunk:14.2f} {base:10.3f} {per / base:6.1f}x")
+
+
+if __name__ == "__main__":
+    main()
