@@ -1,0 +1,179 @@
+"""The generic serial source: a serial port (real or pseudo-terminal) + a sensor codec.
+
+The port is found by path (``/dev/ttyUSB0``, a ``/dev/serial/by-id/…`` link, a pty) or by the
+USB adapter's serial number, so an adapter that comes back under another name after an
+unplug is found again. Any error — port missing, read error, silence longer than the
+sensor's silence timeout — ends ``run``; the runtime reopens it with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import serial_asyncio_fast
+from serial.tools import list_ports
+
+from edge.codecs.base import Frame, SensorDescriptor, descriptor
+from edge.config import SourceSettings
+from edge.model import Datastream, Observation, Provenance
+from edge.sources.base import SourceContext
+
+log = logging.getLogger("duet.source.serial")
+
+READ_CHUNK = 4096
+
+
+class PortNotFound(ConnectionError):
+    pass
+
+
+def resolve_port(settings: SourceSettings) -> str:
+    """The device path for a source: by USB serial number when configured, else its path."""
+    if settings.usb_serial:
+        for port in list_ports.comports():
+            if port.serial_number == settings.usb_serial:
+                return str(port.device)
+        raise PortNotFound(f"no USB serial adapter with serial number {settings.usb_serial!r}")
+    assert settings.port is not None
+    return settings.port
+
+
+@dataclass(slots=True)
+class _Window:
+    """Accumulates readings for one averaging interval."""
+
+    start_ms: int
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class SerialSource:
+    """Reads one serial sensor and emits observations at the configured interval."""
+
+    def __init__(self, settings: SourceSettings, gateway_id: str) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.desc: SensorDescriptor = descriptor(settings.type)
+        self.gateway_id = gateway_id
+        self._streams = {
+            q: Datastream(gateway_id, settings.name, q) for q in self.desc.quantities
+        }
+        self._provenance = Provenance(sensor_model=self.desc.model, sensor_serial=settings.serial_number)
+        self._interval_ms = int(settings.interval_s * 1000)
+        self._last_emit_ms: int | None = None
+        self._window: _Window | None = None
+        options: dict[str, Any] = settings.options
+        self.silence_timeout_s = float(
+            options.get("silence_timeout_s", max(10.0, 10 * self.desc.default_interval_s))
+        )
+
+    @property
+    def provenance(self) -> Provenance:
+        return self._provenance
+
+    async def run(self, ctx: SourceContext) -> None:
+        port = resolve_port(self.settings)
+        assert self.desc.serial is not None
+        serial = self.desc.serial
+        reader, writer = await serial_asyncio_fast.open_serial_connection(
+            url=port,
+            baudrate=self.settings.baudrate or serial.baudrate,
+            bytesize=serial.bytesize,
+            parity=serial.parity,
+            stopbits=serial.stopbits,
+        )
+        ctx.health.device["port"] = port
+        ctx.health.connected_since_ms = ctx.clock_ms()
+        ctx.health.set_state("connected", f"opened {port}")
+        decoder = self.desc.decoder()
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_CHUNK), self.silence_timeout_s)
+                except TimeoutError:
+                    raise TimeoutError(f"no bytes from {port} for {self.silence_timeout_s:.0f} s") from None
+                if not data:
+                    raise ConnectionError(f"{port} closed")
+                bad_before = decoder.stats.frames_bad
+                frames = decoder.feed(data)
+                self._account(ctx, decoder.stats.frames_bad - bad_before, decoder.stats.bad)
+                observations = self._observations(ctx, frames)
+                if observations:
+                    ctx.health.observations += len(observations)
+                    ctx.emit(observations)
+        finally:
+            ctx.health.frames_bad.update(decoder.stats.bad)  # keep counts across reconnects
+            writer.close()
+            self._flush_window(ctx)
+
+    def _account(self, ctx: SourceContext, new_bad: int, by_reason: object) -> None:
+        for _ in range(min(new_bad, 50)):
+            ctx.health.frame_result(False)
+
+    def _observations(self, ctx: SourceContext, frames: list[Frame]) -> list[Observation]:
+        out: list[Observation] = []
+        now = ctx.clock_ms()
+        health = ctx.health
+        for frame in frames:
+            health.frame_result(True)
+            self._learn_device(frame, health.device)
+            if frame.kind != "data":
+                continue
+            health.last_frame_ms = now
+            if not frame.readings:
+                health.frames_skipped += 1
+                continue
+            health.frames_ok += 1
+            if self.settings.average:
+                out.extend(self._average(frame, now))
+            elif self._last_emit_ms is None or now - self._last_emit_ms >= self._interval_ms * 0.9:
+                self._last_emit_ms = now
+                prov = self._provenance
+                streams = self._streams
+                out.extend(
+                    Observation(streams[r.quantity], r.value, now, prov)
+                    for r in frame.readings if r.quantity in streams
+                )
+        return out
+
+    def _learn_device(self, frame: Frame, device: dict[str, str]) -> None:
+        """Put serial numbers / firmware versions a sensor reports into provenance."""
+        serial = frame.info.get("serial") or frame.info.get("device_id")
+        firmware = frame.info.get("firmware") or frame.info.get("firmware_version")
+        prov = self._provenance
+        if serial and not self.settings.serial_number and str(serial) != prov.sensor_serial:
+            prov = Provenance(prov.sensor_model, str(serial), prov.firmware_version)
+            device["serial"] = str(serial)
+        if firmware and str(firmware) != prov.firmware_version:
+            prov = Provenance(prov.sensor_model, prov.sensor_serial, str(firmware))
+            device["firmware"] = str(firmware)
+        self._provenance = prov
+
+    def _average(self, frame: Frame, now: int) -> list[Observation]:
+        out: list[Observation] = []
+        start = now - now % self._interval_ms
+        window = self._window
+        if window is not None and window.start_ms != start:
+            out = self._close_window(window)
+            window = None
+        if window is None:
+            window = self._window = _Window(start)
+        for r in frame.readings:
+            window.sums[r.quantity] = window.sums.get(r.quantity, 0.0) + r.value
+            window.counts[r.quantity] = window.counts.get(r.quantity, 0) + 1
+        return out
+
+    def _close_window(self, window: _Window) -> list[Observation]:
+        end = window.start_ms + self._interval_ms
+        return [
+            Observation(self._streams[q], window.sums[q] / n, window.start_ms, self._provenance,
+                        phenomenon_end_ms=end)
+            for q, n in window.counts.items() if q in self._streams
+        ]
+
+    def _flush_window(self, ctx: SourceContext) -> None:
+        """A partial averaging window is dropped at disconnect: a gap, never an interpolation."""
+        self._window = None
