@@ -1,0 +1,1 @@
+"""Shipped Mosquitto configuration templates (see README.md in this folder)."""

@@ -1,0 +1,170 @@
+"""The shipped Mosquitto config, for real: TLS client certificates, identity and ACL."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+import uuid
+from pathlib import Path
+
+import aiomqtt
+import paho.mqtt.client as mqtt
+
+from provisioning.ca import CertificateAuthority
+from provisioning.identity import create_identity, load_csr
+from provisioning.secrets import write_public
+from tests.plugins.tls_broker import ClientCreds, TlsBroker
+
+TIMEOUT_S = 5.0
+
+
+def _tls(creds: ClientCreds | None, ca_file: str) -> aiomqtt.TLSParameters:
+    if creds is None:
+        return aiomqtt.TLSParameters(ca_certs=ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    return aiomqtt.TLSParameters(
+        ca_certs=str(creds.ca_file),
+        certfile=str(creds.cert_file),
+        keyfile=str(creds.key_file),
+        tls_version=ssl.PROTOCOL_TLS_CLIENT,
+    )
+
+
+def _client(broker: TlsBroker, creds: ClientCreds | None) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        broker.host,
+        broker.port,
+        identifier=f"test-{uuid.uuid4().hex[:8]}",
+        tls_params=_tls(creds, str(broker.ca.cert_path)),
+        timeout=TIMEOUT_S,
+        protocol=aiomqtt.ProtocolVersion.V311,
+    )
+
+
+async def _collect_until(client: aiomqtt.Client, sentinel_topic: str) -> list[str]:
+    """Topics received, up to and including the sentinel (which proves delivery works)."""
+    seen: list[str] = []
+    async with asyncio.timeout(TIMEOUT_S):
+        async for message in client.messages:
+            seen.append(str(message.topic))
+            if str(message.topic) == sentinel_topic:
+                return seen
+    return seen
+
+
+def connect_outcome(broker: TlsBroker, creds: ClientCreds | None) -> str:
+    """``"accepted"`` if the broker sends a successful CONNACK, else ``"refused: <why>"``."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}")
+    if creds is None:
+        client.tls_set(ca_certs=str(broker.ca.cert_path))
+    else:
+        client.tls_set(str(creds.ca_file), str(creds.cert_file), str(creds.key_file))
+    outcome: list[str] = []
+    logs: list[str] = []
+    client.on_log = lambda _c, _u, _level, text: logs.append(text)
+    client.on_connect = lambda _c, _u, _f, rc, _p: outcome.append(
+        "accepted" if not rc.is_failure else f"refused: CONNACK {rc}"
+    )
+    try:
+        client.connect(broker.host, broker.port, keepalive=5)
+        deadline = time.monotonic() + TIMEOUT_S
+        while not outcome and time.monotonic() < deadline:
+            rc = client.loop(0.1)
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                outcome.append(f"refused: {mqtt.error_string(rc)} {' | '.join(logs)}")
+    except (ssl.SSLError, OSError) as exc:
+        outcome.append(f"refused: {exc}")
+    finally:
+        client.disconnect()
+    return outcome[0] if outcome else "refused: no CONNACK"
+
+
+def _assert_refused(broker: TlsBroker, creds: ClientCreds | None, broker_says: str) -> None:
+    """Refused at the TLS layer, for the reason ``broker_says`` (from Mosquitto's log)."""
+    before = len(broker.log_text())
+    outcome = connect_outcome(broker, creds)
+    assert outcome.startswith("refused"), outcome
+    deadline = time.monotonic() + TIMEOUT_S
+    while broker_says not in broker.log_text()[before:] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert broker_says in broker.log_text()[before:], broker.log_text()[before:]
+
+
+async def test_gateway_publishes_to_own_topic_and_receiver_gets_it(tls_broker: TlsBroker) -> None:
+    gw = tls_broker.client("gw-a")
+    rx = tls_broker.client("receiver-twin", role="receiver")
+    async with _client(tls_broker, rx) as receiver, _client(tls_broker, gw) as gateway:
+        await receiver.subscribe("duet/v1/+/obs", qos=1)
+        await receiver.subscribe("duet/v1/+/status", qos=1)
+        await gateway.publish("duet/v1/gw-a/status", b"online", qos=1)
+        await gateway.publish("duet/v1/gw-a/obs", b"batch", qos=1)
+        seen = await _collect_until(receiver, "duet/v1/gw-a/obs")
+    assert seen == ["duet/v1/gw-a/status", "duet/v1/gw-a/obs"]
+
+
+async def test_gateway_a_cannot_publish_into_gateway_b_topics(tls_broker: TlsBroker) -> None:
+    gw_a = tls_broker.client("gw-a")
+    gw_b = tls_broker.client("gw-b")
+    rx = tls_broker.client("receiver-twin", role="receiver")
+    async with (
+        _client(tls_broker, rx) as receiver,
+        _client(tls_broker, gw_a) as a,
+        _client(tls_broker, gw_b) as b,
+    ):
+        await receiver.subscribe("duet/v1/#", qos=1)
+        await a.publish("duet/v1/gw-b/obs", b"forged", qos=1)
+        await a.publish("duet/v1/gw-b/status", b"offline", qos=1)
+        await a.publish("duet/v1/receiver-twin/obs", b"forged", qos=1)
+        # Then a legitimate message from B: everything before it has been routed by now.
+        await b.publish("duet/v1/gw-b/obs", b"genuine", qos=1)
+        seen = await _collect_until(receiver, "duet/v1/gw-b/obs")
+    assert seen == ["duet/v1/gw-b/obs"], f"forged messages reached the receiver: {seen}"
+
+
+async def test_gateway_cannot_read_other_gateways_data(tls_broker: TlsBroker) -> None:
+    gw_a = tls_broker.client("gw-a")
+    gw_b = tls_broker.client("gw-b")
+    async with _client(tls_broker, gw_a) as a, _client(tls_broker, gw_b) as b:
+        await a.subscribe("duet/v1/#", qos=1)
+        await b.publish("duet/v1/gw-b/obs", b"private", qos=1)
+        await b.publish("duet/v1/gw-a/config/x", b"forged config", qos=1)
+        # The twin side may push a (signed) bundle to A's config topic: sent last.
+        rx = tls_broker.client("receiver-twin", role="receiver")
+        async with _client(tls_broker, rx) as ops:
+            await ops.publish("duet/v1/gw-a/config/bundle", b"bundle", qos=1)
+        seen = await _collect_until(a, "duet/v1/gw-a/config/bundle")
+    assert seen == ["duet/v1/gw-a/config/bundle"]
+
+
+def test_valid_gateway_certificate_is_accepted(tls_broker: TlsBroker) -> None:
+    assert connect_outcome(tls_broker, tls_broker.client("gw-a")) == "accepted"
+
+
+def test_client_without_certificate_is_refused(tls_broker: TlsBroker) -> None:
+    _assert_refused(tls_broker, None, "peer did not return a certificate")
+
+
+def test_expired_certificate_is_refused(tls_broker: TlsBroker) -> None:
+    expired = tls_broker.client("gw-old", expired=True)
+    _assert_refused(tls_broker, expired, "certificate verify failed")
+
+
+async def test_revoked_certificate_is_refused(tls_broker: TlsBroker) -> None:
+    gw = tls_broker.client("gw-stolen")
+    async with _client(tls_broker, gw) as client:
+        await client.publish("duet/v1/gw-stolen/obs", b"ok", qos=1)
+    tls_broker.revoke("gw-stolen")
+    _assert_refused(tls_broker, gw, "certificate verify failed")
+    # Another gateway of the same CA is unaffected.
+    other = tls_broker.client("gw-honest")
+    async with _client(tls_broker, other) as client:
+        await client.publish("duet/v1/gw-honest/obs", b"ok", qos=1)
+
+
+def test_certificate_from_another_ca_is_refused(tls_broker: TlsBroker, tmp_path: Path) -> None:
+    rogue = CertificateAuthority.create(tmp_path / "rogue-ca", name="rogue CA")
+    ident = create_identity(tmp_path / "rogue-gw", "gw-a")
+    cert = rogue.sign_csr(load_csr(ident.csr))
+    write_public(ident.cert, rogue.chain_pem(cert))
+    creds = ClientCreds("gw-a", tls_broker.ca.cert_path, ident.cert, ident.key, cert.serial_number)
+    _assert_refused(tls_broker, creds, "certificate verify failed")
