@@ -1,0 +1,1 @@
+"""Quality control on the gateway: QARTOD-style rules plus TinyML anomaly detection."""

@@ -1,0 +1,218 @@
+"""QARTOD-style rule tests with small per-datastream state, evaluated one value at a time.
+
+All tests are causal (they see only the past), because the gateway flags an observation
+before it is uploaded. Where QARTOD's spike test compares a value with its two neighbours,
+ours compares it with the median of the previous ``spike_window`` accepted values, scaled by
+a running robust spread (mean absolute deviation from that median): a one-sample look-ahead
+would delay every upload, and the median makes the test immune to the spike itself.
+
+Flags follow the QARTOD scale (edge.model.QC_*). Test names used on the wire:
+``gross_range``, ``climatology``, ``spike``, ``rate_of_change``, ``flat_line``, ``gap``
+(informational: 9 = values are missing *before* this one; not folded into the aggregate),
+``pm_order``, ``pm_cf1``, ``colocated``, ``colocated_drift``, ``ml_anomaly``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from edge.model import QC_FAIL, QC_NOT_EVALUATED, QC_PASS, QC_SUSPECT
+from edge.quality.settings import ColocatedPair, QuantityThresholds
+
+_NEG_INF = -math.inf
+_POS_INF = math.inf
+_SCALE_ALPHA = 0.02  # weight of a new deviation in the running spread
+_SCALE_WARMUP = 8  # deviations averaged before the spike test evaluates
+
+
+class StreamRules:
+    """Per-datastream rule state: ring buffer of recent values, flat-line run, timing."""
+
+    __slots__ = (
+        "_clim", "_fail_max", "_fail_min", "_flat_fail", "_flat_min", "_flat_suspect",
+        "_flat_tol", "_gap_factor", "_roc_max", "_spike_fail", "_spike_min", "_spike_suspect",
+        "_susp_max", "_susp_min", "flat_count", "flat_value", "last_ms", "last_value",
+        "n_dev", "recent", "scale", "typical_dt_ms",
+    )
+
+    def __init__(self, th: QuantityThresholds) -> None:
+        self._fail_min = _NEG_INF if th.fail_min is None else th.fail_min
+        self._fail_max = _POS_INF if th.fail_max is None else th.fail_max
+        self._susp_min = _NEG_INF if th.suspect_min is None else th.suspect_min
+        self._susp_max = _POS_INF if th.suspect_max is None else th.suspect_max
+        self._clim: dict[int, tuple[float, float]] = {}
+        for rng in th.climatology:
+            for month in rng.months:
+                self._clim[month] = (rng.min, rng.max)
+        self._spike_suspect = th.spike_suspect
+        self._spike_fail = th.spike_fail
+        self._spike_min = th.spike_min_abs
+        self._roc_max = th.rate_of_change_max
+        self._flat_tol = th.flat_line_tolerance
+        self._flat_suspect = th.flat_line_suspect
+        self._flat_fail = th.flat_line_fail
+        self._flat_min = _NEG_INF if th.flat_line_min_level is None else th.flat_line_min_level
+        self._gap_factor = th.gap_factor
+        self.recent: deque[float] = deque(maxlen=th.spike_window)
+        self.scale = 0.0
+        self.n_dev = 0
+        self.flat_value = math.nan
+        self.flat_count = 0
+        self.last_value = math.nan
+        self.last_ms: int | None = None
+        self.typical_dt_ms = 0.0
+
+    @property
+    def has_climatology(self) -> bool:
+        return bool(self._clim)
+
+    def check(
+        self, x: float, ms: int, month: int, tests: dict[str, int], scores: dict[str, float]
+    ) -> int:
+        """Run every single-stream test on ``x`` at ``ms``; fill ``tests``; return the worst flag.
+
+        ``month`` is 1-12 (UTC), for the climatology test. A non-finite ``x`` fails gross range.
+        """
+        worst = QC_PASS
+        if not math.isfinite(x):
+            tests["gross_range"] = QC_FAIL
+            return QC_FAIL
+        # gross range
+        if x < self._fail_min or x > self._fail_max:
+            gross = QC_FAIL
+        elif x < self._susp_min or x > self._susp_max:
+            gross = QC_SUSPECT
+        else:
+            gross = QC_PASS
+        tests["gross_range"] = gross
+        worst = gross
+        # climatology
+        if self._clim:
+            rng = self._clim.get(month)
+            if rng is None:
+                tests["climatology"] = QC_NOT_EVALUATED
+            elif x < rng[0] or x > rng[1]:
+                tests["climatology"] = QC_SUSPECT
+                worst = max(worst, QC_SUSPECT)
+            else:
+                tests["climatology"] = QC_PASS
+        # time-based tests
+        last_ms = self.last_ms
+        dt_ms = ms - last_ms if last_ms is not None else 0
+        if dt_ms > 0:
+            typical = self.typical_dt_ms
+            if typical > 0 and dt_ms > self._gap_factor * typical:
+                tests["gap"] = 9
+                scores["gap_s"] = dt_ms / 1000.0
+            elif typical > 0:
+                self.typical_dt_ms = 0.9 * typical + 0.1 * dt_ms
+            else:
+                self.typical_dt_ms = float(dt_ms)
+            if self._roc_max is not None:
+                rate = abs(x - self.last_value) * 1000.0 / dt_ms
+                if rate > self._roc_max:
+                    tests["rate_of_change"] = QC_SUSPECT
+                    worst = max(worst, QC_SUSPECT)
+                else:
+                    tests["rate_of_change"] = QC_PASS
+        worst = max(worst, self._spike(x, tests, gross))
+        worst = max(worst, self._flat_line(x, tests))
+        self.last_value = x
+        self.last_ms = ms
+        return worst
+
+    def _spike(self, x: float, tests: dict[str, int], gross: int) -> int:
+        recent = self.recent
+        n = len(recent)
+        if n < 3:
+            if gross != QC_FAIL:
+                recent.append(x)
+            tests["spike"] = QC_NOT_EVALUATED
+            return QC_PASS
+        ordered = sorted(recent)
+        dev = abs(x - ordered[n // 2])
+        flag = QC_PASS
+        if self.n_dev >= _SCALE_WARMUP:
+            scale = self.scale
+            if dev > self._spike_min:
+                if dev > self._spike_fail * scale:
+                    flag = QC_FAIL
+                elif dev > self._spike_suspect * scale:
+                    flag = QC_SUSPECT
+            if flag == QC_PASS:
+                self.scale = scale + _SCALE_ALPHA * (min(dev, 4.0 * scale) - scale)
+            tests["spike"] = flag
+        else:
+            self.n_dev += 1
+            self.scale += (dev - self.scale) / self.n_dev
+            tests["spike"] = QC_NOT_EVALUATED
+        if flag == QC_PASS and gross != QC_FAIL:
+            recent.append(x)
+        return flag
+
+    def _flat_line(self, x: float, tests: dict[str, int]) -> int:
+        if abs(x - self.flat_value) <= self._flat_tol:
+            self.flat_count += 1
+        else:
+            self.flat_value = x
+            self.flat_count = 1
+        count = self.flat_count
+        if count >= self._flat_suspect and x > self._flat_min:
+            flag = QC_FAIL if count >= self._flat_fail else QC_SUSPECT
+        else:
+            flag = QC_PASS
+        tests["flat_line"] = flag
+        return flag
+
+
+class PairState:
+    """Co-located pair: instantaneous agreement plus a two-sided CUSUM on the log-ratio."""
+
+    __slots__ = ("base", "cfg", "last_a", "last_b", "n", "neg", "pos")
+
+    def __init__(self, cfg: ColocatedPair) -> None:
+        self.cfg = cfg
+        self.last_a: tuple[float, int] | None = None
+        self.last_b: tuple[float, int] | None = None
+        self.n = 0
+        self.base = 0.0
+        self.pos = 0.0
+        self.neg = 0.0
+
+    def update(self, is_a: bool, x: float, ms: int, tests: dict[str, int]) -> int:
+        """Record ``x`` for side a or b and compare with the other side's latest value."""
+        if is_a:
+            self.last_a = (x, ms)
+            other = self.last_b
+        else:
+            self.last_b = (x, ms)
+            other = self.last_a
+        cfg = self.cfg
+        if other is None or abs(ms - other[1]) > cfg.max_dt_s * 1000.0:
+            tests["colocated"] = QC_NOT_EVALUATED
+            return QC_PASS
+        a, b = (x, other[0]) if is_a else (other[0], x)
+        diff = abs(a - b)
+        worst = QC_PASS
+        if diff > cfg.abs_tolerance and diff > cfg.rel_tolerance * 0.5 * abs(a + b):
+            tests["colocated"] = QC_SUSPECT
+            worst = QC_SUSPECT
+        else:
+            tests["colocated"] = QC_PASS
+        floor = max(cfg.abs_tolerance, 1e-9)
+        ratio = math.log((max(a, 0.0) + floor) / (max(b, 0.0) + floor))
+        if self.n < cfg.drift_warmup:
+            self.n += 1
+            self.base += (ratio - self.base) / self.n
+            tests["colocated_drift"] = QC_NOT_EVALUATED
+            return worst
+        r = ratio - self.base
+        self.pos = max(0.0, self.pos + r - cfg.drift_slack)
+        self.neg = max(0.0, self.neg - r - cfg.drift_slack)
+        if self.pos > cfg.drift_threshold or self.neg > cfg.drift_threshold:
+            tests["colocated_drift"] = QC_SUSPECT
+            worst = QC_SUSPECT
+        else:
+            tests["colocated_drift"] = QC_PASS
+        return worst

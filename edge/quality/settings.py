@@ -1,0 +1,233 @@
+"""``[quality]`` configuration section: per-quantity thresholds with documented defaults.
+
+Every threshold has a default per quantity (``DEFAULT_THRESHOLDS``, documented in
+docs/quality.md); a ``[quality.quantities.<code>]`` table overrides only the keys it names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edge.quantities import QUANTITIES
+
+
+class ClimatologyRange(BaseModel):
+    """Values outside ``[min, max]`` during ``months`` are suspect (QARTOD climatology test)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    months: list[int] = Field(
+        default_factory=lambda: list(range(1, 13)),
+        description="Months (1-12, UTC) this range applies to, e.g. [12, 1, 2] for winter.",
+    )
+    min: float = Field(description="Lowest plausible value at this site and season.")
+    max: float = Field(description="Highest plausible value at this site and season.")
+
+    @field_validator("months")
+    @classmethod
+    def _months_valid(cls, value: list[int]) -> list[int]:
+        bad = [m for m in value if not 1 <= m <= 12]
+        if bad or not value:
+            raise ValueError(f"months must be 1..12 and non-empty, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ClimatologyRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+
+class QuantityThresholds(BaseModel):
+    """Thresholds of the rule-based tests for one quantity (units: the quantity's UCUM unit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fail_min: float | None = Field(None, description="Sensor lower limit: below → fail (4).")
+    fail_max: float | None = Field(None, description="Sensor upper limit: above → fail (4).")
+    suspect_min: float | None = Field(
+        None, description="Operational lower limit: below → suspect (3)."
+    )
+    suspect_max: float | None = Field(
+        None, description="Operational upper limit: above → suspect (3)."
+    )
+    climatology: list[ClimatologyRange] = Field(
+        default_factory=list, description="Per-season plausible ranges for this site."
+    )
+    spike_window: int = Field(
+        5, ge=3, le=64, description="Previous values whose median is the spike reference."
+    )
+    spike_suspect: float = Field(
+        6.0, gt=0, description="|x - median| above this many robust scales → suspect."
+    )
+    spike_fail: float = Field(
+        12.0, gt=0, description="|x - median| above this many robust scales → fail."
+    )
+    spike_min_abs: float = Field(
+        0.0, ge=0, description="Deviations smaller than this (absolute) never count as spikes."
+    )
+    rate_of_change_max: float | None = Field(
+        None, gt=0, description="Largest plausible |dx/dt| per second; above → suspect."
+    )
+    flat_line_tolerance: float = Field(
+        0.0, ge=0, description="Values within this of the current one count as 'the same'."
+    )
+    flat_line_suspect: int = Field(
+        5, ge=2, description="This many identical values in a row → suspect (stuck-at)."
+    )
+    flat_line_fail: int = Field(
+        10, ge=2, description="This many identical values in a row → fail (stuck-at)."
+    )
+    flat_line_min_level: float | None = Field(
+        None, description="Flat lines at or below this value are normal (e.g. clean air)."
+    )
+    gap_factor: float = Field(
+        3.0, gt=1, description="An interval longer than this × the usual one is a gap."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> QuantityThresholds:
+        if self.spike_fail < self.spike_suspect:
+            raise ValueError(
+                f"spike_fail ({self.spike_fail}) must be >= spike_suspect ({self.spike_suspect})"
+            )
+        if self.flat_line_fail < self.flat_line_suspect:
+            raise ValueError(
+                f"flat_line_fail ({self.flat_line_fail}) must be >= "
+                f"flat_line_suspect ({self.flat_line_suspect})"
+            )
+        return self
+
+
+# Defaults per quantity. Sensor limits come from the common low-cost sensors' data sheets
+# (PMS5003/SPS30: 0-1000 µg/m³; SHT3x/BME280: -40..85 °C, 0..100 %RH; electrochemical NO2/O3
+# and CO cells of the ranges below). See docs/quality.md for the full table and rationale.
+DEFAULT_THRESHOLDS: dict[str, dict[str, Any]] = {
+    "pm1": {"fail_min": 0, "fail_max": 1000, "suspect_max": 500, "spike_min_abs": 5.0,
+            "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 3.0},
+    "pm2_5": {"fail_min": 0, "fail_max": 1000, "suspect_max": 500, "spike_min_abs": 5.0,
+              "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 3.0},
+    "pm4": {"fail_min": 0, "fail_max": 1000, "suspect_max": 500, "spike_min_abs": 5.0,
+            "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 3.0},
+    "pm10": {"fail_min": 0, "fail_max": 1000, "suspect_max": 600, "spike_min_abs": 5.0,
+             "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 3.0},
+    "pm1_cf1": {"fail_min": 0, "fail_max": 1000, "spike_min_abs": 5.0,
+                "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 3.0},
+    "pm2_5_cf1": {"fail_min": 0, "fail_max": 1000, "spike_min_abs": 5.0,
+                  "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 3.0},
+    "pm10_cf1": {"fail_min": 0, "fail_max": 1000, "spike_min_abs": 5.0,
+                 "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 3.0},
+    "no2": {"fail_min": -20, "fail_max": 2000, "suspect_min": 0, "suspect_max": 400,
+            "spike_min_abs": 20.0, "flat_line_suspect": 5, "flat_line_fail": 10},
+    "o3": {"fail_min": -20, "fail_max": 2000, "suspect_min": 0, "suspect_max": 400,
+           "spike_min_abs": 20.0, "flat_line_suspect": 5, "flat_line_fail": 10},
+    "co": {"fail_min": -1, "fail_max": 100, "suspect_min": 0, "suspect_max": 20,
+           "spike_min_abs": 0.5, "flat_line_suspect": 6, "flat_line_fail": 12,
+           "flat_line_min_level": 0.2},
+    "co2": {"fail_min": 0, "fail_max": 40000, "suspect_min": 350, "suspect_max": 5000,
+            "spike_min_abs": 50.0, "flat_line_suspect": 30, "flat_line_fail": 120},
+    "temperature": {"fail_min": -40, "fail_max": 85, "suspect_min": -25, "suspect_max": 45,
+                    "spike_min_abs": 2.0, "rate_of_change_max": 0.05,
+                    "flat_line_suspect": 60, "flat_line_fail": 240},
+    "humidity": {"fail_min": 0, "fail_max": 100, "suspect_min": 5, "suspect_max": 100,
+                 "spike_min_abs": 5.0, "rate_of_change_max": 0.2,
+                 "flat_line_suspect": 60, "flat_line_fail": 240},
+    "pressure": {"fail_min": 30000, "fail_max": 110000, "suspect_min": 95000,
+                 "suspect_max": 105000, "spike_min_abs": 200.0,
+                 "flat_line_suspect": 120, "flat_line_fail": 600},
+}
+
+
+class ColocatedPair(BaseModel):
+    """Two sensors measuring the same quantity side by side (or a dual-channel sensor)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sensor_a: str = Field(description="sensor_id of the first sensor.")
+    sensor_b: str = Field(description="sensor_id of the second sensor.")
+    quantity: str = Field(description="Quantity code both sensors report.")
+    abs_tolerance: float = Field(5.0, ge=0, description="Always-allowed |a - b|.")
+    rel_tolerance: float = Field(
+        0.7, ge=0, description="Allowed |a - b| / mean(a, b) above abs_tolerance (EPA: 70 %)."
+    )
+    max_dt_s: float = Field(120.0, gt=0, description="Readings further apart are not compared.")
+    drift_threshold: float = Field(
+        0.15, gt=0,
+        description="CUSUM threshold on the log-ratio log(a/b) (≈ fraction), for slow drift.",
+    )
+    drift_slack: float = Field(
+        0.005, ge=0, description="CUSUM allowance per comparison (≈ tolerated bias fraction)."
+    )
+    drift_warmup: int = Field(
+        48, ge=2, description="Comparisons used to learn the pair's normal log-ratio."
+    )
+
+    @field_validator("quantity")
+    @classmethod
+    def _known_quantity(cls, value: str) -> str:
+        if value not in QUANTITIES:
+            raise ValueError(f"unknown quantity {value!r}; known: {', '.join(sorted(QUANTITIES))}")
+        return value
+
+
+class MlSettings(BaseModel):
+    """TinyML anomaly detection (LiteRT)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Score windows with the anomaly models.")
+    model_dir: Path | None = Field(
+        None, description="Folder of model artefacts; default: the models shipped with duet-edge."
+    )
+
+
+class QualitySettings(BaseModel):
+    """The ``[quality]`` section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Run the quality stage at all.")
+    quantities: dict[str, QuantityThresholds] = Field(
+        default_factory=dict,
+        description="Per-quantity overrides, merged key by key over the documented defaults.",
+    )
+    pm_order_tolerance: float = Field(
+        1.0, ge=0, description="Allowed excess in PM1 ≤ PM2.5 ≤ PM10 (µg/m³)."
+    )
+    pm_cf1_tolerance: float = Field(
+        1.0, ge=0, description="Allowed excess of a PMS sensor's atmospheric over CF=1 reading."
+    )
+    colocated: list[ColocatedPair] = Field(
+        default_factory=list, description="Co-located sensor pairs to compare."
+    )
+    ml: MlSettings = Field(
+        default_factory=lambda: MlSettings.model_validate({}), description="Anomaly models."
+    )
+
+    @field_validator("quantities", mode="before")
+    @classmethod
+    def _merge_defaults(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = {}
+        for code, override in value.items():
+            if code not in QUANTITIES:
+                known = ", ".join(sorted(QUANTITIES))
+                raise ValueError(f"quality.quantities: unknown quantity {code!r}; known: {known}")
+            if isinstance(override, QuantityThresholds):
+                merged[code] = override
+            elif isinstance(override, dict):
+                merged[code] = {**DEFAULT_THRESHOLDS.get(code, {}), **override}
+            else:
+                merged[code] = override
+        return merged
+
+    def thresholds(self, code: str) -> QuantityThresholds:
+        """The effective thresholds for ``code`` (override, else default, else generic)."""
+        found = self.quantities.get(code)
+        if found is not None:
+            return found
+        return QuantityThresholds(**DEFAULT_THRESHOLDS.get(code, {}))
