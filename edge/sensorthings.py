@@ -228,7 +228,16 @@ def datastream_body(
 
 def result_is_valid(obs: Observation) -> bool:
     """JSON has no NaN/Infinity: such results cannot be sent as SensorThings results."""
-    return isinstance(obs.result, int | float) and math.isfinite(obs.result)
+    return _finite(obs.result)
+
+
+def _finite(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a double
+        return False
 
 
 def result_quality(obs: Observation) -> JsonObject:
@@ -251,7 +260,7 @@ def parameters(obs: Observation, gateway_id: str, mode: IntervalMode = "interval
         "seq": obs.sequence,
         "gatewayId": gateway_id,
     }
-    if obs.raw_result is not None and math.isfinite(obs.raw_result):
+    if _finite(obs.raw_result):
         params["rawResult"] = obs.raw_result
     prov = obs.provenance.as_dict()
     if prov:
