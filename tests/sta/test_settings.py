@@ -1,0 +1,65 @@
+"""[uplinks.sensorthings_http] settings: valid examples and errors that name the problem."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+from pydantic import ValidationError
+
+from edge.uplinks.sensorthings_http import SensorThingsHttpSettings
+
+EXAMPLE = """
+base_url = "https://sta.example.org/FROST-Server/v1.1/"
+batch_size = 1000
+phenomenon_interval = "end_instant"
+
+[auth]
+type = "bearer"
+token_file = "/etc/duet-edge/sta-token"
+
+[tls]
+ca_file = "/etc/duet-edge/ca.pem"
+"""
+
+
+def test_example_section_parses() -> None:
+    s = SensorThingsHttpSettings.model_validate(tomllib.loads(EXAMPLE))
+    assert s.base_url == "https://sta.example.org/FROST-Server/v1.1"  # trailing / dropped
+    assert s.auth.type == "bearer" and s.tls is not None
+    assert s.phenomenon_interval == "end_instant"
+
+
+def test_defaults() -> None:
+    s = SensorThingsHttpSettings(base_url="http://127.0.0.1:8080/v1.1")
+    assert (s.batch_size, s.phenomenon_interval, s.create_observations) == (500, "auto", True)
+    assert s.auth.type == "none" and s.tls is None
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({"base_url": "ftp://x/v1.1"}, "http:// or https://"),
+        ({"base_url": "https://x/v1.1?a=1"}, "query"),
+        ({"base_url": "https://x", "batch_size": 0}, "greater than or equal to 1"),
+        ({"base_url": "https://x", "phenomenon_interval": "start"}, "'interval', 'end_instant'"),
+        ({"base_url": "https://x", "auth": {"type": "bearer"}}, "exactly one of token_file"),
+        ({"base_url": "https://x", "auth": {"type": "basic", "password_env": "P"}},
+         "needs username"),
+        ({"base_url": "https://x", "auth": {"token_env": "T"}}, "type = 'none' takes no"),
+        ({"base_url": "https://x", "auth": {"type": "bearer", "token": "inline"}},
+         "Extra inputs are not permitted"),
+        ({"base_url": "https://x", "tls": {"key_file": "k.pem"}}, "key_file needs cert_file"),
+        ({"base_url": "https://x", "bogus": 1}, "Extra inputs"),
+    ],
+)
+def test_invalid_settings_are_explained(data: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        SensorThingsHttpSettings.model_validate(data)
+    assert fragment in str(err.value)
+
+
+def test_lead_config_includes_the_section() -> None:
+    config = pytest.importorskip("edge.config")
+    model = config.UplinkSettings.model_fields["sensorthings_http"].annotation
+    assert SensorThingsHttpSettings in getattr(model, "__args__", (model,))
