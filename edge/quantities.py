@@ -63,6 +63,8 @@ _QUANTITIES: tuple[Quantity, ...] = (
     Quantity("illuminance", "Illuminance", "lx", "lx", QUDT_KIND + "Illuminance", 0.01),
     Quantity("sound_level", "Sound level (A)", "dB", "dB(A)", DUET_NS + "sound_level", 0.1),
     Quantity("battery_voltage", "Battery voltage", "V", "V", DUET_NS + "battery_voltage", 0.001),
+    Quantity("mox_response", "Metal-oxide sensor response (raw)", "1", "1",
+             DUET_NS + "mox_response", 1.0),
     # Traffic: counts per interval; names follow Telraam's public fields (see docs/sensors.md).
     Quantity("pedestrian", "Pedestrians", "{count}", "count", DUET_NS + "traffic/pedestrian", 1.0),
     Quantity("bike", "Two-wheelers", "{count}", "count", DUET_NS + "traffic/bike", 1.0),

@@ -1,0 +1,217 @@
+"""Hand-over report (HTML + PNG figures) and drift check for a calibration artefact."""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from calibration.artefact import Artefact
+from calibration.fit import predict
+from calibration.metrics import LIMIT_VALUES, metrics
+from edge.quantities import QUANTITIES
+
+
+def _input_matrix(artefact: Artefact, values: dict[str, np.ndarray]) -> np.ndarray:
+    missing = [i.name for i in artefact.inputs if i.name not in values]
+    if missing:
+        raise ValueError(f"data lack the artefact's input column(s) {missing}")
+    return np.column_stack([values[i.name] for i in artefact.inputs])
+
+
+def out_of_range_mask(artefact: Artefact, X: np.ndarray) -> np.ndarray:
+    mask = np.zeros(X.shape[0], dtype=bool)
+    for j, spec in enumerate(artefact.inputs):
+        if spec.range is not None:
+            mask |= (X[:, j] < spec.range[0]) | (X[:, j] > spec.range[1])
+    return mask
+
+
+@dataclass
+class Evaluation:
+    t: np.ndarray
+    reference: np.ndarray
+    raw: np.ndarray
+    calibrated: np.ndarray
+    X: np.ndarray
+    out_of_range: np.ndarray
+    metrics_raw: dict[str, float]
+    metrics_cal: dict[str, float]
+
+
+def evaluate(artefact: Artefact, t: np.ndarray, values: dict[str, np.ndarray],
+             reference: np.ndarray) -> Evaluation:
+    X = _input_matrix(artefact, values)
+    cal = predict(artefact.model, X)
+    ok = np.isfinite(cal)
+    X, cal, ref, tt = X[ok], cal[ok], reference[ok], t[ok]
+    return Evaluation(
+        tt, ref, X[:, 0], cal, X, out_of_range_mask(artefact, X),
+        metrics(ref, X[:, 0], artefact.quantity), metrics(ref, cal, artefact.quantity),
+    )
+
+
+def _figures(ev: Evaluation, artefact: Artefact, out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    unit = QUANTITIES[artefact.quantity].unit_symbol
+    dates = np.array([datetime.fromtimestamp(float(x), UTC) for x in ev.t])
+    files = []
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    axes[0].scatter(ev.reference, ev.raw, s=3, alpha=0.4)
+    axes[0].set(title="Raw vs reference", xlabel=f"reference ({unit})",
+                ylabel=f"raw {artefact.inputs[0].name}")
+    axes[1].scatter(ev.reference, ev.calibrated, s=3, alpha=0.4, label="in fitted range")
+    if ev.out_of_range.any():
+        axes[1].scatter(ev.reference[ev.out_of_range], ev.calibrated[ev.out_of_range], s=3,
+                        alpha=0.4, color="tab:red", label="input outside fitted range")
+    hi = float(max(ev.reference.max(), ev.calibrated.max()))
+    axes[1].plot([0, hi], [0, hi], "k--", lw=1, label="1:1")
+    axes[1].set(title="Calibrated vs reference", xlabel=f"reference ({unit})",
+                ylabel=f"calibrated ({unit})")
+    axes[1].legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "scatter.png", dpi=110)
+    files.append("scatter.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(11, 4))
+    ax.plot(dates, ev.reference, lw=0.6, label="reference", color="black")
+    ax.plot(dates, ev.calibrated, lw=0.6, label="calibrated", color="tab:orange", alpha=0.8)
+    ax.set(title="Time series", ylabel=unit)
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(out_dir / "timeseries.png", dpi=110)
+    files.append("timeseries.png")
+    plt.close(fig)
+
+    env = [(j, s) for j, s in enumerate(artefact.inputs) if s.quantity in ("humidity", "temperature")]
+    if env:
+        resid = ev.calibrated - ev.reference
+        fig, axes = plt.subplots(1, len(env), figsize=(5 * len(env), 4), squeeze=False)
+        for ax, (j, spec) in zip(axes[0], env, strict=True):
+            ax.scatter(ev.X[:, j], resid, s=3, alpha=0.4)
+            ax.axhline(0, color="black", lw=1)
+            ax.set(title=f"Residual vs {spec.name}", xlabel=spec.name,
+                   ylabel=f"calibrated − reference ({unit})")
+        fig.tight_layout()
+        fig.savefig(out_dir / "residuals_env.png", dpi=110)
+        files.append("residuals_env.png")
+        plt.close(fig)
+    return files
+
+
+def _row(name: str, m: dict[str, float]) -> str:
+    w = m.get("expanded_uncertainty", math.nan)
+    cells = [name, f"{m['r2']:.3f}", f"{m['rmse']:.3g}", f"{m['mae']:.3g}", f"{m['bias']:+.3g}",
+             f"{m['crmse']:.3g}", f"{m['orth_slope']:.3f}", f"{m['orth_intercept']:+.3g}",
+             "–" if math.isnan(w) else f"{100 * w:.1f} %"]
+    return "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+
+
+def write_report(artefact: Artefact, ev: Evaluation, out_dir: Path, title: str = "") -> Path:
+    """Write ``index.html`` and PNG figures into ``out_dir``; return the HTML path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = _figures(ev, artefact, out_dir)
+    q = artefact.quantity
+    dqo_text = ""
+    if q in LIMIT_VALUES:
+        lv, dqo, label = LIMIT_VALUES[q]
+        w = ev.metrics_cal.get("expanded_uncertainty", math.nan)
+        verdict = "meets" if w <= dqo else "does NOT meet"
+        dqo_text = (
+            f"<p>Expanded relative uncertainty at the {html.escape(label)} (orthogonal regression, "
+            f"EU Guide to the Demonstration of Equivalence): <b>{100 * w:.1f} %</b>, which "
+            f"<b>{verdict}</b> the data-quality objective for indicative measurements "
+            f"({100 * dqo:.0f} %, Directive 2008/50/EC).</p>"
+        )
+    period = (f"{datetime.fromtimestamp(float(ev.t[0]), UTC):%Y-%m-%d %H:%M} – "
+              f"{datetime.fromtimestamp(float(ev.t[-1]), UTC):%Y-%m-%d %H:%M} UTC")
+    fit = artefact.fit
+    val = fit.validation
+    cv = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>"
+        for k, v in sorted(val.get("cv_rmse", {}).items(), key=lambda kv: kv[1])
+    )
+    body = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>Calibration report {html.escape(artefact.id)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #bbb;padding:3px 8px}}</style></head><body>
+<h1>Calibration report: {html.escape(title or artefact.id)}</h1>
+<p>Artefact <code>{html.escape(artefact.id)}</code> version {html.escape(artefact.version)},
+quantity {html.escape(q)} ({html.escape(QUANTITIES[q].unit_symbol)}), sensor model
+{html.escape(artefact.sensor.model or 'any')} serial {html.escape(artefact.sensor.serial or 'any')},
+sha256 <code>{html.escape((artefact.sha256 or '')[:16])}…</code>.<br>
+Model: {html.escape(str(val.get('chosen', '')))} — fitted {html.escape(fit.period_start or '?')} to
+{html.escape(fit.period_end or '?')} on {fit.n_samples} samples against
+{html.escape(fit.reference_station or 'the reference')}.</p>
+<h2>Evaluated period</h2><p>{period}, {ev.t.size} samples;
+{int(ev.out_of_range.sum())} ({100 * ev.out_of_range.mean():.1f} %) have an input outside the fitted
+range (flagged suspect on the gateway).</p>
+<table><tr><th>values</th><th>R²</th><th>RMSE</th><th>MAE</th><th>mean bias</th><th>CRMSE</th>
+<th>orth. slope</th><th>orth. intercept</th><th>expanded uncertainty</th></tr>
+{_row('raw', ev.metrics_raw)}{_row('calibrated', ev.metrics_cal)}</table>
+{dqo_text}
+<h2>Model choice (forward-chaining validation on the fitting period)</h2>
+<table><tr><th>candidate</th><th>mean RMSE over folds</th></tr>{cv}</table>
+<h2>Figures</h2>
+{''.join(f'<p><img src="{f}" alt="{f}"></p>' for f in figures)}
+<p>Data note: results on the UCI Air Quality data set cite De Vito et al., Sensors and Actuators B
+129(2), 2008 (CC BY 4.0).</p>
+</body></html>"""
+    path = out_dir / "index.html"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+@dataclass
+class DriftResult:
+    recommendation: str  # "keep", "adjust-offset", "refit"
+    reasons: list[str]
+    metrics_new: dict[str, float]
+    fitted_rmse: float
+
+
+def drift_check(artefact: Artefact, ev: Evaluation, tolerance: float = 1.5) -> DriftResult:
+    """Compare a deployed calibration on a new co-location period with its own fit metrics.
+
+    ``keep`` when the new RMSE stays within ``tolerance`` × the validation RMSE recorded at fit
+    time; ``adjust-offset`` when the excess error is mostly a constant bias (CRMSE still within
+    tolerance); ``refit`` otherwise, or when the orthogonal slope moved by more than 15 %.
+    """
+    m = ev.metrics_cal
+    base = float(artefact.fit.metrics.get("cv_rmse") or artefact.fit.metrics.get("rmse") or math.nan)
+    reasons: list[str] = []
+    if not math.isfinite(base) or base <= 0:
+        base = m["crmse"]
+        reasons.append("artefact records no fit RMSE; using the new CRMSE as the baseline")
+    slope_ok = abs(m["orth_slope"] - 1.0) <= 0.15
+    if m["rmse"] <= tolerance * base and slope_ok:
+        rec = "keep"
+        reasons.append(f"RMSE {m['rmse']:.3g} ≤ {tolerance} × fitted {base:.3g}")
+    elif m["crmse"] <= tolerance * base and slope_ok:
+        rec = "adjust-offset"
+        reasons.append(
+            f"RMSE {m['rmse']:.3g} > {tolerance} × fitted {base:.3g}, but it is mostly a constant "
+            f"bias {m['bias']:+.3g} (CRMSE {m['crmse']:.3g}): refit the offset"
+        )
+    else:
+        rec = "refit"
+        reasons.append(f"RMSE {m['rmse']:.3g} vs fitted {base:.3g}; CRMSE {m['crmse']:.3g}")
+    if not slope_ok:
+        reasons.append(f"orthogonal slope {m['orth_slope']:.3f} is outside 1 ± 0.15")
+    frac = float(ev.out_of_range.mean())
+    if frac > 0.2:
+        reasons.append(f"{100 * frac:.0f} % of samples have inputs outside the fitted range")
+        if rec == "keep":
+            rec = "refit"
+    return DriftResult(rec, reasons, m, base)
