@@ -79,6 +79,17 @@ _QUANTITIES: tuple[Quantity, ...] = (
 
 QUANTITIES: dict[str, Quantity] = {q.code: q for q in _QUANTITIES}
 
+# Traffic counts per Telraam side and per 10 km/h speed class (firmware traffic node).
+for _side in ("lft", "rgt"):
+    QUANTITIES[f"traffic_count_{_side}"] = Quantity(
+        f"traffic_count_{_side}", f"Vehicles ({_side})", "{count}", "count",
+        DUET_NS + f"traffic/count_{_side}", 1.0)
+for _lo in range(0, 80, 10):
+    _label = f"{_lo}+ km/h" if _lo == 70 else f"{_lo}-{_lo + 10} km/h"
+    QUANTITIES[f"speed_class_{_lo}"] = Quantity(
+        f"speed_class_{_lo}", f"Objects at {_label}", "{count}", "count",
+        DUET_NS + f"traffic/speed_class_{_lo}", 1.0)
+
 
 def register_quantity(quantity: Quantity) -> None:
     """Add a quantity (e.g. a per-direction traffic count) to the table at import time."""
