@@ -132,7 +132,7 @@ def _predict(spec: Spec, X: np.ndarray) -> np.ndarray:
     if isinstance(spec, KoehlerModel):
         lo, hi = spec.rh_clamp
         rh = np.clip(X[:, spec.rh_input], lo, hi)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(all="ignore"):
             growth = 1.0 + (spec.kappa / 1.65) / (100.0 / rh - 1.0)
         return np.where(rh > 0, X[:, 0] / growth, X[:, 0])
     if isinstance(spec, ChainModel):
