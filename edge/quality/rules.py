@@ -24,6 +24,8 @@ _NEG_INF = -math.inf
 _POS_INF = math.inf
 _SCALE_ALPHA = 0.02  # weight of a new deviation in the running spread
 _SCALE_WARMUP = 8  # deviations averaged before the spike test evaluates
+_STEP_CAP = 4.0  # largest CUSUM step, in spreads
+_SUM_CAP = 1.25  # CUSUM ceiling, in multiples of the alarm threshold
 
 
 class StreamRules:
@@ -155,6 +157,9 @@ class StreamRules:
         if abs(x - self.flat_value) <= self._flat_tol:
             self.flat_count += 1
         else:
+            if self.flat_count >= self._flat_suspect:
+                # a stuck run just ended: its values are no reference for the spike test
+                self.recent.clear()
             self.flat_value = x
             self.flat_count = 1
         count = self.flat_count
@@ -167,9 +172,14 @@ class StreamRules:
 
 
 class PairState:
-    """Co-located pair: instantaneous agreement plus a two-sided CUSUM on the log-ratio."""
+    """Co-located pair: instantaneous agreement plus a two-sided CUSUM on the log-ratio.
 
-    __slots__ = ("base", "cfg", "last_a", "last_b", "n", "neg", "pos")
+    The first ``drift_warmup`` comparisons give the pair's normal log-ratio (median) and
+    spread (1.4826 × MAD); the CUSUM then runs on the standardised log-ratio, so its
+    threshold and slack are in units of that spread and need no per-quantity tuning.
+    """
+
+    __slots__ = ("base", "cfg", "last_a", "last_b", "n", "neg", "pos", "spread", "warm")
 
     def __init__(self, cfg: ColocatedPair) -> None:
         self.cfg = cfg
@@ -179,9 +189,17 @@ class PairState:
         self.base = 0.0
         self.pos = 0.0
         self.neg = 0.0
+        self.spread = 1.0
+        self.warm: list[float] = []
 
-    def update(self, is_a: bool, x: float, ms: int, tests: dict[str, int]) -> int:
-        """Record ``x`` for side a or b and compare with the other side's latest value."""
+    def update(self, is_a: bool, x: float, ms: int, tests: dict[str, int],
+               integrate: bool = True) -> int:
+        """Record ``x`` for side a or b and compare with the other side's latest value.
+
+        ``integrate=False`` (the value already failed another test, e.g. a stuck run) keeps
+        it out of the drift sum and halves the sum: the CUSUM is for slow drift that no other
+        test explains.
+        """
         if is_a:
             self.last_a = (x, ms)
             other = self.last_b
@@ -200,16 +218,32 @@ class PairState:
             worst = QC_SUSPECT
         else:
             tests["colocated"] = QC_PASS
-        floor = max(cfg.abs_tolerance, 1e-9)
+        if not integrate:
+            # another test explains this disagreement: halve the drift evidence so a stuck
+            # or spiking episode does not leave a drift alarm behind once it is over
+            self.pos *= 0.5
+            self.neg *= 0.5
+            tests["colocated_drift"] = QC_NOT_EVALUATED
+            return worst
+        floor = cfg.ratio_floor
         ratio = math.log((max(a, 0.0) + floor) / (max(b, 0.0) + floor))
         if self.n < cfg.drift_warmup:
             self.n += 1
-            self.base += (ratio - self.base) / self.n
+            self.warm.append(ratio)
+            if self.n == cfg.drift_warmup:
+                ordered = sorted(self.warm)
+                self.base = ordered[len(ordered) // 2]
+                mad = sorted(abs(r - self.base) for r in ordered)[len(ordered) // 2]
+                self.spread = max(1.4826 * mad, 1e-3)
+                self.warm.clear()
             tests["colocated_drift"] = QC_NOT_EVALUATED
             return worst
-        r = ratio - self.base
-        self.pos = max(0.0, self.pos + r - cfg.drift_slack)
-        self.neg = max(0.0, self.neg - r - cfg.drift_slack)
+        # winsorised steps (a spike moves the sum by at most _STEP_CAP) and a capped sum (it
+        # recovers within a few samples once the pair agrees again)
+        r = min(_STEP_CAP, max(-_STEP_CAP, (ratio - self.base) / self.spread))
+        cap = _SUM_CAP * cfg.drift_threshold
+        self.pos = min(cap, max(0.0, self.pos + r - cfg.drift_slack))
+        self.neg = min(cap, max(0.0, self.neg - r - cfg.drift_slack))
         if self.pos > cfg.drift_threshold or self.neg > cfg.drift_threshold:
             tests["colocated_drift"] = QC_SUSPECT
             worst = QC_SUSPECT

@@ -61,10 +61,10 @@ class QuantityThresholds(BaseModel):
         5, ge=3, le=64, description="Previous values whose median is the spike reference."
     )
     spike_suspect: float = Field(
-        6.0, gt=0, description="|x - median| above this many robust scales → suspect."
+        8.0, gt=0, description="|x - median| above this many robust scales → suspect."
     )
     spike_fail: float = Field(
-        12.0, gt=0, description="|x - median| above this many robust scales → fail."
+        16.0, gt=0, description="|x - median| above this many robust scales → fail."
     )
     spike_min_abs: float = Field(
         0.0, ge=0, description="Deviations smaller than this (absolute) never count as spikes."
@@ -125,7 +125,7 @@ DEFAULT_THRESHOLDS: dict[str, dict[str, Any]] = {
     "o3": {"fail_min": -20, "fail_max": 2000, "suspect_min": 0, "suspect_max": 400,
            "spike_min_abs": 20.0, "flat_line_suspect": 5, "flat_line_fail": 10},
     "co": {"fail_min": -1, "fail_max": 100, "suspect_min": 0, "suspect_max": 20,
-           "spike_min_abs": 0.5, "flat_line_suspect": 6, "flat_line_fail": 12,
+           "spike_min_abs": 0.5, "flat_line_suspect": 5, "flat_line_fail": 12,
            "flat_line_min_level": 0.2},
     "co2": {"fail_min": 0, "fail_max": 40000, "suspect_min": 350, "suspect_max": 5000,
             "spike_min_abs": 50.0, "flat_line_suspect": 30, "flat_line_fail": 120},
@@ -153,16 +153,21 @@ class ColocatedPair(BaseModel):
     rel_tolerance: float = Field(
         0.7, ge=0, description="Allowed |a - b| / mean(a, b) above abs_tolerance (EPA: 70 %)."
     )
+    ratio_floor: float = Field(
+        1.0, gt=0,
+        description="Added to both values before the drift log-ratio: about the sensors' noise "
+        "floor, so near-zero readings do not dominate.",
+    )
     max_dt_s: float = Field(120.0, gt=0, description="Readings further apart are not compared.")
     drift_threshold: float = Field(
-        0.15, gt=0,
-        description="CUSUM threshold on the log-ratio log(a/b) (≈ fraction), for slow drift.",
+        8.0, gt=0,
+        description="CUSUM alarm level on the log-ratio log(a/b), in units of its normal spread.",
     )
     drift_slack: float = Field(
-        0.005, ge=0, description="CUSUM allowance per comparison (≈ tolerated bias fraction)."
+        0.5, ge=0, description="CUSUM allowance per comparison, in units of the normal spread."
     )
     drift_warmup: int = Field(
-        48, ge=2, description="Comparisons used to learn the pair's normal log-ratio."
+        168, ge=8, description="Comparisons used to learn the pair's normal log-ratio and spread."
     )
 
     @field_validator("quantity")

@@ -167,9 +167,10 @@ class QualityStage:
         scores: dict[str, float] = {}
         month = self._month.of(ms) if state.clim else 0
         worst = state.rules.check(x, ms, month, tests, scores)
-        for pair, is_a in state.pairs:
-            if math.isfinite(x):
-                worst = max(worst, pair.update(is_a, x, ms, tests))
+        if state.pairs and math.isfinite(x):
+            clean = worst < QC_SUSPECT
+            for pair, is_a in state.pairs:
+                worst = max(worst, pair.update(is_a, x, ms, tests, clean))
         code = ds.quantity_code
         if code in self._co_codes and math.isfinite(x):
             self._latest[(ds.sensor_id, code)] = x
