@@ -1,0 +1,18 @@
+"""BLE sensors: passive scanning for Ruuvi / Aranet4 advertisements and Aranet4 GATT polling.
+
+Public API: :class:`BleScanner` (``async with`` / ``async for``), :class:`BleReading`,
+:class:`BleSettings` (the ``[ble]`` config section). Decoders live in
+:mod:`edge.codecs.ruuvi` and :mod:`edge.codecs.aranet4`. See docs/ble.md.
+"""
+
+from edge.ble.scanner import BleReading, BleScanner, DeviceState, ScannerStats
+from edge.ble.settings import BleSettings, GattPollDevice
+
+__all__ = [
+    "BleReading",
+    "BleScanner",
+    "BleSettings",
+    "DeviceState",
+    "GattPollDevice",
+    "ScannerStats",
+]
