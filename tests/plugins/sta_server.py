@@ -2,8 +2,8 @@
 
 The server is ``django-ogc-sensorthings`` (PyPI, ``test`` extra) with its Django ORM backend
 and the dataArray extension (``CreateObservations``), on SQLite in a temporary directory,
-served by Django's threaded HTTP server in a child process. It is migrated and started once
-per test session (about 2-3 s) and stopped at the end.
+served by Django's threaded HTTP server in a child process (:mod:`tests.plugins.sta_serve`).
+It is migrated and started once per test session (2-3 s) and stopped at the end.
 
 Other test folders use it with::
 
@@ -56,10 +56,6 @@ def _server_env(db_path: Path, service_url: str) -> dict[str, str]:
     return env
 
 
-def _django(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "django", *args]
-
-
 def _wait_until_up(root: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -84,14 +80,10 @@ def sta_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     service_url = f"http://127.0.0.1:{port}/sensorthings"
     env = _server_env(work / "sta.sqlite3", service_url)
-    subprocess.run(
-        _django(["migrate", "--verbosity", "0"]),
-        env=env, cwd=REPO_ROOT, check=True, timeout=120,
-    )
     log_path = work / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            _django(["runserver", "--noreload", "--skip-checks", f"127.0.0.1:{port}"]),
+            [sys.executable, "-m", "tests.plugins.sta_serve", f"127.0.0.1:{port}"],
             env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
         )
     root = f"{service_url}/v1.1"
