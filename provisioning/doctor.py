@@ -527,7 +527,6 @@ def _tls_files(tls: Any) -> TlsFiles:
 
 
 def _is_ble(type_name: str) -> bool:
-    from edge.codecs.base import REGISTRY
+    from edge.codecs.base import all_descriptors
 
-    desc = REGISTRY.get(type_name)
-    return desc is not None and desc.interface == "ble"
+    return any(d.name == type_name and d.interface == "ble" for d in all_descriptors())
