@@ -36,9 +36,9 @@ class BadPayload(ValueError):
 
 
 def _mac(raw: bytes) -> str | None:
-    if all(b == 0xFF for b in raw):
+    if raw == b"\xff" * len(raw):
         return None
-    return ":".join(f"{b:02X}" for b in raw)
+    return raw.hex(":").upper()
 
 
 def _environment(payload: bytes, readings: list[Reading]) -> None:
