@@ -68,15 +68,18 @@ class EvalReport:
 def eval_settings(quantity: str, twin: bool, ml: bool, model_dir: Path | None,
                   base: QualitySettings | None = None) -> QualitySettings:
     """``base`` (default thresholds if None), plus the co-located twin pair if simulated."""
-    base = base or QualitySettings()
+    base = base or QualitySettings.model_validate({})
     pairs = list(base.colocated)
     if twin:
         tol = _pair_tolerance(quantity)
-        pairs.append(ColocatedPair(sensor_a=SENSOR, sensor_b=TWIN, quantity=quantity,
-                                   abs_tolerance=tol, rel_tolerance=0.7, ratio_floor=tol))
+        pairs.append(ColocatedPair.model_validate({
+            "sensor_a": SENSOR, "sensor_b": TWIN, "quantity": quantity,
+            "abs_tolerance": tol, "rel_tolerance": 0.7, "ratio_floor": tol,
+        }))
     return base.model_copy(
         update={"colocated": pairs,
-                "ml": MlSettings(enabled=ml, model_dir=model_dir or base.ml.model_dir)}
+                "ml": MlSettings.model_validate(
+                    {"enabled": ml, "model_dir": model_dir or base.ml.model_dir})}
     )
 
 
@@ -84,10 +87,12 @@ def _pair_tolerance(quantity: str) -> float:
     return {"co": 0.3, "no2": 10.0}.get(quantity, 5.0)
 
 
-def run_stage(settings: QualitySettings, times_ms: np.ndarray,
-              streams: dict[tuple[str, str], np.ndarray]) -> tuple[dict[tuple[str, str], np.ndarray],
-                                                                   dict[tuple[str, str], np.ndarray],
-                                                                   str]:
+StreamKey = tuple[str, str]
+
+
+def run_stage(
+    settings: QualitySettings, times_ms: np.ndarray, streams: dict[StreamKey, np.ndarray]
+) -> tuple[dict[StreamKey, np.ndarray], dict[StreamKey, np.ndarray], str]:
     """Feed the series through a fresh stage; return aggregate flags and gap flags per stream."""
     stage = QualityStage(settings)
     prov = Provenance(sensor_model="uci-airquality")

@@ -203,10 +203,12 @@ class QualityStage:
             tests["ml_anomaly"] = flag
         else:
             tests["ml_anomaly"] = QC_NOT_EVALUATED
-        # keep values the rules rejected out of the windows that follow
-        if (worst >= QC_SUSPECT and tests.get("spike", QC_PASS) >= QC_SUSPECT) or tests.get(
-            "gross_range"
-        ) == QC_FAIL:
+        # keep values the rules or the model rejected out of the windows that follow
+        if (
+            flag == QC_SUSPECT
+            or tests.get("spike", QC_PASS) >= QC_SUSPECT
+            or tests.get("gross_range") == QC_FAIL
+        ):
             if ml.last_ok == ml.last_ok:
                 ml.features.replace_last(ml.last_ok)
         else:

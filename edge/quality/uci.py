@@ -35,8 +35,9 @@ class UciSeries:
 
 
 def default_path() -> Path:
-    """The copy of the data set that ships with the package."""
-    return Path(str(resources.files("edge.quality") / "data" / "AirQualityUCI.csv"))
+    """The one copy of the data set in the repository (shipped with the calibration package,
+    see calibration/data/README.md for attribution and licence)."""
+    return Path(str(resources.files("calibration") / "data" / "AirQualityUCI.csv"))
 
 
 def _number(text: str) -> float:
