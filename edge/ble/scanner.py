@@ -43,6 +43,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakDBusError, BleakError
 
+from edge.backoff import Backoff
 from edge.ble.settings import BleSettings, GattPollDevice
 from edge.codecs import aranet4, ruuvi
 from edge.codecs.base import Frame
@@ -118,24 +119,6 @@ class ScanStalled(Exception):
     """No advertisement within ``stall_timeout_s``: BlueZ goes silent when the adapter goes."""
 
 
-@dataclass(slots=True)
-class Backoff:
-    """Exponential backoff with jitter: delay n is uniform in [½, 1] × min(max, initial·2ⁿ)."""
-
-    initial: float
-    maximum: float
-    rng: Callable[[], float] = random.random
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * 2 ** min(self.attempt, 32))
-        self.attempt += 1
-        return ceiling * (0.5 + 0.5 * self.rng())
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 def passive_unsupported(exc: BaseException) -> bool:
     """True when ``exc`` says this platform/BlueZ cannot scan passively (not a missing adapter)."""
     if isinstance(exc, BleakDBusError):
@@ -161,14 +144,14 @@ class BleScanner:
         *,
         scanner_backend: type[BaseBleakScanner] | None = None,
         client_backend: type[BaseBleakClient] | None = None,
-        rng: Callable[[], float] = random.random,
+        rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.stats = ScannerStats(mode=settings.scanning_mode)
         self._scanner_backend = scanner_backend
         self._client_backend = client_backend
-        self._rng = rng
+        self._rng = rng or random.Random()
         self._now = wall_clock
         self._mode: Literal["passive", "active"] = settings.scanning_mode
         self._devices: dict[str, DeviceState] = {}
@@ -231,6 +214,10 @@ class BleScanner:
 
     # -- scanning ---------------------------------------------------------------------------
 
+    def _backoff(self) -> Backoff:
+        """Exponential backoff with equal jitter (the gateway's shared policy)."""
+        return Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s, rng=self._rng)
+
     def _make_scanner(self) -> BleakScanner:
         bluez: dict[str, Any] = {}
         if self.settings.adapter:
@@ -245,7 +232,7 @@ class BleScanner:
         )
 
     async def _scan_forever(self) -> None:
-        backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s, self._rng)
+        backoff = self._backoff()
         first = True
         while True:
             if not first:
@@ -406,7 +393,7 @@ class BleScanner:
     # -- Aranet4 GATT polling ---------------------------------------------------------------
 
     async def _poll_forever(self, device: GattPollDevice) -> None:
-        backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s, self._rng)
+        backoff = self._backoff()
         state = self._devices.get(device.address) or DeviceState(device.address, device.name)
         self._devices[device.address] = state
         while True:

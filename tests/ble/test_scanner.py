@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edge.ble import BleReading, BleScanner, BleSettings
-from edge.ble.scanner import Backoff, passive_unsupported
+from edge.ble.scanner import passive_unsupported
 from edge.codecs import aranet4
 from hil.ble_replay import RECORDINGS, AdvertRecord, ReplayRadio, load_recording, main
 
@@ -270,13 +271,13 @@ async def test_readings_requires_context() -> None:
         await anext(scanner.readings())
 
 
-def test_backoff_is_exponential_capped_and_jittered() -> None:
-    low = Backoff(1.0, 8.0, rng=lambda: 0.0)
-    assert [low.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    high = Backoff(1.0, 8.0, rng=lambda: 1.0)
-    assert [high.next_delay() for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, 8.0]
-    high.reset()
-    assert high.next_delay() == 1.0
+def test_scanner_backoff_is_exponential_capped_and_jittered() -> None:
+    scanner = BleScanner(fast(backoff_initial_s=1.0, backoff_max_s=8.0), rng=random.Random(7))
+    backoff = scanner._backoff()
+    delays = [backoff.next_delay() for _ in range(7)]
+    for delay, ceiling in zip(delays, [1, 2, 4, 8, 8, 8, 8], strict=True):
+        assert ceiling / 2 <= delay <= ceiling
+    assert len(set(delays)) == len(delays)  # jittered
 
 
 def test_passive_unsupported_classification() -> None:
