@@ -129,7 +129,6 @@ def fit(
     fit_metrics = metrics(y[train], predict(sel.spec, X[train]), quantity)
     fit_metrics["cv_rmse"] = sel.cv_rmse[sel.chosen]
     artefact = Artefact(
-        schema="duet-edge/calibration/1",
         id=cal_id or f"{quantity}-{sensor_model or 'sensor'}-{_fmt(t[0])[:10]}".replace(" ", "_"),
         version=version,
         quantity=quantity,

@@ -57,9 +57,6 @@ class Problem:
         return tuple(q in ENV_QUANTITIES for q in self.input_quantities)
 
 
-Fitter = Callable[[np.ndarray, np.ndarray, tuple[bool, ...], tuple[str, ...]], Spec]
-
-
 def _solve(A: np.ndarray, y: np.ndarray, robust: bool) -> np.ndarray:
     beta: np.ndarray = np.linalg.lstsq(A, y, rcond=None)[0]
     if not robust:
@@ -151,6 +148,22 @@ def predict(spec: Spec, X: np.ndarray) -> np.ndarray:
     return _predict(spec, X)
 
 
+def _power_fitter(env: tuple[bool, ...], robust: bool) -> Callable[[np.ndarray, np.ndarray], Spec]:
+    def fit(X: np.ndarray, y: np.ndarray) -> Spec:
+        return _power(X, y, env, robust)
+
+    return fit
+
+
+def _blend_fitter(env: tuple[bool, ...], k: int,
+                  robust: bool) -> Callable[[np.ndarray, np.ndarray], Spec]:
+    def fit(X: np.ndarray, y: np.ndarray) -> Spec:
+        members = (_linear(X, y, range(k), robust), _power(X, y, env, robust))
+        return EnsembleModel(members=members, weights=None)
+
+    return fit
+
+
 def candidate_fitters(problem: Problem) -> dict[str, Callable[[np.ndarray, np.ndarray], Spec]]:
     """The candidate models applicable to this problem, by name."""
     env = problem.env
@@ -167,10 +180,8 @@ def candidate_fitters(problem: Problem) -> dict[str, Callable[[np.ndarray, np.nd
     )
     if positive:
         for robust, suffix in ((False, ""), (True, "-robust")):
-            out["power-law" + suffix] = lambda X, y, r=robust: _power(X, y, env, r)
-            out["blend" + suffix] = lambda X, y, r=robust: EnsembleModel(
-                members=(_linear(X, y, range(k), r), _power(X, y, env, r)), weights=None
-            )
+            out["power-law" + suffix] = _power_fitter(env, robust)
+            out["blend" + suffix] = _blend_fitter(env, k, robust)
     if q[0] in PM_QUANTITIES and "humidity" in q[1:]:
         out["koehler+linear"] = lambda X, y: _koehler_linear(X, y, q, problem.rh_clamp)
     return out

@@ -12,6 +12,7 @@ joined on their start time. Bins with a missing value in any column are dropped.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -80,7 +81,9 @@ def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise DataError(f"unknown time zone {name!r}; use an IANA name like 'Europe/Brussels' or 'UTC'")
+        raise DataError(
+            f"unknown time zone {name!r}; use an IANA name like 'Europe/Brussels' or 'UTC'"
+        ) from None
 
 
 def _detect_sep(header: str, wanted: Sequence[str]) -> str:
@@ -199,10 +202,8 @@ def _numeric_markers(na: set[str]) -> frozenset[float]:
     if cached is None:
         found = set()
         for marker in na:
-            try:
+            with contextlib.suppress(ValueError):
                 found.add(float(marker.replace(",", ".")))
-            except ValueError:
-                pass
         cached = _MARKER_CACHE[key] = frozenset(found)
     return cached
 

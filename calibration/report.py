@@ -125,7 +125,7 @@ def write_report(artefact: Artefact, ev: Evaluation, out_dir: Path, title: str =
     q = artefact.quantity
     dqo_text = ""
     if q in LIMIT_VALUES:
-        lv, dqo, label = LIMIT_VALUES[q]
+        _, dqo, label = LIMIT_VALUES[q]
         w = ev.metrics_cal.get("expanded_uncertainty", math.nan)
         verdict = "meets" if w <= dqo else "does NOT meet"
         dqo_text = (

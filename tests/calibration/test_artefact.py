@@ -59,7 +59,7 @@ def test_invalid_artefacts_name_the_problem() -> None:
     with pytest.raises(ValueError, match="reads input 2"):
         make_artefact(LinearModel(intercept=0, terms=(Term(input=2, coef=1.0),),
                                   target_transform="identity"))
-    with pytest.raises(ArtefactError, match="model.linear.terms"):
+    with pytest.raises(ArtefactError, match=r"model\.linear\.terms"):
         parse_artefact('{"schema": "duet-edge/calibration/1", "id": "x", "version": "1", '
                        '"quantity": "co", "sensor": {"model": "m"}, '
                        '"inputs": [{"name": "s", "quantity": "co"}], '

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from calibration.artefact import InputSpec
 from calibration.models import LinearModel, Term
 from calibration.settings import CalibrationSettings
 from calibration.stage import CalibrationConfigError, CalibrationStage
@@ -160,7 +159,7 @@ def test_output_quantity_relabelled_for_presets(tmp_path: Path) -> None:
 
 def test_configuration_errors_are_explicit(artefact_dir: Callable[..., Path], tmp_path: Path) -> None:
     d = artefact_dir(koehler_artefact())
-    with pytest.raises(CalibrationConfigError, match="'nope' not found .* artefacts there: pm25-koehler"):
+    with pytest.raises(CalibrationConfigError, match=r"'nope' not found .* artefacts there: pm25-koehler"):
         stage_for(d, artefact="nope", quantity="pm2_5")
     with pytest.raises(CalibrationConfigError, match="co_inputs \\['t'\\] are not inputs"):
         stage_for(d, artefact="pm25-koehler", quantity="pm2_5", sensor_id="s",
@@ -169,7 +168,7 @@ def test_configuration_errors_are_explicit(artefact_dir: Callable[..., Path], tm
         stage_for(d, artefact="pm25-koehler", quantity="pm10")
     with pytest.raises(ValidationError, match="rh_clamp"):
         CalibrationSettings.model_validate({"artefact_dir": str(d), "rh_clamp": [50, 120]})
-    with pytest.raises(ValidationError, match="co_inputs.rh = 'bme-1' must be"):
+    with pytest.raises(ValidationError, match=r"co_inputs\.rh = 'bme-1' must be"):
         CalibrationSettings.model_validate({"artefact_dir": str(d), "assign": [
             {"artefact": "x", "quantity": "pm2_5", "co_inputs": {"rh": "bme-1"}}]})
     with pytest.raises(ValidationError, match="is not a directory"):
