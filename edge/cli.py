@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import typer
 
@@ -45,7 +46,7 @@ def _mount() -> None:
             app.command(command)(getattr(module, func_name))
 
 
-def _optional_import(module_name: str) -> object | None:
+def _optional_import(module_name: str) -> Any:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

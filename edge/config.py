@@ -26,7 +26,9 @@ class Strict(BaseModel):
 
 
 class GatewaySettings(Strict):
-    id: str = Field(pattern=_ID_PATTERN, description="Gateway id, unique in the region; in topics and ids.")
+    id: str = Field(
+        pattern=_ID_PATTERN, description="Gateway id, unique in the region; in topics and ids."
+    )
     name: str = ""
     data_dir: Path = Field(Path("/var/lib/duet-edge"), description="Outbox and state directory.")
     latitude: float | None = Field(None, ge=-90, le=90)
@@ -43,13 +45,19 @@ class DutyCycle(Strict):
 class SourceSettings(Strict):
     name: str = Field(pattern=_ID_PATTERN, description="Sensor id within this gateway.")
     type: str = Field(description="Sensor type, e.g. sds011, pms5003.")
-    port: str | None = Field(None, description="Serial device, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
+    port: str | None = Field(
+        None, description="Serial device, e.g. /dev/ttyUSB0 or /dev/serial/by-id/..."
+    )
     usb_serial: str | None = Field(None, description="Match the USB adapter by serial number.")
     baudrate: int | None = Field(None, gt=0)
     interval_s: float = Field(1.0, gt=0, le=86400, description="Seconds between observations.")
-    average: bool = Field(False, description="Average frames over interval_s (interval phenomenon time).")
+    average: bool = Field(
+        False, description="Average frames over interval_s (interval phenomenon time)."
+    )
     duty_cycle: DutyCycle | None = None
-    serial_number: str = Field("", description="Sensor serial for provenance if the sensor can't tell.")
+    serial_number: str = Field(
+        "", description="Sensor serial for provenance if the sensor can't tell."
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="Type-specific options.")
 
     @field_validator("type")
@@ -69,16 +77,22 @@ class SourceSettings(Strict):
 
 class BufferSettings(Strict):
     path: Path | None = Field(None, description="Outbox file; default <data_dir>/outbox.db.")
-    max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024, description="Size limit of the outbox file.")
-    eviction: Literal["oldest", "newest"] = Field(
-        "oldest", description="When full: 'oldest' deletes the oldest rows, 'newest' refuses new rows."
+    max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024 * 1024, description="Size limit of the outbox file."
     )
-    ttl_s: float | None = Field(None, gt=0, description="Delete unsent rows older than this (off if unset).")
+    eviction: Literal["oldest", "newest"] = Field(
+        "oldest",
+        description="When full: 'oldest' deletes the oldest rows, 'newest' refuses new rows.",
+    )
+    ttl_s: float | None = Field(
+        None, gt=0, description="Delete unsent rows older than this (off if unset)."
+    )
     commit_interval_s: float = Field(1.0, gt=0, le=60)
     commit_rows: int = Field(500, ge=1, le=100_000)
     drain_order: Literal["oldest-first", "newest-first"] = "oldest-first"
     durability: Literal["normal", "full"] = Field(
-        "normal", description="'normal' survives a crash or kill -9; 'full' also a power cut (fsync each commit)."
+        "normal",
+        description="'normal' survives a crash or kill -9; 'full' also a power cut (fsync each commit).",
     )
 
 
@@ -94,7 +108,9 @@ class MqttSettings(Strict):
     port: int = Field(1883, gt=0, lt=65536)
     client_id: str | None = None
     username: str | None = None
-    password_file: Path | None = Field(None, description="File holding the password (never inline).")
+    password_file: Path | None = Field(
+        None, description="File holding the password (never inline)."
+    )
     tls: TlsSettings | None = None
     mode: Literal["compact", "sensorthings"] = "compact"
     topic_prefix: str = "duet/v1"
@@ -103,7 +119,8 @@ class MqttSettings(Strict):
     max_inflight: int = Field(16, ge=1, le=1000)
     keepalive_s: int = Field(30, ge=5, le=3600)
     datastream_ids: dict[str, int | str] = Field(
-        default_factory=dict, description="SensorThings mode: '<source>/<quantity>' → Datastream id."
+        default_factory=dict,
+        description="SensorThings mode: '<source>/<quantity>' → Datastream id.",
     )
 
     @model_validator(mode="after")
@@ -128,7 +145,15 @@ QualitySettings: Any = _optional_model("edge.quality.settings", "QualitySettings
 
 class UplinkSettings(Strict):
     mqtt: MqttSettings | None = None
-    sensorthings_http: StaHttpSettings | None = None  # type: ignore[valid-type]
+    sensorthings_http: StaHttpSettings | None = None
+
+
+class RuntimeSettings(Strict):
+    backoff_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay.")
+    backoff_max_s: float = Field(30.0, gt=0, le=3600, description="Longest reconnect delay.")
+    drain_timeout_s: float = Field(
+        5.0, ge=0, le=300, description="At shutdown, time to upload what is committed."
+    )
 
 
 class LogSettings(Strict):
@@ -141,8 +166,9 @@ class GatewayConfig(Strict):
     sources: Annotated[list[SourceSettings], Field(min_length=1)]
     buffer: BufferSettings = BufferSettings()
     uplinks: UplinkSettings = UplinkSettings()
-    calibration: CalibrationSettings | None = None  # type: ignore[valid-type]
-    quality: QualitySettings | None = None  # type: ignore[valid-type]
+    calibration: CalibrationSettings | None = None
+    quality: QualitySettings | None = None
+    runtime: RuntimeSettings = RuntimeSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
@@ -165,7 +191,9 @@ class ConfigError(Exception):
     def __init__(self, source: str, problems: list[str]):
         self.source = source
         self.problems = problems
-        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems))
+        super().__init__(
+            f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems)
+        )
 
 
 def supported_source_types() -> set[str]:

@@ -35,11 +35,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import cbor2
 
 from edge.model import Batch, Datastream, Observation, Provenance, Quality, observation_id
 from edge.quantities import QUANTITIES
+
+_T = TypeVar("_T")
 
 CONTRACT_VERSION = 1
 _MAX_ROWS = 100_000
@@ -62,8 +65,10 @@ def _scale(value: float, exp: int) -> int | float:
     if not math.isfinite(value):
         return value
     scaled = value * 10.0 ** (-exp)
+    if not abs(scaled) < 2.0**53:
+        return value
     n = round(scaled)
-    if abs(scaled - n) > 1e-6 * max(1.0, abs(scaled)) or abs(n) >= 1 << 53:
+    if abs(scaled - n) > 1e-6 * max(1.0, abs(scaled)):
         return value  # not on the grid: send the float itself, never lose precision silently
     return n
 
@@ -117,8 +122,15 @@ def encode_batch(
             if exp is None:
                 exp = _EXP_CACHE[o.stream.quantity_code] = _exponent(o.stream.quantity_code)
             q = QUANTITIES.get(o.stream.quantity_code)
-            table.append([o.stream.sensor_id, o.stream.quantity_code, q.unit if q else "",
-                          exp, o.provenance.as_dict()])
+            table.append(
+                [
+                    o.stream.sensor_id,
+                    o.stream.quantity_code,
+                    q.unit if q else "",
+                    exp,
+                    o.provenance.as_dict(),
+                ]
+            )
             exps.append(exp)
         exp = exps[idx]
         si.append(idx)
@@ -181,7 +193,9 @@ def decode_batch(payload: bytes) -> DecodedBatch:
         raise ContractError("top level is not a map")
     ver = msg.get("ver")
     if ver != CONTRACT_VERSION:
-        raise ContractError(f"unsupported contract version {ver!r} (this receiver speaks {CONTRACT_VERSION})")
+        raise ContractError(
+            f"unsupported contract version {ver!r} (this receiver speaks {CONTRACT_VERSION})"
+        )
     gw = _typed(msg, "gw", str)
     table = _typed(msg, "st", list)
     si = _typed(msg, "si", list)
@@ -237,24 +251,26 @@ def decode_batch(payload: bytes) -> DecodedBatch:
                 quality = Quality.from_dict(qd)
             except (TypeError, ValueError) as exc:
                 raise ContractError(f"row {row}: quality invalid: {exc}") from None
-        observations.append(Observation(
-            stream=stream,
-            result=_unscale(val[row], exp),
-            phenomenon_ms=t,
-            provenance=prov,
-            phenomenon_end_ms=end,
-            result_ms=result_ms,
-            raw_result=_unscale(raw[row], exp) if row in raw else None,
-            quality=quality,
-            sequence=seq,
-        ))
+        observations.append(
+            Observation(
+                stream=stream,
+                result=_unscale(val[row], exp),
+                phenomenon_ms=t,
+                provenance=prov,
+                phenomenon_end_ms=end,
+                result_ms=result_ms,
+                raw_result=_unscale(raw[row], exp) if row in raw else None,
+                quality=quality,
+                sequence=seq,
+            )
+        )
         ids.append(str(observation_id(gw, seq)))
     gaps = [_gap(g) for g in msg.get("gaps", [])]
     sent = msg.get("sent", 0)
     return DecodedBatch(gw, observations, ids, gaps, sent if isinstance(sent, int) else 0)
 
 
-def _typed(msg: dict[object, object], key: str, kind: type) -> object:  # noqa: ANN401
+def _typed(msg: dict[object, object], key: str, kind: type[_T]) -> _T:
     value = msg.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):
         raise ContractError(f"{key!r} missing or not {kind.__name__}")
@@ -268,7 +284,7 @@ def _sparse(msg: dict[object, object], key: str, n: int) -> dict[int, object]:
     for row in value:
         if not isinstance(row, int) or not 0 <= row < n:
             raise ContractError(f"{key!r}: row {row!r} out of range")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _stream(gw: str, entry: object) -> tuple[Datastream, Provenance, int]:
@@ -279,15 +295,19 @@ def _stream(gw: str, entry: object) -> tuple[Datastream, Provenance, int]:
         raise ContractError(f"stream entry {entry!r} has wrong types")
     if not -12 <= exp <= 12:
         raise ContractError(f"stream exponent {exp} out of range")
-    if not isinstance(prov, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prov.items()):
+    if not isinstance(prov, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in prov.items()
+    ):
         raise ContractError("provenance must be a map of strings")
     return Datastream(gw, sensor, qty), Provenance.from_dict(prov), exp
 
 
 def _gap(g: object) -> tuple[int, int, int, str]:
     if (
-        not isinstance(g, list) or len(g) != 4
-        or not all(isinstance(x, int) for x in g[:3]) or not isinstance(g[3], str)
+        not isinstance(g, list)
+        or len(g) != 4
+        or not all(isinstance(x, int) for x in g[:3])
+        or not isinstance(g[3], str)
     ):
         raise ContractError(f"gap entry {g!r} must be [first, last, count, reason]")
     return g[0], g[1], g[2], g[3]

@@ -282,7 +282,9 @@ class Outbox:
         db.execute("BEGIN")
         try:
             db.executemany(f"INSERT INTO obs({_COLUMNS}) VALUES(?,?,?,?,?,?,?,?,?,?)", rows)
-            db.execute("INSERT OR REPLACE INTO meta VALUES('last_seq', ?)", (first + len(pending) - 1,))
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES('last_seq', ?)", (first + len(pending) - 1,)
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -300,7 +302,7 @@ class Outbox:
 
     def _rows(self, pending: list[Observation], first: int) -> list[tuple[object, ...]]:
         ds_ids, prov_ids, bits = self._ds_ids, self._prov_ids, self._all_bits
-        rows = []
+        rows: list[tuple[object, ...]] = []
         seq = first
         for o in pending:
             stream = o.stream
@@ -312,13 +314,20 @@ class Outbox:
                 prov = self._new_provenance(o.provenance)
             end = o.phenomenon_end_ms
             q = o.quality
-            rows.append((
-                seq, ds, prov, o.phenomenon_ms,
-                None if end is None else end - o.phenomenon_ms,
-                o.result_ms, o.result, o.raw_result,
-                None if q is None else cbor2.dumps(q.as_dict()),
-                bits,
-            ))
+            rows.append(
+                (
+                    seq,
+                    ds,
+                    prov,
+                    o.phenomenon_ms,
+                    None if end is None else end - o.phenomenon_ms,
+                    o.result_ms,
+                    o.result,
+                    o.raw_result,
+                    None if q is None else cbor2.dumps(q.as_dict()),
+                    bits,
+                )
+            )
             seq += 1
         return rows
 
@@ -327,9 +336,13 @@ class Outbox:
         cur = self._db.execute(
             "INSERT OR IGNORE INTO datastream(sensor, quantity) VALUES(?, ?)", key
         )
-        ds_id = cur.lastrowid if cur.rowcount else self._db.execute(
-            "SELECT id FROM datastream WHERE sensor=? AND quantity=?", key
-        ).fetchone()[0]
+        ds_id = (
+            cur.lastrowid
+            if cur.rowcount
+            else self._db.execute(
+                "SELECT id FROM datastream WHERE sensor=? AND quantity=?", key
+            ).fetchone()[0]
+        )
         assert ds_id is not None
         self._ds_ids[key] = ds_id
         self._ds_by_id[ds_id] = Datastream(self.gateway_id, *key)
@@ -392,7 +405,8 @@ class Outbox:
         now_ms = int(self._clock() * 1000)
         for lo, hi, n in _runs(seqs):
             db.execute(
-                "INSERT INTO gap VALUES(?,?,?,?,?,?)", (lo, hi, n, f"evicted:{reason}", now_ms, self._all_bits)
+                "INSERT INTO gap VALUES(?,?,?,?,?,?)",
+                (lo, hi, n, f"evicted:{reason}", now_ms, self._all_bits),
             )
         self.counters.evicted += len(seqs)
         db.execute("INSERT OR REPLACE INTO meta VALUES('evicted', ?)", (self.counters.evicted,))
@@ -400,8 +414,12 @@ class Outbox:
         log.warning(
             "outbox evicted unsent observations",
             extra={
-                "event": "outbox_evicted", "reason": reason, "count": len(seqs),
-                "first_seq": seqs[0], "last_seq": seqs[-1], "evicted_total": self.counters.evicted,
+                "event": "outbox_evicted",
+                "reason": reason,
+                "count": len(seqs),
+                "first_seq": seqs[0],
+                "last_seq": seqs[-1],
+                "evicted_total": self.counters.evicted,
             },
         )
         return len(seqs)
@@ -482,7 +500,8 @@ class Outbox:
                     db.execute("DELETE FROM obs WHERE seq=?", (seq,))
                 self.counters.dead_lettered += len(delivery.rejected)
                 db.execute(
-                    "INSERT OR REPLACE INTO meta VALUES('dead_lettered', ?)", (self.counters.dead_lettered,)
+                    "INSERT OR REPLACE INTO meta VALUES('dead_lettered', ?)",
+                    (self.counters.dead_lettered,),
                 )
             db.execute("COMMIT")
         except BaseException:
@@ -492,8 +511,12 @@ class Outbox:
         if delivery.rejected:
             log.error(
                 "uplink rejected observations; moved to dead letters",
-                extra={"event": "dead_letter", "uplink": uplink, "count": len(delivery.rejected),
-                       "example": next(iter(delivery.rejected.values()))[:200]},
+                extra={
+                    "event": "dead_letter",
+                    "uplink": uplink,
+                    "count": len(delivery.rejected),
+                    "example": next(iter(delivery.rejected.values()))[:200],
+                },
             )
 
     # ------------------------------------------------------------------ gaps and dead letters
@@ -518,9 +541,11 @@ class Outbox:
         db.execute("COMMIT")
 
     def dead_letters(self, limit: int = 100) -> list[tuple[int, str, str, int]]:
-        return list(self._db.execute(
-            "SELECT seq, uplink, reason, at FROM dead_letter ORDER BY seq LIMIT ?", (limit,)
-        ))
+        return list(
+            self._db.execute(
+                "SELECT seq, uplink, reason, at FROM dead_letter ORDER BY seq LIMIT ?", (limit,)
+            )
+        )
 
     def requeue_dead_letters(self) -> int:
         """Move every dead letter back into the outbox (after fixing the cause at the twin)."""

@@ -50,7 +50,9 @@ _QUANTITIES: tuple[Quantity, ...] = (
     Quantity("ncm2_5", "Number conc. PM2.5", "/cm3", "#/cm³", DUET_NS + "ncm2_5", 0.001),
     Quantity("ncm4", "Number conc. PM4", "/cm3", "#/cm³", DUET_NS + "ncm4", 0.001),
     Quantity("ncm10", "Number conc. PM10", "/cm3", "#/cm³", DUET_NS + "ncm10", 0.001),
-    Quantity("particle_size", "Typical particle size", "um", "µm", DUET_NS + "particle_size", 0.001),
+    Quantity(
+        "particle_size", "Typical particle size", "um", "µm", DUET_NS + "particle_size", 0.001
+    ),
     Quantity("no2", "NO2", "ug/m3", "µg/m³", EEA_POLLUTANT + "8", 0.01),
     Quantity("o3", "O3", "ug/m3", "µg/m³", EEA_POLLUTANT + "7", 0.01),
     Quantity("co", "CO", "mg/m3", "mg/m³", EEA_POLLUTANT + "10", 0.001),
@@ -63,15 +65,22 @@ _QUANTITIES: tuple[Quantity, ...] = (
     Quantity("illuminance", "Illuminance", "lx", "lx", QUDT_KIND + "Illuminance", 0.01),
     Quantity("sound_level", "Sound level (A)", "dB", "dB(A)", DUET_NS + "sound_level", 0.1),
     Quantity("battery_voltage", "Battery voltage", "V", "V", DUET_NS + "battery_voltage", 0.001),
-    Quantity("mox_response", "Metal-oxide sensor response (raw)", "1", "1",
-             DUET_NS + "mox_response", 1.0),
+    Quantity(
+        "mox_response", "Metal-oxide sensor response (raw)", "1", "1", DUET_NS + "mox_response", 1.0
+    ),
     # Traffic: counts per interval; names follow Telraam's public fields (see docs/sensors.md).
     Quantity("pedestrian", "Pedestrians", "{count}", "count", DUET_NS + "traffic/pedestrian", 1.0),
     Quantity("bike", "Two-wheelers", "{count}", "count", DUET_NS + "traffic/bike", 1.0),
     Quantity("car", "Cars", "{count}", "count", DUET_NS + "traffic/car", 1.0),
     Quantity("heavy", "Heavy vehicles", "{count}", "count", DUET_NS + "traffic/heavy", 1.0),
-    Quantity("traffic_count", "Vehicles (all classes)", "{count}", "count",
-             DUET_NS + "traffic/count", 1.0),
+    Quantity(
+        "traffic_count",
+        "Vehicles (all classes)",
+        "{count}",
+        "count",
+        DUET_NS + "traffic/count",
+        1.0,
+    ),
     Quantity("v85", "85th percentile speed", "km/h", "km/h", DUET_NS + "traffic/v85", 0.1),
     Quantity("speed", "Object speed", "km/h", "km/h", DUET_NS + "traffic/speed", 0.01),
     Quantity("uptime", "Counting uptime fraction", "1", "1", DUET_NS + "traffic/uptime", 0.001),
@@ -82,13 +91,23 @@ QUANTITIES: dict[str, Quantity] = {q.code: q for q in _QUANTITIES}
 # Traffic counts per Telraam side and per 10 km/h speed class (firmware traffic node).
 for _side in ("lft", "rgt"):
     QUANTITIES[f"traffic_count_{_side}"] = Quantity(
-        f"traffic_count_{_side}", f"Vehicles ({_side})", "{count}", "count",
-        DUET_NS + f"traffic/count_{_side}", 1.0)
+        f"traffic_count_{_side}",
+        f"Vehicles ({_side})",
+        "{count}",
+        "count",
+        DUET_NS + f"traffic/count_{_side}",
+        1.0,
+    )
 for _lo in range(0, 80, 10):
     _label = f"{_lo}+ km/h" if _lo == 70 else f"{_lo}-{_lo + 10} km/h"
     QUANTITIES[f"speed_class_{_lo}"] = Quantity(
-        f"speed_class_{_lo}", f"Objects at {_label}", "{count}", "count",
-        DUET_NS + f"traffic/speed_class_{_lo}", 1.0)
+        f"speed_class_{_lo}",
+        f"Objects at {_label}",
+        "{count}",
+        "count",
+        DUET_NS + f"traffic/speed_class_{_lo}",
+        1.0,
+    )
 
 
 def register_quantity(quantity: Quantity) -> None:

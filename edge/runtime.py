@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -99,15 +100,24 @@ class Gateway:
         stages: list[Stage] | None = None,
     ) -> None:
         self.config = config
-        self.options = options or RuntimeOptions()
+        self.options = options or RuntimeOptions(
+            backoff_initial_s=config.runtime.backoff_initial_s,
+            backoff_max_s=config.runtime.backoff_max_s,
+            drain_timeout_s=config.runtime.drain_timeout_s,
+        )
         self.gateway_id = config.gateway.id
-        self.sources = sources if sources is not None else [
-            build_source(s, self.gateway_id) for s in config.sources
-        ]
+        self.sources = (
+            sources
+            if sources is not None
+            else [build_source(s, self.gateway_id) for s in config.sources]
+        )
         self.uplinks = uplinks if uplinks is not None else build_uplinks(config)
         self.stages = stages if stages is not None else build_stages(config)
         self.outbox = Outbox(
-            config.outbox_path, config.buffer, self.gateway_id, uplinks=list(self.uplinks) or ["none"]
+            config.outbox_path,
+            config.buffer,
+            self.gateway_id,
+            uplinks=list(self.uplinks) or ["none"],
         )
         self.counters = Counters()
         self.source_health = {s.name: SourceHealth(s.name) for s in self.sources}
@@ -125,8 +135,10 @@ class Gateway:
                 observations = stage.process(observations)
             except Exception:  # a stage bug must not lose data: pass the values on unprocessed
                 self.counters.stage_errors += 1
-                log.exception("pipeline stage failed; observations passed on unprocessed",
-                              extra={"event": "stage_error", "stage": type(stage).__name__})
+                log.exception(
+                    "pipeline stage failed; observations passed on unprocessed",
+                    extra={"event": "stage_error", "stage": type(stage).__name__},
+                )
         for listener in self.listeners:
             listener(observations)
         self.outbox.append(observations)
@@ -136,19 +148,36 @@ class Gateway:
         tasks: list[asyncio.Task[None]] = []
         for source in self.sources:
             ctx = SourceContext(self.gateway_id, self.emit, self.source_health[source.name])
-            tasks.append(asyncio.create_task(
-                self._supervise(f"source:{source.name}", lambda s=source, c=ctx: s.run(c),
-                                self.source_health[source.name]), name=f"source:{source.name}"))
+            tasks.append(
+                asyncio.create_task(
+                    self._supervise(
+                        f"source:{source.name}",
+                        functools.partial(source.run, ctx),
+                        self.source_health[source.name],
+                    ),
+                    name=f"source:{source.name}",
+                )
+            )
         uplink_tasks = [
-            asyncio.create_task(self._supervise(f"uplink:{name}", self._uplink_runner(name, uplink),
-                                                self.uplink_health[name]), name=f"uplink:{name}")
+            asyncio.create_task(
+                self._supervise(
+                    f"uplink:{name}", self._uplink_runner(name, uplink), self.uplink_health[name]
+                ),
+                name=f"uplink:{name}",
+            )
             for name, uplink in self.uplinks.items()
         ]
         committer = asyncio.create_task(self._committer(), name="committer")
-        log.info("gateway started", extra={
-            "event": "started", "gateway": self.gateway_id, "sources": [s.name for s in self.sources],
-            "uplinks": list(self.uplinks), "outbox_depth": self.outbox.depth(),
-        })
+        log.info(
+            "gateway started",
+            extra={
+                "event": "started",
+                "gateway": self.gateway_id,
+                "sources": [s.name for s in self.sources],
+                "uplinks": list(self.uplinks),
+                "outbox_depth": self.outbox.depth(),
+            },
+        )
         try:
             await stop.wait()
         finally:
@@ -179,8 +208,15 @@ class Gateway:
                 backoff.reset()
             delay = backoff.next_delay()
             if health.state != "disconnected":
-                log.warning("connection lost; retrying with backoff", extra={
-                    "event": "disconnected", "task": what, "reason": reason, "retry_in_s": round(delay, 2)})
+                log.warning(
+                    "connection lost; retrying with backoff",
+                    extra={
+                        "event": "disconnected",
+                        "task": what,
+                        "reason": reason,
+                        "retry_in_s": round(delay, 2),
+                    },
+                )
             if isinstance(health, SourceHealth):
                 health.set_state("disconnected", reason)
             else:
@@ -196,7 +232,9 @@ class Gateway:
                 self.outbox.commit()
 
     async def _shutdown(
-        self, sources: list[asyncio.Task[None]], uplinks: list[asyncio.Task[None]],
+        self,
+        sources: list[asyncio.Task[None]],
+        uplinks: list[asyncio.Task[None]],
         committer: asyncio.Task[None],
     ) -> None:
         for task in sources:
@@ -215,7 +253,9 @@ class Gateway:
         log.info("gateway stopped", extra={"event": "stopped", "gateway": self.gateway_id})
 
     def _has_unsent(self) -> bool:
-        return self.outbox.depth() > 0 and any(h.state == "connected" for h in self.uplink_health.values())
+        return self.outbox.depth() > 0 and any(
+            h.state == "connected" for h in self.uplink_health.values()
+        )
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, object]:

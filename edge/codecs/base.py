@@ -114,7 +114,9 @@ def descriptor(name: str) -> SensorDescriptor:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown sensor type {name!r}; supported: {', '.join(sorted(REGISTRY))}") from None
+        raise KeyError(
+            f"unknown sensor type {name!r}; supported: {', '.join(sorted(REGISTRY))}"
+        ) from None
 
 
 def all_descriptors() -> Iterable[SensorDescriptor]:

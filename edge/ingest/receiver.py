@@ -78,9 +78,14 @@ class Receiver:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = s.session_expiry_s
         client = aiomqtt.Client(
-            hostname=s.host, port=s.port, identifier=s.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props,
-            username=s.username, password=read_secret(s.password_file),
+            hostname=s.host,
+            port=s.port,
+            identifier=s.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            username=s.username,
+            password=read_secret(s.password_file),
             tls_context=tls_context(s.tls) if s.tls else None,
         )
         client._client.manual_ack_set(True)  # PUBACK only after the batch is stored
@@ -95,17 +100,25 @@ class Receiver:
                 self.subscribed.clear()
                 self.counters.reconnects += 1
                 delay = backoff.next_delay()
-                log.warning("receiver lost the broker; reconnecting", extra={
-                    "event": "ingest_disconnected", "reason": str(exc), "retry_in_s": round(delay, 2)})
+                log.warning(
+                    "receiver lost the broker; reconnecting",
+                    extra={
+                        "event": "ingest_disconnected",
+                        "reason": str(exc),
+                        "retry_in_s": round(delay, 2),
+                    },
+                )
                 await asyncio.sleep(delay)
 
     async def _session(self) -> None:
         async with self._client() as client:
             await client.subscribe(self.topic, qos=1)
             self.subscribed.set()
-            log.info("receiver subscribed", extra={"event": "ingest_subscribed", "topic": self.topic})
+            log.info(
+                "receiver subscribed", extra={"event": "ingest_subscribed", "topic": self.topic}
+            )
             async for message in client.messages:
-                await self.handle(str(message.topic), bytes(message.payload))  # type: ignore[arg-type]
+                await self.handle(str(message.topic), bytes(message.payload))
                 client._client.ack(message.mid, message.qos)
 
     async def handle(self, topic: str, payload: bytes) -> None:
@@ -119,7 +132,10 @@ class Receiver:
         except ContractError as exc:
             self.counters.rejected_messages += 1
             self.store.reject(topic, len(payload), str(exc))
-            log.warning("rejected message", extra={"event": "ingest_rejected", "topic": topic, "reason": str(exc)})
+            log.warning(
+                "rejected message",
+                extra={"event": "ingest_rejected", "topic": topic, "reason": str(exc)},
+            )
             return
         if self.forward is not None:
             # Forward first, store second: a forward failure leaves the message unacknowledged,

@@ -39,41 +39,64 @@ class ReceiverStore:
         rows = []
         for obs, obs_id in zip(batch.observations, batch.ids, strict=True):
             q = QUANTITIES.get(obs.stream.quantity_code)
-            rows.append((
-                obs_id, batch.gateway_id, obs.sequence, obs.stream.sensor_id, obs.stream.quantity_code,
-                q.unit if q else "", obs.phenomenon_ms, obs.phenomenon_end_ms, obs.result_time_ms,
-                obs.result, obs.raw_result,
-                None if obs.quality is None else json.dumps(obs.quality.as_dict(), sort_keys=True),
-                json.dumps(obs.provenance.as_dict(), sort_keys=True), now,
-            ))
+            rows.append(
+                (
+                    obs_id,
+                    batch.gateway_id,
+                    obs.sequence,
+                    obs.stream.sensor_id,
+                    obs.stream.quantity_code,
+                    q.unit if q else "",
+                    obs.phenomenon_ms,
+                    obs.phenomenon_end_ms,
+                    obs.result_time_ms,
+                    obs.result,
+                    obs.raw_result,
+                    None
+                    if obs.quality is None
+                    else json.dumps(obs.quality.as_dict(), sort_keys=True),
+                    json.dumps(obs.provenance.as_dict(), sort_keys=True),
+                    now,
+                )
+            )
         db = self.db
         db.execute("BEGIN")
         before = db.total_changes
-        db.executemany("INSERT OR IGNORE INTO observation VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        db.executemany(
+            "INSERT OR IGNORE INTO observation VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+        )
         new = db.total_changes - before
         for first, last, count, reason in batch.gaps:
-            db.execute("INSERT OR IGNORE INTO gap VALUES(?,?,?,?,?,?)",
-                       (batch.gateway_id, first, last, count, reason, now))
+            db.execute(
+                "INSERT OR IGNORE INTO gap VALUES(?,?,?,?,?,?)",
+                (batch.gateway_id, first, last, count, reason, now),
+            )
         db.execute("COMMIT")
         return new, len(rows) - new
 
     def unknown(self, batch: DecodedBatch) -> DecodedBatch:
         """The part of a batch whose ids are not stored yet."""
         known = {
-            row[0] for row in self.db.execute(
+            row[0]
+            for row in self.db.execute(
                 "SELECT id FROM observation WHERE gateway=? AND seq BETWEEN ? AND ?",
                 (batch.gateway_id, batch.observations[0].sequence, batch.observations[-1].sequence),
             )
         }
         keep = [i for i, obs_id in enumerate(batch.ids) if obs_id not in known]
         return DecodedBatch(
-            batch.gateway_id, [batch.observations[i] for i in keep], [batch.ids[i] for i in keep],
-            batch.gaps, batch.sent_ms,
+            batch.gateway_id,
+            [batch.observations[i] for i in keep],
+            [batch.ids[i] for i in keep],
+            batch.gaps,
+            batch.sent_ms,
         )
 
     def reject(self, topic: str, size: int, reason: str) -> None:
-        self.db.execute("INSERT INTO rejected_message VALUES(?,?,?,?)",
-                        (time.time_ns() // 1_000_000, topic, size, reason[:500]))
+        self.db.execute(
+            "INSERT INTO rejected_message VALUES(?,?,?,?)",
+            (time.time_ns() // 1_000_000, topic, size, reason[:500]),
+        )
 
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM observation").fetchone()[0])
@@ -81,8 +104,11 @@ class ReceiverStore:
     def latest(self, limit: int = 20) -> list[sqlite3.Row]:
         cur = self.db.cursor()
         cur.row_factory = sqlite3.Row
-        return list(cur.execute(
-            "SELECT * FROM observation ORDER BY received_ms DESC, seq DESC LIMIT ?", (limit,)))
+        return list(
+            cur.execute(
+                "SELECT * FROM observation ORDER BY received_ms DESC, seq DESC LIMIT ?", (limit,)
+            )
+        )
 
     def close(self) -> None:
         self.db.close()

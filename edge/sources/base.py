@@ -29,7 +29,9 @@ class SourceHealth:
     """Counters and state of one source, shown by the status page and /metrics."""
 
     name: str
-    state: str = "starting"  # starting | connected | disconnected | unhealthy | sleeping | warming-up
+    state: str = (
+        "starting"  # starting | connected | disconnected | unhealthy | sleeping | warming-up
+    )
     frames_ok: int = 0
     frames_skipped: int = 0
     frames_bad: Counter[str] = field(default_factory=Counter)
@@ -46,10 +48,17 @@ class SourceHealth:
         if state == self.state:
             return
         level = logging.WARNING if state in ("disconnected", "unhealthy") else logging.INFO
-        log.log(level, "source state changed", extra={
-            "event": "source_state", "source": self.name, "from": self.state, "to": state,
-            "reason": reason,
-        })
+        log.log(
+            level,
+            "source state changed",
+            extra={
+                "event": "source_state",
+                "source": self.name,
+                "from": self.state,
+                "to": state,
+                "reason": reason,
+            },
+        )
         self.state = state
         if reason:
             self.last_error = reason

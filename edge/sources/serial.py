@@ -58,10 +58,10 @@ class SerialSource:
         self.settings = settings
         self.desc: SensorDescriptor = descriptor(settings.type)
         self.gateway_id = gateway_id
-        self._streams = {
-            q: Datastream(gateway_id, settings.name, q) for q in self.desc.quantities
-        }
-        self._provenance = Provenance(sensor_model=self.desc.model, sensor_serial=settings.serial_number)
+        self._streams = {q: Datastream(gateway_id, settings.name, q) for q in self.desc.quantities}
+        self._provenance = Provenance(
+            sensor_model=self.desc.model, sensor_serial=settings.serial_number
+        )
         self._interval_ms = int(settings.interval_s * 1000)
         self._last_emit_ms: int | None = None
         self._window: _Window | None = None
@@ -94,7 +94,9 @@ class SerialSource:
                 try:
                     data = await asyncio.wait_for(reader.read(READ_CHUNK), self.silence_timeout_s)
                 except TimeoutError:
-                    raise TimeoutError(f"no bytes from {port} for {self.silence_timeout_s:.0f} s") from None
+                    raise TimeoutError(
+                        f"no bytes from {port} for {self.silence_timeout_s:.0f} s"
+                    ) from None
                 if not data:
                     raise ConnectionError(f"{port} closed")
                 bad_before = decoder.stats.frames_bad
@@ -135,7 +137,8 @@ class SerialSource:
                 streams = self._streams
                 out.extend(
                     Observation(streams[r.quantity], r.value, now, prov)
-                    for r in frame.readings if r.quantity in streams
+                    for r in frame.readings
+                    if r.quantity in streams
                 )
         return out
 
@@ -169,9 +172,15 @@ class SerialSource:
     def _close_window(self, window: _Window) -> list[Observation]:
         end = window.start_ms + self._interval_ms
         return [
-            Observation(self._streams[q], window.sums[q] / n, window.start_ms, self._provenance,
-                        phenomenon_end_ms=end)
-            for q, n in window.counts.items() if q in self._streams
+            Observation(
+                self._streams[q],
+                window.sums[q] / n,
+                window.start_ms,
+                self._provenance,
+                phenomenon_end_ms=end,
+            )
+            for q, n in window.counts.items()
+            if q in self._streams
         ]
 
     def _flush_window(self, ctx: SourceContext) -> None:

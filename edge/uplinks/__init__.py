@@ -10,6 +10,7 @@ Two shapes are supported:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -40,10 +41,16 @@ class UplinkHealth:
     def as_dict(self) -> dict[str, object]:
         lat = sorted(self.latency_s)
         return {
-            "name": self.name, "state": self.state, "last_confirmed_ms": self.last_confirmed_ms,
-            "sent_batches": self.sent_batches, "sent_observations": self.sent_observations,
-            "confirmed": self.confirmed, "rejected": self.rejected, "reconnects": self.reconnects,
-            "bytes_sent": self.bytes_sent, "last_error": self.last_error,
+            "name": self.name,
+            "state": self.state,
+            "last_confirmed_ms": self.last_confirmed_ms,
+            "sent_batches": self.sent_batches,
+            "sent_observations": self.sent_observations,
+            "confirmed": self.confirmed,
+            "rejected": self.rejected,
+            "reconnects": self.reconnects,
+            "bytes_sent": self.bytes_sent,
+            "last_error": self.last_error,
             "latency_p50_s": lat[len(lat) // 2] if lat else None,
         }
 
@@ -82,10 +89,8 @@ class UplinkPort:
 
     async def wait_for_data(self, timeout: float = 1.0) -> None:
         self.new_data.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.new_data.wait(), timeout)
-        except TimeoutError:
-            pass
 
 
 async def drain_sequentially(uplink: object, port: UplinkPort, batch_size: int) -> None:

@@ -20,7 +20,6 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Awaitable
 from typing import Any
 
 import aiomqtt
@@ -37,7 +36,9 @@ PUBLISH_TIMEOUT_S = 30.0
 
 def tls_context(tls: TlsSettings) -> ssl.SSLContext:
     """Client TLS context: verify the broker, present the gateway's own certificate."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None)
+    ctx = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None
+    )
     if tls.cert_file:
         ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
     if tls.insecure:
@@ -73,7 +74,9 @@ class MqttUplink:
             keepalive=s.keepalive_s,
             tls_context=tls_context(s.tls) if s.tls else None,
             will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
-            max_inflight_messages=max(20, s.max_inflight * (1 if s.mode == "compact" else s.batch_size)),
+            max_inflight_messages=max(
+                20, s.max_inflight * (1 if s.mode == "compact" else s.batch_size)
+            ),
             timeout=PUBLISH_TIMEOUT_S,
         )
 
@@ -81,8 +84,14 @@ class MqttUplink:
         async with self._client() as client:
             port.health.state = "connected"
             port.health.connected_since_ms = time.time_ns() // 1_000_000
-            log.info("mqtt uplink connected", extra={"event": "uplink_connected", "uplink": self.name,
-                                                       "broker": f"{self.settings.host}:{self.settings.port}"})
+            log.info(
+                "mqtt uplink connected",
+                extra={
+                    "event": "uplink_connected",
+                    "uplink": self.name,
+                    "broker": f"{self.settings.host}:{self.settings.port}",
+                },
+            )
             await client.publish(self.status_topic, b"online", qos=1, retain=True)
             port.rewind()
             disconnected: asyncio.Future[None] | None = getattr(client, "_disconnected", None)
@@ -129,7 +138,7 @@ class MqttUplink:
 
     async def _idle(self, port: UplinkPort, disconnected: asyncio.Future[None] | None) -> None:
         waiter = asyncio.ensure_future(port.wait_for_data())
-        waits: set[Awaitable[Any]] = {waiter}
+        waits: set[asyncio.Future[Any]] = {waiter}
         if disconnected is not None:
             waits.add(disconnected)
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -145,7 +154,9 @@ class MqttUplink:
         port.health.sent_observations += len(batch)
         port.settle(batch, delivery, started)
 
-    async def _publish_compact(self, client: aiomqtt.Client, port: UplinkPort, batch: Batch) -> Delivery:
+    async def _publish_compact(
+        self, client: aiomqtt.Client, port: UplinkPort, batch: Batch
+    ) -> Delivery:
         gaps = port.pending_gaps()
         payload = encode_batch(batch, gaps, sent_ms=time.time_ns() // 1_000_000)
         await client.publish(self.obs_topic, payload, qos=1)
@@ -154,8 +165,10 @@ class MqttUplink:
             port.gaps_reported(gaps)
         return Delivery(confirmed=batch.sequences)
 
-    async def _publish_sensorthings(self, client: aiomqtt.Client, port: UplinkPort, batch: Batch) -> Delivery:
-        from edge.sensorthings import observation_json  # the one JSON mapping (shared with HTTP)
+    async def _publish_sensorthings(
+        self, client: aiomqtt.Client, port: UplinkPort, batch: Batch
+    ) -> Delivery:
+        from edge.sensorthings import observation_body  # the one JSON mapping (shared with HTTP)
 
         delivery = Delivery()
         ids = self.settings.datastream_ids
@@ -169,7 +182,9 @@ class MqttUplink:
                     "[uplinks.mqtt].datastream_ids or run `duet-edge provision register`"
                 )
                 continue
-            body = json.dumps(observation_json(obs, self.gateway_id), separators=(",", ":")).encode()
+            body = json.dumps(
+                observation_body(obs, self.gateway_id), separators=(",", ":")
+            ).encode()
             port.health.bytes_sent += len(body)
             sends.append(client.publish(f"v1.1/Datastreams({ds_id})/Observations", body, qos=1))
             delivery.confirmed.append(obs.sequence)

@@ -1,0 +1,3 @@
+"""Fixtures shared by every test folder."""
+
+from tests.plugins.mosquitto import mosquitto  # noqa: F401
