@@ -21,6 +21,7 @@ Datastreams(id)/Observations`` answers 405 (use ``POST Observations`` with a Dat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -73,10 +74,9 @@ def _wait_until_up(root: str, proc: subprocess.Popen[bytes], log_path: Path) -> 
                        f"{log_path.read_text()}")
 
 
-@pytest.fixture(scope="session")
-def sta_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of a running SensorThings v1.1 server (session-scoped)."""
-    work = tmp_path_factory.mktemp("sta_server")
+@contextlib.contextmanager
+def running_sta_server(work: Path) -> Iterator[str]:
+    """Start the server with its database in ``work``; yield the service root; stop it."""
     port = free_port()
     service_url = f"http://127.0.0.1:{port}/sensorthings"
     env = _server_env(work / "sta.sqlite3", service_url)
@@ -97,3 +97,10 @@ def sta_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def sta_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a running SensorThings v1.1 server (session-scoped)."""
+    with running_sta_server(tmp_path_factory.mktemp("sta_server")) as root:
+        yield root
