@@ -94,7 +94,7 @@ class BME280:
         one = bytearray(1)
         i2c.readfrom_mem_into(addr, REG_ID, one)
         if one[0] != CHIP_ID:
-            raise OSError("BME280 not found (chip id 0x%02x)" % one[0])
+            raise OSError(f"BME280 not found (chip id 0x{one[0]:02x})")
         a = bytearray(26)
         b = bytearray(7)
         i2c.readfrom_mem_into(addr, REG_CALIB_A, a)

@@ -5,9 +5,8 @@
 # ``main()`` is the forever loop used on a board. The sampling path reads into preallocated
 # buffers and accumulates into preallocated arrays (see docs/firmware.md for what it does
 # allocate: MicroPython boxes floats on ESP32).
-from array import array
-
 import gc
+from array import array
 
 import hw
 import nodecfg
@@ -20,7 +19,7 @@ BME_PERIOD_MS = 10000  # one forced BME280 conversion every 10 s, averaged per i
 
 
 def node_id_from(uid):
-    return "".join("%02x" % b for b in uid)
+    return "".join(f"{b:02x}" for b in uid)
 
 
 class Clock:
@@ -38,24 +37,37 @@ class Clock:
 
 
 class Averager:
-    """Running means for a fixed list of (sensor index, quantity) slots."""
+    """Running means for a fixed list of (sensor index, quantity) slots.
 
-    def __init__(self, slots):
+    ``add_raw`` accumulates small integers (raw sensor units, value = raw / divisor) without
+    allocating; ``add`` accumulates floats (BME280, battery: a few per interval).
+    """
+
+    def __init__(self, slots, divisors):
         self.slots = slots  # [(sensor index, quantity code)]
-        self.sums = array("f", [0.0] * len(slots))
+        self.divisors = divisors
+        self.isums = array("i", [0] * len(slots))
+        self.fsums = array("f", [0.0] * len(slots))
         self.counts = array("H", [0] * len(slots))
 
+    def add_raw(self, i, raw):
+        self.isums[i] += raw
+        self.counts[i] += 1
+
     def add(self, i, v):
-        self.sums[i] += v
+        self.fsums[i] += v
         self.counts[i] += 1
 
     def records(self, dt, dur):
         out = []
         for i in range(len(self.slots)):
-            if self.counts[i]:
+            n = self.counts[i]
+            if n:
                 idx, code = self.slots[i]
-                out.append([idx, code, round(self.sums[i] / self.counts[i], 3), dt, dur])
-            self.sums[i] = 0.0
+                mean = (self.isums[i] / self.divisors[i] + self.fsums[i]) / n
+                out.append([idx, code, round(mean, 3), dt, dur])
+            self.isums[i] = 0
+            self.fsums[i] = 0.0
             self.counts[i] = 0
         return out
 
@@ -77,6 +89,7 @@ class Node:
         self.adv_seq = 0
         self.sleep_requested = None
         slots = []
+        divisors = []
         if self.kind == "traffic":
             import traffic
 
@@ -98,6 +111,7 @@ class Node:
                 self.pm_slot0 = len(slots)
                 for q in self.pm.quantities:
                     slots.append((idx, q))
+                    divisors.append(self.pm.divisor)
             if "bme280" in cfg["enabled"]:
                 import bme280
 
@@ -108,12 +122,14 @@ class Node:
                 self.bme_slot0 = len(slots)
                 for q in self.bme.quantities:
                     slots.append((idx, q))
+                    divisors.append(1)
             if self.battery:
                 idx = len(self.inventory)
                 self.inventory.append(["battery", "ADC divider", ["battery_voltage"]])
                 self.bat_slot = len(slots)
                 slots.append((idx, "battery_voltage"))
-        self.avg = Averager(slots)
+                divisors.append(1)
+        self.avg = Averager(slots, divisors)
         lu = cfg["link_uart"]
         self.link = nodelink.Link(
             hw.uart(lu[0], cfg["link_baud"], lu[1], lu[2]),
@@ -128,6 +144,9 @@ class Node:
         self.bme_next = now
         self.bme_pending = False
         self.apply_config(cfg)
+        if self.duty:  # sleep until this interval's measurement window
+            self.pm_uart.write(self.pm.sleep_cmd)
+            self.pm_awake = False
 
     def apply_config(self, cfg):
         if cfg["battery"] and self.radar is None:
@@ -154,7 +173,7 @@ class Node:
                     s0 = self.pm_slot0
                     vals = pm.values
                     for j in range(len(vals)):
-                        self.avg.add(s0 + j, vals[j])
+                        self.avg.add_raw(s0 + j, vals[j])
         if self.duty:
             wake_at = self.istart + self.interval_ms - self.cfg["pm_on_s"] * 1000
             if not self.pm_awake and now >= wake_at:

@@ -86,7 +86,7 @@ class ProtocolError(ValueError):
     """A frame that cannot be accepted; ``reason`` is a short counter name."""
 
     def __init__(self, reason, detail=""):
-        ValueError.__init__(self, reason + (": " + detail if detail else ""))
+        super().__init__(reason + (": " + detail if detail else ""))
         self.reason = reason
         self.detail = detail
 
@@ -226,7 +226,7 @@ def cbor_loads(data):
     except ProtocolError:
         raise
     except Exception as exc:  # IndexError, struct.error, UnicodeError...
-        raise ProtocolError("cbor", str(exc))
+        raise ProtocolError("cbor", str(exc)) from None
     if pos != len(data):
         raise ProtocolError("cbor", "trailing bytes")
     return value
@@ -306,7 +306,7 @@ def _dec(data, pos, depth):
         try:
             return raw.decode("utf-8"), pos
         except Exception:
-            raise ProtocolError("cbor", "bad utf-8")
+            raise ProtocolError("cbor", "bad utf-8") from None
     if major == 4:
         if arg > len(data) - pos:
             raise ProtocolError("cbor", "array longer than frame")
@@ -520,7 +520,7 @@ def encode_advert(node_short, seq, values):
         if value is None:
             raw = -0x8000 if signed else 0xFFFF
         else:
-            raw = int(round((value - offset) * div))
+            raw = round((value - offset) * div)
             lo, hi = (-0x7FFF, 0x7FFF) if signed else (0, 0xFFFE)
             raw = lo if raw < lo else hi if raw > hi else raw
         out.append(qid)
@@ -551,4 +551,4 @@ def decode_advert(data):
             values.append([code, None])
         else:
             values.append([code, raw / div + offset])
-    return {"node": "%08x" % node_short, "seq": seq, "version": version, "values": values}
+    return {"node": f"{node_short:08x}", "seq": seq, "version": version, "values": values}

@@ -1,7 +1,8 @@
 # Particulate-matter sensors on a UART: Nova Fitness SDS011 and Plantower PMS5003.
 #
 # Frames are assembled byte by byte into a preallocated buffer (no allocation per byte);
-# a complete valid frame updates ``values`` in place and returns True.
+# a complete valid frame updates ``values`` in place with raw integers (value = raw / divisor,
+# so no float is boxed per frame) and returns True.
 
 # SDS011 commands (docs/firmware.md; checksums from the sensor's protocol sheet).
 SDS_SLEEP = bytes.fromhex("aab406010000000000000000000000ffff05ab")
@@ -16,6 +17,7 @@ class SDS011:
     name = "sds011"
     model = "Nova Fitness SDS011"
     quantities = ("pm2_5", "pm10")
+    divisor = 10  # 0.1 µg/m³ units
     sleep_cmd = SDS_SLEEP
     wake_cmd = SDS_WAKE
     init_cmd = SDS_ACTIVE
@@ -23,13 +25,13 @@ class SDS011:
     def __init__(self):
         self.frame = bytearray(10)
         self.n = 0
-        self.values = [0.0, 0.0]
+        self.values = [0, 0]
         self.bad = 0
 
     def feed_byte(self, b):
         f = self.frame
         n = self.n
-        if n == 0 and b != 0xAA or n == 1 and b != 0xC0:
+        if (n == 0 and b != 0xAA) or (n == 1 and b != 0xC0):
             self.n = 0
             return False
         f[n] = b
@@ -46,8 +48,8 @@ class SDS011:
         pm10 = f[4] | (f[5] << 8)
         if pm25 == 0 and pm10 == 0:  # warm-up frame, not a zero reading
             return False
-        self.values[0] = pm25 / 10
-        self.values[1] = pm10 / 10
+        self.values[0] = pm25
+        self.values[1] = pm10
         return True
 
 
@@ -55,6 +57,7 @@ class PMS5003:
     name = "pms5003"
     model = "Plantower PMS5003"
     quantities = ("pm1", "pm2_5", "pm10")
+    divisor = 1  # µg/m³
     sleep_cmd = PMS_SLEEP
     wake_cmd = PMS_WAKE
     init_cmd = PMS_ACTIVE
@@ -62,13 +65,13 @@ class PMS5003:
     def __init__(self):
         self.frame = bytearray(32)
         self.n = 0
-        self.values = [0.0, 0.0, 0.0]
+        self.values = [0, 0, 0]
         self.bad = 0
 
     def feed_byte(self, b):
         f = self.frame
         n = self.n
-        if n == 0 and b != 0x42 or n == 1 and b != 0x4D:
+        if (n == 0 and b != 0x42) or (n == 1 and b != 0x4D):
             self.n = 0
             return False
         f[n] = b

@@ -15,9 +15,9 @@ HIST_MAX = 200  # 1 km/h bins, last bin is 199+
 class Counter:
     name = "ops243"
     model = "OmniPreSense OPS243-A"
-    quantities = ("traffic_count", "traffic_count_lft", "traffic_count_rgt", "v85", "uptime") + tuple(
-        "speed_class_%d" % (i * 10) for i in range(SPEED_CLASSES)
-    )
+    quantities = ("traffic_count", "traffic_count_lft", "traffic_count_rgt", "v85", "uptime",
+                  "speed_class_0", "speed_class_10", "speed_class_20", "speed_class_30",
+                  "speed_class_40", "speed_class_50", "speed_class_60", "speed_class_70")
 
     def __init__(self, inbound="lft"):
         self.inbound_lft = inbound == "lft"
@@ -104,7 +104,7 @@ class Counter:
             [idx, "traffic_count_rgt", self.rgt, start_dt, dur],
         ]
         for i in range(SPEED_CLASSES):
-            out.append([idx, "speed_class_%d" % (i * 10), self.classes[i], start_dt, dur])
+            out.append([idx, f"speed_class_{i * 10}", self.classes[i], start_dt, dur])
         v = self.v85()
         if v is not None:
             out.append([idx, "v85", float(v), start_dt, dur])

@@ -119,7 +119,7 @@ class BME280:
 
 
 def sds011_frame(pm25, pm10, dev=0x58D9):
-    a, b = int(round(pm25 * 10)), int(round(pm10 * 10))
+    a, b = round(pm25 * 10), round(pm10 * 10)
     f = bytearray([0xAA, 0xC0, a & 0xFF, a >> 8, b & 0xFF, b >> 8, dev >> 8, dev & 0xFF, 0, 0xAB])
     f[8] = sum(f[2:8]) & 0xFF
     return bytes(f)
@@ -187,7 +187,7 @@ class Radar:
             _, v = self.objects.pop(0)
             if self.json:
                 d = "inbound" if v >= 0 else "outbound"
-                line = '{"speed":%.1f,"direction":"%s"}\r\n' % (abs(v), d)
+                line = '{"speed":' + f"{abs(v):.1f}" + ',"direction":"' + d + '"}\r\n'
             else:
-                line = "%.1f\r\n" % v
+                line = f"{v:.1f}\r\n"
             self.uart.rx.extend(line.encode())
