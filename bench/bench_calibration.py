@@ -1,21 +1,25 @@
 """Cost of the calibration stage per observation, against a pass-through baseline.
 
 Run: .venv/bin/python bench/bench_calibration.py
-Prints µs/observation for: an empty loop over the batch (baseline), the stage with no
-assignment, offset/gain, multilinear with T/RH co-inputs, power-law blend, and κ-Köhler → linear.
+Prints µs/observation (best of 7 runs over 20 000 observations, GC paused while timing) for a
+hand-inlined offset/gain loop (the baseline: the least work any calibration must do), the stage
+on an unassigned stream, and the stage with offset/gain, multilinear with T/RH co-inputs,
+linear+power-law blend, and κ-Köhler → linear artefacts. Budget: 5 µs per observation.
 """
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from calibration.artefact import Artefact, FitInfo, InputSpec, SensorSpec, save_artefact
 from calibration.models import ChainModel, EnsembleModel, KoehlerModel, LinearModel, Term
 from calibration.settings import CalibrationSettings
 from calibration.stage import CalibrationStage
-from edge.model import Datastream, Observation, Provenance
+from edge.model import Datastream, Observation, Provenance, Quality
 
 N = 20_000
 ROUNDS = 7
@@ -72,14 +76,26 @@ def batch(sensor: str) -> list[Observation]:
     return out
 
 
-def timed(fn, obs_factory) -> float:  # type: ignore[no-untyped-def]
-    best = float("inf")
-    for _ in range(ROUNDS):
-        obs = obs_factory()
+def time_once(fn: Callable[[list[Observation]], object]) -> float:
+    obs = batch("s")
+    gc.collect()
+    gc.disable()  # a collection triggered by building the batch must not land in the timing
+    try:
         t0 = time.perf_counter()
         fn(obs)
-        best = min(best, time.perf_counter() - t0)
-    return best / N * 1e6
+        return (time.perf_counter() - t0) / N * 1e6
+    finally:
+        gc.enable()
+
+
+def baseline(obs: list[Observation]) -> None:
+    """The least any calibration must do, hand-inlined: compute offset/gain, keep the raw value,
+    record a quality flag. The stage adds the per-stream lookup, co-inputs and range checks."""
+    for o in obs:
+        if o.stream.quantity_code == "pm2_5":
+            o.raw_result = o.result
+            o.result = 1.0 + 0.9 * o.result
+            o.quality = Quality(aggregate=1, tests={"calibration": 1})
 
 
 def main() -> None:
@@ -87,24 +103,32 @@ def main() -> None:
         for name, (model, co) in ARTEFACTS.items():
             save_artefact(make_artefact(name, model, co), Path(tmp) / f"{name}.json")
 
-        def baseline(obs: list[Observation]) -> None:
-            for o in obs:  # what any stage must at least do: visit each observation
-                if o.quality is None:
-                    pass
-
-        base = timed(baseline, lambda: batch("s"))
-        print(f"baseline loop            {base:6.3f} µs/obs")
-        none_stage = CalibrationStage(CalibrationSettings(artefact_dir=Path(tmp)))
-        t = timed(none_stage.process, lambda: batch("s"))
-        print(f"stage, nothing assigned  {t:6.3f} µs/obs  ({t / base:5.1f}× baseline)")
+        variants: dict[str, Callable[[list[Observation]], object]] = {
+            "baseline (inlined gain)": baseline,
+        }
+        other = CalibrationStage(CalibrationSettings.model_validate(
+            {"artefact_dir": tmp, "assign": [{"artefact": "gain", "quantity": "pm2_5",
+                                              "sensor_id": "elsewhere"}]}))
+        variants["stage, stream unassigned"] = other.process
+        stages = {}
         for name in ARTEFACTS:
             settings = CalibrationSettings.model_validate(
-                {"artefact_dir": tmp, "assign": [{"artefact": name, "quantity": "pm2_5", "sensor_id": "s"}]}
+                {"artefact_dir": tmp,
+                 "assign": [{"artefact": name, "quantity": "pm2_5", "sensor_id": "s"}]}
             )
-            stage = CalibrationStage(settings)
-            t = timed(stage.process, lambda: batch("s"))
-            assert stage.stats["calibrated"] > 0, stage.stats
-            print(f"stage, {name:17s} {t:6.3f} µs/obs  ({t / base:5.1f}× baseline)  budget 5 µs")
+            stages[name] = CalibrationStage(settings)
+            variants[f"stage, {name}"] = stages[name].process
+        best = dict.fromkeys(variants, float("inf"))
+        for _ in range(ROUNDS):  # round-robin, so background load hits every variant alike
+            for label, fn in variants.items():
+                best[label] = min(best[label], time_once(fn))
+        for name, stage in stages.items():
+            assert stage.stats["calibrated"] > 0, (name, stage.stats)
+        base = best["baseline (inlined gain)"]
+        for label, t in best.items():
+            verdict = "" if label.startswith("baseline") else (
+                f"  {t / base:4.1f}× baseline, {'within' if t <= 5 else 'OVER'} the 5 µs budget")
+            print(f"{label:26s} {t:6.3f} µs/obs{verdict}")
 
 
 if __name__ == "__main__":

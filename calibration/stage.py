@@ -39,6 +39,7 @@ from edge.model import QC_FAIL, QC_PASS, QC_SUSPECT, Datastream, Observation, Pr
 log = logging.getLogger(__name__)
 
 TEST_NAME = "calibration"
+_INF = math.inf
 STAT_KEYS = (
     "calibrated", "out_of_range", "missing_input", "domain_error", "sensor_mismatch", "invalid_value"
 )
@@ -58,8 +59,8 @@ class _Plan:
     rh_indices: tuple[int, ...] = ()
     out_stream: Datastream | None = None
     reject_reason: str = ""
-    prov_in: Provenance | None = None
     prov_out: Provenance | None = None
+    checks: tuple[tuple[int, float, float], ...] = ()  # (input index, low, high), finite only
 
 
 _UNRESOLVED = _Plan(compiled=None, reject_reason="unresolved")
@@ -176,6 +177,14 @@ class CalibrationStage:
             out_stream = dataclasses.replace(obs.stream, quantity_code=artefact.quantity)
         return _Plan(
             compiled=compiled,
+            prov_out=dataclasses.replace(
+                prov, calibration_id=artefact.id, calibration_version=artefact.version
+            ),
+            checks=tuple(
+                (i, lo, hi)
+                for i, (lo, hi) in enumerate(zip(compiled.lows, compiled.highs, strict=True))
+                if math.isfinite(lo) or math.isfinite(hi)
+            ),
             co_keys=tuple(co_keys),
             rh_indices=tuple(n for n, i in enumerate(artefact.inputs) if i.quantity == HUMIDITY),
             out_stream=out_stream,
@@ -190,6 +199,7 @@ class CalibrationStage:
         if self._watch:
             self._record_co_inputs(observations)
         plans = self._plans
+        apply = self._apply
         for obs in observations:
             stream = obs.stream
             cached = plans.get(id(stream))
@@ -199,7 +209,7 @@ class CalibrationStage:
             else:
                 plan = cached[2]
             if plan is not None:
-                self._apply(plan, obs)
+                apply(plan, obs)
         return observations
 
     def _record_co_inputs(self, observations: list[Observation]) -> None:
@@ -245,7 +255,8 @@ class CalibrationStage:
             for i in plan.rh_indices:
                 values[i] = min(max(values[i], self._rh_lo), self._rh_hi)
         flag = QC_PASS
-        for v, lo, hi in zip(values, compiled.lows, compiled.highs):  # noqa: B905 (hot path)
+        for i, lo, hi in plan.checks:
+            v = values[i]
             if v < lo or v > hi:
                 flag = QC_SUSPECT
                 break
@@ -253,19 +264,12 @@ class CalibrationStage:
             value = compiled.evaluate(values)
         except (CalibrationMathError, ArithmeticError):
             value = math.nan
-        if not -math.inf < value < math.inf:  # NaN or infinite
+        if not -_INF < value < _INF:  # NaN or infinite
             self._fail(obs, "domain_error")
             return
         obs.raw_result = raw
         obs.result = value
-        if plan.prov_in is not obs.provenance:
-            plan.prov_in = obs.provenance
-            plan.prov_out = dataclasses.replace(
-                obs.provenance,
-                calibration_id=compiled.artefact.id,
-                calibration_version=compiled.artefact.version,
-            )
-        obs.provenance = plan.prov_out  # type: ignore[assignment]
+        obs.provenance = plan.prov_out  # type: ignore[assignment]  # resolved per provenance
         if plan.out_stream is not None:
             obs.stream = plan.out_stream
         quality = obs.quality
