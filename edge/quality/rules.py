@@ -218,6 +218,15 @@ class PairState:
             worst = QC_SUSPECT
         else:
             tests["colocated"] = QC_PASS
+        if not is_a:
+            # the drift sum takes one step per sample of sensor_a; sensor_b's samples carry
+            # the current alarm state (a pair drifting apart cannot say which one moved)
+            if self.n < cfg.drift_warmup:
+                tests["colocated_drift"] = QC_NOT_EVALUATED
+                return worst
+            alarm = max(self.pos, self.neg) > cfg.drift_threshold
+            tests["colocated_drift"] = QC_SUSPECT if alarm else QC_PASS
+            return max(worst, QC_SUSPECT) if alarm else worst
         if not integrate:
             # another test explains this disagreement: halve the drift evidence so a stuck
             # or spiking episode does not leave a drift alarm behind once it is over
