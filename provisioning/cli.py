@@ -12,8 +12,10 @@ import logging
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from provisioning import bundles, doctor, inventory, label, starter
@@ -49,7 +51,7 @@ CaDir = Annotated[Path, typer.Option("--ca-dir", help="The CA directory.")]
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]✗[/red] {message}", highlight=False)
+    console.print(f"[red]✗[/red] {escape(message)}", highlight=False)
     return typer.Exit(1)
 
 
@@ -384,6 +386,60 @@ def doctor_cmd(
         console.print(f"{len(results) - len(failed)} passed or warned, {len(failed)} failed")
     if failed:
         raise typer.Exit(1)
+
+
+# --- register --------------------------------------------------------------------------
+@app.command("register")
+def register_cmd(
+    config: Annotated[Path, typer.Option(help="The gateway config.")] = DEFAULT_CONFIG,
+    latitude: Annotated[float | None, typer.Option(help="Site latitude (WGS84).")] = None,
+    longitude: Annotated[float | None, typer.Option(help="Site longitude (WGS84).")] = None,
+    site: Annotated[Path | None, typer.Option(help="Site file (TOML/JSON) with coordinates.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only show what would be created.")] = False,
+    inventory_dir: Annotated[Path | None, typer.Option(help="Update the fleet record.")] = None,
+) -> None:
+    """Create Thing, Location, Sensors, ObservedProperties, Datastreams at the twin."""
+    import asyncio
+
+    from edge.config import ConfigError, load_config
+    from edge.sensorthings import GeoPoint
+    from edge.uplinks.sensorthings_http import SensorThingsUnavailable
+    from provisioning import register
+
+    try:
+        cfg = load_config(config)
+        location = register.read_site(site) if site else None
+        if latitude is not None and longitude is not None:
+            location = GeoPoint(lon=longitude, lat=latitude)
+        plan = register.make_plan(cfg, location)
+    except (ConfigError, register.RegisterError) as exc:
+        raise _fail(str(exc)) from None
+    try:
+        if dry_run:
+            entities = asyncio.run(register.dry_run(plan))
+            table = Table("entity", "name", "action")
+            for e in entities:
+                action = (f"exists (id {e.existing_id})" if e.existing_id is not None
+                          else "[yellow]would create[/yellow]")
+                table.add_row(e.kind, e.name, action)
+            console.print(table)
+            for name, (old, new) in plan.changed.items():
+                console.print(f"[red]✗[/red] source {name!r} changed sensor: {old.describe()} → "
+                              f"{new.describe()}; rename the source to register the new one")
+            return
+        with console.status(f"registering {len(plan.pairs)} datastream(s)…"):
+            ids = asyncio.run(register.register(plan))
+    except (register.RegisterError, SensorThingsUnavailable, httpx.HTTPError) as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:  # the uplink's _Rejected: the server refused an entity
+        raise _fail(f"the twin refused registration: {exc}") from None
+    for key, ds_id in sorted(ids.items()):
+        console.print(f"[green]✓[/green] {key} → Datastream {ds_id}")
+    if inventory_dir is not None:
+        where = plan.location
+        inventory.write_record(inventory_dir, plan.gateway_id, twin=plan.settings.base_url,
+                               latitude=where.lat if where else None,
+                               longitude=where.lon if where else None)
 
 
 # --- label and inventory -----------------------------------------------------------------

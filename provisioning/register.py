@@ -1,0 +1,212 @@
+"""`provision register`: create the gateway's entities at the twin, idempotently.
+
+For every configured source and every quantity its sensor yields, the SensorThings uplink's
+own registry (:meth:`SensorThingsHttpUplink.ensure_datastreams`) finds or creates the
+Thing (with its Location), Sensor, ObservedProperty and Datastream, and caches the ids in
+the gateway's data dir where the uplink reads them. Because entities are found by name before
+anything is created, running ``register`` twice — even with the cache deleted — creates
+nothing new.
+
+History is never corrupted by a sensor swap: ``register`` remembers what sensor each source
+had (type, model, serial) in ``<data_dir>/registration.json``. If a source's sensor changed
+under the same name, it refuses and asks for a new source name, which gives the new sensor a
+new Sensor and new Datastreams while the old ones keep their history.
+
+``--dry-run`` only looks up (HTTP GET) and reports what exists and what would be created.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from edge import sensorthings as sta
+from edge.codecs.base import descriptor
+from edge.config import GatewayConfig
+from edge.model import Datastream
+from edge.sensorthings import EntityId, GeoPoint
+from edge.uplinks.sensorthings_http import (
+    REGISTRY_FILE_NAME,
+    SensorThingsHttpSettings,
+    SensorThingsHttpUplink,
+    build_http_client,
+)
+from provisioning.secrets import write_public
+
+MANIFEST_NAME = "registration.json"
+
+
+class RegisterError(ValueError):
+    """Registration refused; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFingerprint:
+    type: str
+    model: str
+    serial_number: str
+
+    def describe(self) -> str:
+        serial = f" #{self.serial_number}" if self.serial_number else ""
+        return f"{self.type} ({self.model}{serial})"
+
+
+@dataclass
+class Plan:
+    """What registration needs: (stream, sensor model) pairs and the site location."""
+
+    gateway_id: str
+    settings: SensorThingsHttpSettings
+    data_dir: Path
+    location: GeoPoint | None
+    pairs: list[tuple[Datastream, str]]
+    fingerprints: dict[str, SourceFingerprint]
+    changed: dict[str, tuple[SourceFingerprint, SourceFingerprint]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedEntity:
+    kind: str
+    name: str
+    existing_id: EntityId | None
+
+    @property
+    def action(self) -> str:
+        return "exists" if self.existing_id is not None else "create"
+
+
+def read_site(path: Path) -> GeoPoint:
+    """A site file (TOML or JSON) with ``latitude``, ``longitude`` and optional ``altitude``."""
+    text = Path(path).read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    try:
+        lat, lon = float(data["latitude"]), float(data["longitude"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RegisterError(f"{path}: needs numeric 'latitude' and 'longitude' ({exc})") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise RegisterError(f"{path}: latitude {lat} / longitude {lon} out of range")
+    alt = data.get("altitude")
+    return GeoPoint(lon=lon, lat=lat, alt=float(alt) if alt is not None else None)
+
+
+def make_plan(config: GatewayConfig, location: GeoPoint | None = None) -> Plan:
+    settings = config.uplinks.sensorthings_http
+    if not isinstance(settings, SensorThingsHttpSettings):
+        raise RegisterError("the config has no [uplinks.sensorthings_http] section to register at")
+    gw = config.gateway
+    if location is None and gw.latitude is not None and gw.longitude is not None:
+        location = GeoPoint(lon=gw.longitude, lat=gw.latitude)
+    pairs: list[tuple[Datastream, str]] = []
+    fingerprints: dict[str, SourceFingerprint] = {}
+    for source in config.sources:
+        try:
+            desc = descriptor(source.type)
+        except KeyError as exc:
+            raise RegisterError(str(exc)) from None
+        fingerprints[source.name] = SourceFingerprint(source.type, desc.model, source.serial_number)
+        pairs += [(Datastream(gw.id, source.name, q), desc.model) for q in desc.quantities]
+    plan = Plan(gw.id, settings, gw.data_dir, location, pairs, fingerprints)
+    plan.changed = _changed_sources(plan)
+    return plan
+
+
+def _manifest_path(plan: Plan) -> Path:
+    return plan.data_dir / MANIFEST_NAME
+
+
+def _changed_sources(plan: Plan) -> dict[str, tuple[SourceFingerprint, SourceFingerprint]]:
+    path = _manifest_path(plan)
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text(encoding="utf-8"))
+    if old.get("server") != plan.settings.base_url:
+        return {}
+    changed = {}
+    for name, fp in plan.fingerprints.items():
+        before = old.get("sources", {}).get(name)
+        if before is not None:
+            prev = SourceFingerprint(**before)
+            if prev != fp:
+                changed[name] = (prev, fp)
+    return changed
+
+
+async def dry_run(plan: Plan, transport: httpx.AsyncBaseTransport | None = None) -> list[PlannedEntity]:
+    """Look up every entity registration would need; nothing is created."""
+    out: list[PlannedEntity] = []
+    seen: set[tuple[str, str]] = set()
+    async with build_http_client(plan.settings, transport) as http:
+        async def find(kind: str, set_name: str, field: str, value: str, key: str) -> None:
+            if (kind, value) in seen:
+                return
+            seen.add((kind, value))
+            url = f"{plan.settings.base_url}/{set_name}"
+            params = {"$filter": f"{field} eq {sta.odata_string(value)}", "$top": "100"}
+            response = await http.get(url, params=params)
+            response.raise_for_status()
+            found = None
+            for entity in response.json().get("value", []):
+                props = entity.get("properties") or {}
+                if props.get("duetKey") == key or kind == "ObservedProperty":
+                    found = entity.get("@iot.id")
+                    break
+            out.append(PlannedEntity(kind, value, found))
+
+        await find("Thing", "Things", "name", plan.gateway_id, sta.thing_key(plan.gateway_id))
+        for stream, _model in plan.pairs:
+            await find("Sensor", "Sensors", "name", sta.sensor_key(stream), sta.sensor_key(stream))
+            q = stream.quantity
+            await find("ObservedProperty", "ObservedProperties", "definition", q.uri,
+                       sta.observed_property_key(q))
+            await find("Datastream", "Datastreams", "name", sta.datastream_key(stream),
+                       sta.datastream_key(stream))
+    return out
+
+
+async def register(
+    plan: Plan, transport: httpx.AsyncBaseTransport | None = None
+) -> dict[str, EntityId]:
+    """Create what is missing; return ``datastream key → id`` and store the manifest."""
+    if plan.changed:
+        lines = [f"source {name!r}: {a.describe()} → {b.describe()}"
+                 for name, (a, b) in plan.changed.items()]
+        raise RegisterError(
+            "the sensor behind a registered source changed: " + "; ".join(lines) + ". Give the "
+            "source a new name in the config (e.g. 'pm-2') so the new sensor gets new "
+            "Datastreams and the old history stays intact, then run register again."
+        )
+    uplink = SensorThingsHttpUplink(plan.settings, plan.gateway_id, plan.data_dir,
+                                    location=plan.location, transport=transport)
+    async with uplink:
+        ids = await uplink.ensure_datastreams(plan.pairs)
+    by_key = {stream.key: ds_id for stream, ds_id in ids.items()}
+    _write_manifest(plan, by_key)
+    return by_key
+
+
+def _write_manifest(plan: Plan, datastreams: dict[str, EntityId]) -> None:
+    path = _manifest_path(plan)
+    old: dict[str, Any] = {}
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("server") != plan.settings.base_url:
+            old = {}
+    sources = dict(old.get("sources", {}))
+    sources.update({name: vars_fp(fp) for name, fp in plan.fingerprints.items()})
+    manifest = {
+        "server": plan.settings.base_url,
+        "gateway_id": plan.gateway_id,
+        "sources": sources,
+        "datastreams": {**old.get("datastreams", {}), **datastreams},
+        "id_cache": str(plan.settings.registry_file or plan.data_dir / REGISTRY_FILE_NAME),
+    }
+    write_public(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+
+
+def vars_fp(fp: SourceFingerprint) -> dict[str, str]:
+    return {"type": fp.type, "model": fp.model, "serial_number": fp.serial_number}

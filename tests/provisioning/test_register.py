@@ -1,0 +1,116 @@
+"""`provision register` against a real SensorThings server: idempotent, dry-run, sensor swap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+from typer.testing import CliRunner
+
+from provisioning.cli import app
+from tests.plugins.sta_server import sta_server  # noqa: F401  (session fixture)
+
+runner = CliRunner()
+
+
+def _config(path: Path, gateway_id: str, url: str, data_dir: Path, source: str = "pm",
+            sensor: str = "sds011") -> Path:
+    path.write_text(f"""
+[gateway]
+id = "{gateway_id}"
+data_dir = "{data_dir}"
+
+[[sources]]
+name = "{source}"
+type = "{sensor}"
+port = "/dev/ttyUSB0"
+
+[uplinks.sensorthings_http]
+base_url = "{url}"
+""")
+    return path
+
+
+def _run(*args: object, ok: bool = True) -> str:
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert (result.exit_code == 0) == ok, result.output
+    return result.output
+
+
+def _count(url: str, set_name: str, prefix: str) -> int:
+    """Entities whose name starts with ``prefix`` (follows nextLink pages, bounded)."""
+    count, next_url = 0, f"{url}/{set_name}?$top=100"
+    for _ in range(100):
+        response = httpx.get(next_url, timeout=10)
+        response.raise_for_status()
+        body = response.json()
+        count += sum(1 for e in body["value"] if str(e.get("name", "")).startswith(prefix))
+        next_url = body.get("@iot.nextLink")
+        if not next_url:
+            break
+    return count
+
+
+def test_register_is_idempotent_and_dry_run_creates_nothing(
+    tmp_path: Path, sta_server: str  # noqa: F811
+) -> None:
+    gid = "gw-reg-1"
+    data = tmp_path / "data"
+    config = _config(tmp_path / "gw.toml", gid, sta_server, data)
+    site = tmp_path / "site.toml"
+    site.write_text("latitude = 51.05\nlongitude = 3.72\n")
+
+    plan = _run("register", "--config", config, "--site", site, "--dry-run")
+    assert "would create" in plan and "Datastream" in plan
+    assert _count(sta_server, "Things", gid) == 0
+
+    first = _run("register", "--config", config, "--site", site)
+    assert f"{gid}" not in first or "→ Datastream" in first
+    counts = {s: _count(sta_server, s, gid) for s in ("Things", "Sensors", "Datastreams")}
+    assert counts["Things"] == 1 and counts["Sensors"] == 1 and counts["Datastreams"] >= 2
+    thing = httpx.get(f"{sta_server}/Things", params={"$filter": f"name eq '{gid}'",
+                                                       "$expand": "Locations"}, timeout=10)
+    [entity] = thing.json()["value"]
+    assert entity["Locations"][0]["location"]["coordinates"][:2] == [3.72, 51.05]
+    ids_first = json.loads((data / "registration.json").read_text())["datastreams"]
+
+    # Twice, and again with the local id cache gone: nothing new on the server.
+    _run("register", "--config", config, "--site", site)
+    (data / "sensorthings-ids.json").unlink()
+    (data / "registration.json").unlink()
+    _run("register", "--config", config)
+    assert {s: _count(sta_server, s, gid) for s in counts} == counts
+    assert json.loads((data / "registration.json").read_text())["datastreams"] == ids_first
+    plan = _run("register", "--config", config, "--dry-run")
+    assert "would create" not in plan
+
+
+def test_changed_sensor_needs_a_new_datastream(tmp_path: Path, sta_server: str) -> None:  # noqa: F811
+    gid = "gw-reg-2"
+    data = tmp_path / "data"
+    config = _config(tmp_path / "gw.toml", gid, sta_server, data)
+    _run("register", "--config", config, "--latitude", "51", "--longitude", "4")
+    before = _count(sta_server, "Datastreams", gid)
+
+    swapped = _config(tmp_path / "gw.toml", gid, sta_server, data, sensor="pms5003")
+    refused = _run("register", "--config", swapped, ok=False)
+    assert "source 'pm'" in refused and "new name" in refused
+    assert _count(sta_server, "Datastreams", gid) == before  # history untouched
+
+    renamed = _config(tmp_path / "gw.toml", gid, sta_server, data, source="pm-2",
+                      sensor="pms5003")
+    _run("register", "--config", renamed)
+    after = _count(sta_server, "Datastreams", gid)
+    assert after > before
+    old = httpx.get(f"{sta_server}/Datastreams",
+                    params={"$filter": f"name eq '{gid}/pm/PM2_5'"}, timeout=10).json()["value"]
+    assert len(old) <= 1
+
+
+def test_register_without_twin_section_is_explained(tmp_path: Path) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text('[gateway]\nid = "gw-x"\n\n[[sources]]\nname = "pm"\ntype = "sds011"\n'
+                      'port = "/dev/ttyUSB0"\n')
+    out = _run("register", "--config", config, ok=False)
+    assert "[uplinks.sensorthings_http]" in out
