@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -188,10 +189,18 @@ class ReplayRadio:
         self.delivered += count
         return count
 
-    async def play(self, records: Iterable[Record], speed: float = 1.0) -> None:
-        """Emit records at their time offsets divided by ``speed`` (0 = no waiting)."""
+    async def play(
+        self, records: Iterable[Record], speed: float = 1.0, resume_timeout: float = 30.0
+    ) -> None:
+        """Emit records at their time offsets divided by ``speed`` (0 = no waiting).
+
+        After an ``adapter_restored`` event, playback waits (up to ``resume_timeout`` s) for a
+        scan to be running again, so that a scripted stream does not depend on how fast the
+        scanner notices the loss; the wait is skipped when nothing had been scanning.
+        """
         loop = asyncio.get_running_loop()
         start = loop.time()
+        scanned_before = False
         for record in records:
             if speed > 0:
                 await asyncio.sleep(max(0.0, start + record.t / speed - loop.time()))
@@ -199,9 +208,13 @@ class ReplayRadio:
                 await asyncio.sleep(0)
             if isinstance(record, RadioEvent):
                 if record.event == "adapter_removed":
+                    scanned_before = bool(self.scanning)
                     self.remove_adapter()
                 else:
                     self.restore_adapter()
+                    if scanned_before:
+                        with contextlib.suppress(TimeoutError):
+                            await self.wait_scanning(resume_timeout)
             else:
                 self.emit(record)
 
@@ -379,7 +392,12 @@ class _ReplayClient(BaseBleakClient):
 
 
 async def replay(
-    records: list[Record], *, speed: float, mode: Literal["passive", "active"], out: Any
+    records: list[Record],
+    *,
+    speed: float,
+    mode: Literal["passive", "active"],
+    out: Any,
+    stall_timeout_s: float = 1.0,
 ) -> dict[str, Any]:
     """Run the real :class:`edge.ble.scanner.BleScanner` over ``records``; print JSON lines."""
     from edge.ble.scanner import BleScanner
@@ -387,7 +405,10 @@ async def replay(
 
     radio = ReplayRadio()
     settings = BleSettings(
-        scanning_mode=mode, stall_timeout_s=3600, backoff_initial_s=0.05, backoff_max_s=0.5
+        scanning_mode=mode,
+        stall_timeout_s=stall_timeout_s,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.5,
     )
     async with BleScanner(settings, scanner_backend=radio.scanner_backend()) as scanner:
 
@@ -423,6 +444,8 @@ async def replay(
         "bad": dict(stats.bad),
         "skipped": dict(stats.skipped),
         "mode": stats.mode,
+        "restarts": stats.restarts,
+        "errors": dict(stats.errors),
     }
 
 
@@ -435,14 +458,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=0.0,
                         help="time factor: 1 = real time, 0 = as fast as possible (default)")
     parser.add_argument("--active", action="store_true", help="scan actively instead of passively")
+    parser.add_argument("--stall-timeout", type=float, default=1.0, metavar="S",
+                        help="restart the scan after S seconds of silence (default 1)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         records = load_recording(args.file)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     mode: Literal["passive", "active"] = "active" if args.active else "passive"
-    summary = asyncio.run(replay(records, speed=args.speed, mode=mode, out=sys.stdout))
+    summary = asyncio.run(
+        replay(records, speed=args.speed, mode=mode, out=sys.stdout,
+               stall_timeout_s=args.stall_timeout)
+    )
     print(json.dumps({"summary": summary}), file=sys.stderr)
     return 0
 

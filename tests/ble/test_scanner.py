@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.ble import BleReading, BleScanner, BleSettings
 from edge.ble.scanner import passive_unsupported
@@ -312,3 +314,35 @@ def test_replay_rejects_bad_lines(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"bad\.jsonl:2"):
         load_recording(bad)
     assert main([str(bad)]) == 2
+
+
+def test_replay_cli_scripted_adapter_loss(capsys: pytest.CaptureFixture[str]) -> None:
+    path = RECORDINGS / "ble-adapter-loss.jsonl"
+    assert main([str(path), "--stall-timeout", "0.2"]) == 0
+    out, err = capsys.readouterr()
+    sequences = [json.loads(line)["info"]["sequence"] for line in out.splitlines()]
+    assert sequences == [205, 206, 208]  # 207 was sent while the adapter was gone
+    summary = json.loads(err.splitlines()[-1])["summary"]
+    assert summary["restarts"] >= 1 and summary["errors"]["ScanStalled"] >= 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0x0499, 0x0702, 0x004C]), st.binary(max_size=48)),
+                max_size=30))
+def test_random_adverts_never_break_the_scanner(adverts: list[tuple[int, bytes]]) -> None:
+    async def run() -> BleScanner:
+        radio = ReplayRadio()
+        scanner = BleScanner(fast(scanning_mode="active"), scanner_backend=radio.scanner_backend())
+        async with scanner:
+            await radio.wait_scanning()
+            for i, (company, payload) in enumerate(adverts):
+                radio.emit(AdvertRecord(0, f"AA:BB:CC:DD:EE:{i % 4:02X}", None, -70,
+                                        {company: payload}))
+        return scanner
+
+    scanner = asyncio.run(run())
+    stats = scanner.stats
+    assert stats.errors["callback"] == 0
+    assert stats.adverts == len(adverts)
+    handled = stats.readings + stats.duplicates + stats.unsupported + sum(stats.bad.values())
+    assert handled == len(adverts)
