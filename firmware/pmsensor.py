@@ -32,7 +32,8 @@ class SDS011:
         f = self.frame
         n = self.n
         if (n == 0 and b != 0xAA) or (n == 1 and b != 0xC0):
-            self.n = 0
+            self.n = 1 if b == 0xAA else 0  # a start byte may begin the next frame
+            f[0] = b
             return False
         f[n] = b
         n += 1
@@ -72,7 +73,8 @@ class PMS5003:
         f = self.frame
         n = self.n
         if (n == 0 and b != 0x42) or (n == 1 and b != 0x4D):
-            self.n = 0
+            self.n = 1 if b == 0x42 else 0  # a start byte may begin the next frame
+            f[0] = b
             return False
         f[n] = b
         n += 1
