@@ -19,7 +19,7 @@ from calibration.artefact import (
     load_artefact,
     save_artefact,
 )
-from calibration.fit import FitError, Problem, predict, select_model
+from calibration.fit import FitError, Problem, candidate_fitters, predict, select_model
 from calibration.io import Aligned, DataError, TableSpec, align, read_aligned, write_aligned
 from calibration.metrics import metrics
 from calibration.report import drift_check, evaluate, write_report
@@ -88,6 +88,9 @@ def fit(
     station: Annotated[str, Opt(help="Reference station name/code.")] = "",
     report_dir: Annotated[Path | None, Opt(help="Also write the HTML report here.")] = None,
     aligned_out: Annotated[Path | None, Opt(help="Write the aligned data set (CSV).")] = None,
+    show_candidates: Annotated[bool, Opt(help="With --train-days: also print every candidate's "
+                                         "hold-out metrics (for transparency; the choice is "
+                                         "made on the fitting period only).")] = False,
 ) -> None:
     """Align sensor and reference data, choose a model by forward-chaining validation, write it."""
     if quantity not in QUANTITIES:
@@ -155,11 +158,32 @@ def fit(
         ev = evaluate(saved, t[test], {n: X[test, j] for j, (n, _, _) in enumerate(inputs)}, y[test])
         _print_metrics("hold-out", ev.metrics_cal)
         typer.echo(f"  inputs outside fitted range: {100 * ev.out_of_range.mean():.1f} % of samples")
+        if show_candidates:
+            _print_candidates(Problem(X[train], y[train], t[train], quantities), X[test], y[test],
+                              quantity, sel.chosen)
         if report_dir:
             typer.echo(f"report: {write_report(saved, ev, report_dir)}")
     elif report_dir:
         ev = evaluate(saved, t, {n: X[:, j] for j, (n, _, _) in enumerate(inputs)}, y)
         typer.echo(f"report (in-sample): {write_report(saved, ev, report_dir)}")
+
+
+def _print_candidates(problem: Problem, X_test: np.ndarray, y_test: np.ndarray, quantity: str,
+                      chosen: str) -> None:
+    typer.echo("hold-out metrics of every candidate (not used for the choice):")
+    typer.echo("  | model | R² | RMSE | MAE | mean bias | CRMSE | expanded uncertainty |")
+    typer.echo("  |---|---|---|---|---|---|---|")
+    for name, fitter in candidate_fitters(problem).items():
+        try:
+            m = metrics(y_test, predict(fitter(problem.X, problem.y), X_test), quantity)
+        except FitError as exc:
+            typer.echo(f"  | {name} | skipped: {exc} |")
+            continue
+        w = m.get("expanded_uncertainty")
+        mark = " (chosen)" if name == chosen else ""
+        typer.echo(f"  | {name}{mark} | {m['r2']:.3f} | {m['rmse']:.3g} | {m['mae']:.3g} | "
+                   f"{m['bias']:+.3g} | {m['crmse']:.3g} | "
+                   f"{'–' if w is None else f'{100 * w:.1f} %'} |")
 
 
 def _print_metrics(label: str, m: dict[str, float]) -> None:
