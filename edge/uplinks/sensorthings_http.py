@@ -331,6 +331,10 @@ class DatastreamRegistry:
             cached = self.cached(stream)
             if cached is not None:
                 return cached
+            if location is None and sta.thing_key(stream.gateway_id) not in self._ids["things"]:
+                log.warning("gateway %s has no location: servers that derive FeatureOfInterest "
+                            "from the Thing's Location will refuse its observations",
+                            stream.gateway_id)
             thing = await self._find_or_create(
                 "things", "Things", sta.thing_key(stream.gateway_id), "name",
                 stream.gateway_id, lambda: sta.thing_body(stream.gateway_id, location))
@@ -663,6 +667,11 @@ class SensorThingsHttpUplink:
             locations={gateway_id: location} if location is not None else None,
             transport=transport,
         )
+
+    @property
+    def batch_size(self) -> int:
+        """Rows per batch the runtime should hand over (one CreateObservations request)."""
+        return self.sender.settings.batch_size
 
     async def __aenter__(self) -> SensorThingsHttpUplink:
         await self.sender.open()
