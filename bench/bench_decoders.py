@@ -39,9 +39,31 @@ def _pms5003(rng: random.Random) -> bytes:
     return pms5003.data_frame({q: rng.uniform(1, 500) for q in pms5003.DESCRIPTOR.quantities})
 
 
+def _sps30(rng: random.Random) -> bytes:
+    from edge.codecs import sps30
+
+    return sps30.data_frame({q: rng.uniform(0.5, 60) for q in sps30.DESCRIPTOR.quantities})
+
+
+def _mhz19b(rng: random.Random) -> bytes:
+    from edge.codecs import mhz19b
+
+    return mhz19b.data_frame(rng.uniform(400, 2000))
+
+
+def _scd30(rng: random.Random) -> bytes:
+    from edge.codecs import scd30
+
+    return scd30.data_frame({"co2": rng.uniform(400, 2000), "temperature": rng.uniform(0, 30),
+                             "humidity": rng.uniform(20, 90)})
+
+
 CASES = [
     Case("sds011", "edge.codecs.sds011", _sds011, "<2xHH4x"),
     Case("pms5003", "edge.codecs.pms5003", _pms5003, ">4x12HBBH"),
+    Case("sps30", "edge.codecs.sps30", _sps30, ">5x10f"),
+    Case("mhz19b", "edge.codecs.mhz19b", _mhz19b, ">2xH5x"),
+    Case("scd30", "edge.codecs.scd30", _scd30, ">3x3f2x"),
 ]
 
 

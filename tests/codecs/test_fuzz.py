@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.codecs import pms5003, sds011
+from edge.codecs import mhz19b, ops243, pms5003, scd30, sds011, sps30
 from edge.codecs.base import Frame, StreamDecoder
 
 
@@ -29,10 +30,55 @@ def _pms5003(draw: st.DrawFn) -> tuple[bytes, dict[str, float]]:
     return pms5003.data_frame(values), values
 
 
+def _f32(x: float) -> float:
+    return float(struct.unpack(">f", struct.pack(">f", x))[0])
+
+
+_FLOAT = st.floats(0.0, 1e6, allow_nan=False, width=32)
+
+
+@st.composite
+def _sps30(draw: st.DrawFn) -> tuple[bytes, dict[str, float]]:
+    values = {q: _f32(draw(_FLOAT)) for q in sps30.DESCRIPTOR.quantities}
+    values["pm1"] = _f32(draw(st.floats(0.5, 1000.0, width=32)))  # not the all-zero warm-up
+    return sps30.data_frame(values), values
+
+
+@st.composite
+def _mhz19b(draw: st.DrawFn) -> tuple[bytes, dict[str, float]]:
+    co2 = draw(st.integers(1, 0xFFFF))
+    return mhz19b.data_frame(co2, draw(st.integers(-40, 215)), draw(st.integers(0, 255))), {
+        "co2": float(co2)
+    }
+
+
+@st.composite
+def _scd30(draw: st.DrawFn) -> tuple[bytes, dict[str, float]]:
+    values = {
+        "co2": _f32(draw(st.floats(1.0, 40000.0, width=32))),
+        "temperature": _f32(draw(st.floats(-40.0, 70.0, width=32))),
+        "humidity": _f32(draw(st.floats(0.0, 100.0, width=32))),
+    }
+    return scd30.data_frame(values), values
+
+
+@st.composite
+def _ops243(draw: st.DrawFn) -> tuple[bytes, dict[str, float]]:
+    """An object report preceded by the previous line's terminator (what resync relies on)."""
+    speed = draw(st.floats(0.1, 250.0))
+    direction = draw(st.sampled_from(["inbound", "outbound"]))
+    line = ops243.object_report(speed, direction, draw(st.none() | st.floats(0, 2e9)))
+    return b"\r\n" + line, {"speed": float(f"{speed:.1f}")}
+
+
 Maker = st.SearchStrategy[tuple[bytes, dict[str, float]]]
 MAKERS: dict[str, tuple[Callable[[], StreamDecoder], Maker]] = {
     "sds011": (sds011.Sds011Decoder, _sds011()),
     "pms5003": (pms5003.Pms5003Decoder, _pms5003()),
+    "sps30": (sps30.Sps30Decoder, _sps30()),
+    "mhz19b": (mhz19b.Mhz19bDecoder, _mhz19b()),
+    "scd30": (scd30.Scd30Decoder, _scd30()),
+    "ops243": (lambda: ops243.Ops243Decoder("kmh"), _ops243()),
 }
 
 SENSORS = sorted(MAKERS)
