@@ -121,3 +121,19 @@ def test_entity_path_and_id_from_link_round_trip(entity_id: int | str) -> None:
 def test_id_from_link_rejects_garbage() -> None:
     with pytest.raises(ValueError):
         sta.id_from_link("error")
+
+
+@given(st.lists(st.sampled_from(["A", "B", 7]), min_size=1, max_size=30))
+def test_data_array_rows_line_up_with_the_body(assignment: list[str | int]) -> None:
+    items = [(make_obs("gw", seq), ds) for seq, ds in enumerate(assignment, start=1)]
+    req = sta.create_observations_body(items, "gw")
+    flat = [(g["Datastream"]["@iot.id"], row) for g in req.body for row in g["dataArray"]]
+    assert len(flat) == len(req.rows) == len(items)
+    owner = dict((o.sequence, ds) for o, ds in items)
+    for (ds, row), obs in zip(flat, req.rows, strict=True):
+        assert row[4]["seq"] == obs.sequence and owner[obs.sequence] == ds
+    # rows keep batch order inside each Datastream group
+    for group in req.body:
+        seqs = [row[4]["seq"] for row in group["dataArray"]]
+        assert seqs == sorted(seqs)
+    assert len(req.body) == len(set(assignment))
