@@ -1,0 +1,90 @@
+"""Fault injection is reproducible, and the published targets hold on the UCI base signal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edge.quality.cli import app
+from edge.quality.evaluate import evaluate
+from edge.quality.faults import FAULT_TYPES, inject
+from edge.quality.train import load_series
+
+
+@pytest.fixture(scope="module")
+def series():  # type: ignore[no-untyped-def]
+    return load_series(None)
+
+
+def test_injection_is_seeded_and_bounded(series) -> None:  # type: ignore[no-untyped-def]
+    co, times = series.values["co"], series.times_ms
+    for kind in FAULT_TYPES:
+        a = inject(co, times, kind, 10, seed=5, lo=3000)
+        b = inject(co, times, kind, 10, seed=5, lo=3000)
+        assert np.array_equal(a.values, b.values, equal_nan=True)
+        assert a.events == b.events and a.events
+        assert all(ev.start >= 3000 and ev.end >= ev.start for ev in a.events)
+        untouched = np.ones(len(co), bool)
+        for ev in a.events:
+            untouched[ev.start : ev.end + 1] = False
+        if kind == "dropout":
+            continue
+        assert np.array_equal(a.values[untouched], co[untouched], equal_nan=True)
+
+
+def test_published_targets(series) -> None:  # type: ignore[no-untyped-def]
+    """The numbers in docs/quality.md: spikes/stuck F1 ≥ 0.9, drift ≤ 48 h, clean ≤ 1 %."""
+    report = evaluate(series, kinds=("spike", "stuck", "drift_linear", "drift_exp"))
+    for label in ("rules", "rules+model"):
+        res = report.results[label]
+        assert report.clean_false_flag_rate[label] <= 0.01
+        for kind in ("drift_linear", "drift_exp"):
+            assert res[kind].event_recall == 1.0
+            assert res[kind].delay_h_max is not None and res[kind].delay_h_max <= 48
+    rules = report.results["rules"]
+    assert rules["spike"].point_f1 >= 0.9
+    assert rules["stuck"].point_f1 >= 0.9
+    assert report.ml_status.startswith("ok")
+
+
+def test_cli_train_and_evaluate(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "m"
+    res = runner.invoke(app, ["train", "--out", str(out), "--epochs", "5"])
+    assert res.exit_code == 0, res.output
+    assert (out / "model.tflite").stat().st_size <= 32 * 1024
+    assert json.loads((out / "model.json").read_text())["quantity"] == "co"
+    res = runner.invoke(app, ["evaluate", "--faults", "spike", "--events", "5",
+                              "--model-dir", str(tmp_path), "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert "| rules | spike |" in res.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["results"]["rules"]["spike"]["events"] == 5
+
+
+def test_cli_nab_mode(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    values = 10 + rng.normal(0, 0.5, 300)
+    values[200] = 80.0  # a spike inside the labelled window
+    lines = ["timestamp,value"] + [
+        f"2015-01-{1 + i // 24:02d} {i % 24:02d}:00:00,{v:.3f}" for i, v in enumerate(values)
+    ]
+    (tmp_path / "s.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "labels.json").write_text(json.dumps(
+        {"s.csv": [["2015-01-09 04:00:00.000000", "2015-01-09 12:00:00.000000"]]}))
+    res = CliRunner().invoke(app, ["evaluate", "--nab-labels", str(tmp_path / "labels.json"),
+                                   "--quantity", "pm2_5", "--json", str(tmp_path / "n.json")])
+    assert res.exit_code == 0, res.output
+    scores = json.loads((tmp_path / "n.json").read_text())["scores"]
+    assert set(scores) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
+    assert scores["standard"] > 50
+
+
+def test_cli_rejects_unknown_fault() -> None:
+    res = CliRunner().invoke(app, ["evaluate", "--faults", "gremlins"])
+    assert res.exit_code != 0
+    assert "gremlins" in res.output
