@@ -165,6 +165,7 @@ class ReplayRadio:
         self.start_failures = 0
         self.stop_failures = 0
         self.connects = 0
+        self.connect_targets: list[BLEDevice | str] = []  # what BleakClient was given
         self.delivered = 0
 
     # -- scripting --------------------------------------------------------------------------
@@ -317,6 +318,7 @@ class _ReplayClient(BaseBleakClient):
             timeout=kwargs.get("timeout", 10.0),
         )
         self._connected = False
+        self._radio.connect_targets.append(address_or_ble_device)
 
     @property
     def name(self) -> str:

@@ -87,6 +87,7 @@ class DeviceState:
     rssi: int | None = None
     last_seen: float = 0.0
     adverts: int = 0
+    gatt_reads: int = 0
     readings: int = 0
     duplicates: int = 0
     last_key: object = None
@@ -156,7 +157,11 @@ class BleScanner:
         self._mode: Literal["passive", "active"] = settings.scanning_mode
         self._devices: dict[str, DeviceState] = {}
         self._allow = set(settings.allow)
-        self._queue: asyncio.Queue[BleReading] = asyncio.Queue(maxsize=settings.queue_size)
+        # None is the end-of-stream marker put by __aexit__ (wakes a consumer in another task)
+        self._queue: asyncio.Queue[BleReading | None] = asyncio.Queue(
+            maxsize=settings.queue_size + 1
+        )
+        self._seen: dict[str, BLEDevice] = {}  # for GATT: connect without a discovery scan
         self._heard = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
@@ -189,13 +194,19 @@ class BleScanner:
             _, pending = await asyncio.wait(pending, timeout=1.0)
         self._tasks.clear()
         self.stats.state = "stopped"
+        if self._queue.full():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)
 
     async def readings(self) -> AsyncIterator[BleReading]:
-        """Yield readings as they arrive, until the scanner is closed."""
+        """Yield readings as they arrive; the iteration ends when the scanner is closed."""
         if not self._running:
             raise RuntimeError("use 'async with BleScanner(...)' before iterating readings()")
-        while self._running:
-            yield await self._queue.get()
+        while True:
+            reading = await self._queue.get()
+            if reading is None:
+                return
+            yield reading
 
     @property
     def devices(self) -> dict[str, DeviceState]:
@@ -325,6 +336,7 @@ class BleScanner:
         now = self._now()
         state = self._devices.get(address) or DeviceState(address)
         self._devices[address] = state
+        self._seen[address] = device
         state.name, state.sensor, state.rssi, state.last_seen = name, sensor, adv.rssi, now
         state.adverts += 1
         frame = self._decode(sensor, payload)
@@ -384,7 +396,7 @@ class BleScanner:
         return False
 
     def _put(self, reading: BleReading) -> None:
-        if self._queue.full():
+        if self._queue.qsize() >= self.settings.queue_size:
             self._queue.get_nowait()
             self.stats.dropped += 1
         self._queue.put_nowait(reading)
@@ -415,7 +427,7 @@ class BleScanner:
         bluez: dict[str, Any] = {"adapter": self.settings.adapter} if self.settings.adapter else {}
         async with asyncio.timeout(self.settings.gatt_timeout_s):
             client = BleakClient(
-                device.address,
+                self._seen.get(device.address, device.address),
                 timeout=self.settings.gatt_timeout_s,
                 bluez=bluez,  # type: ignore[arg-type]
                 backend=self._client_backend,
@@ -424,7 +436,7 @@ class BleScanner:
                 data = bytes(await client.read_gatt_char(aranet4.CURRENT_READINGS_UUID))
         now = self._now()
         self.stats.gatt_reads += 1
-        state.last_seen, state.adverts = now, state.adverts + 1
+        state.last_seen, state.gatt_reads = now, state.gatt_reads + 1
         state.sensor = "aranet4"
         frame = aranet4.decode_readings(data)
         if self.settings.deduplicate and _same_measurement(state, frame, now):

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bleak.backends.device import BLEDevice
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -265,6 +266,45 @@ async def test_gatt_polling_survives_missing_device() -> None:
         got = await take(scanner, 1)
     assert got[0].via == "gatt"
     assert scanner.stats.errors["gatt:BleakDeviceNotFoundError"] >= 2
+
+
+async def test_closing_ends_a_consumer_in_another_task() -> None:
+    radio = ReplayRadio()
+    scanner = BleScanner(fast(), scanner_backend=radio.scanner_backend())
+    async with scanner:
+        await radio.wait_scanning()
+        radio.emit(ruuvi5(1))
+
+        async def consume() -> list[BleReading]:
+            return [r async for r in scanner.readings()]
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.sleep(0.05)
+        assert not consumer.done()
+    got = await asyncio.wait_for(consumer, 2)
+    assert [r.frame.info["sequence"] for r in got] == [1]
+
+
+async def test_gatt_poll_connects_with_the_advertised_device() -> None:
+    record = bytes.fromhex(ARANET)[8:21]
+    radio = ReplayRadio(gatt={ARA: {aranet4.CURRENT_READINGS_UUID: [record]}})
+    off = AdvertRecord(0, ARA, "Aranet4 1B5A0", -70, {0x0702: bytes.fromhex("0105030100050001")})
+    settings = fast(gatt_poll=[{"address": ARA, "interval_s": 0.01}])
+    async with BleScanner(
+        settings, scanner_backend=radio.scanner_backend(), client_backend=radio.client_backend()
+    ) as scanner:
+        await radio.wait_scanning()
+        radio.emit(off)  # integrations off: an advert with no readings; GATT has them
+        got = await take(scanner, 2)
+        async with asyncio.timeout(5):
+            while radio.connects < 3:
+                await asyncio.sleep(0.01)
+    by_via = {r.via: r for r in got}
+    assert by_via["advertisement"].frame.skip_reason == "integrations-off"
+    assert by_via["gatt"].frame.readings
+    # once advertised, the device object is reused: no extra discovery scan to connect
+    assert isinstance(radio.connect_targets[-1], BLEDevice)
+    assert scanner.devices[ARA].gatt_reads >= 3
 
 
 async def test_readings_requires_context() -> None:
