@@ -37,6 +37,7 @@ class NodeSerialSource:
         self.baudrate = baudrate or self.options.baudrate
         self.session: NodeSession | None = None
         self._hwm: HwmStore | None = None
+        self._unconfirmed: list[AcceptedBatch] = []
 
     @property
     def hwm(self) -> HwmStore:
@@ -66,6 +67,20 @@ class NodeSerialSource:
                 await self._handle(ctx, session, writer, data)
         finally:
             writer.close()
+            self._settle_unconfirmed(session)
+
+    def _settle_unconfirmed(self, session: NodeSession) -> None:
+        """Cancelled (shutdown, port error) while batches waited for their group commit.
+
+        Their observations are already in the outbox's pending group, which the runtime commits
+        after stopping the sources; mark them so a restarted gateway does not accept the
+        node's resend a second time. (A crash never reaches here: then neither the group nor
+        the mark is written, and the resend is accepted once.)
+        """
+        if self._unconfirmed:
+            last = self._unconfirmed[-1]
+            session.hwm.set(last.node_id, last.seq, session.node.firmware if session.node else "")
+            self._unconfirmed = []
 
     async def _handle(self, ctx: SourceContext, session: NodeSession, writer: Any,
                       data: bytes) -> None:
@@ -86,7 +101,9 @@ class NodeSerialSource:
                 ctx.health.observations += len(batch.observations)
                 ctx.emit(batch.observations)
         if result.batches:
+            self._unconfirmed = list(result.batches)
             await self._await_commit(result.batches)
+            self._unconfirmed = []
             last = result.batches[-1]
             writer.write(session.committed(last.node_id, last.seq))
             await writer.drain()
