@@ -43,6 +43,8 @@ ca_app = typer.Typer(no_args_is_help=True, help="A small certificate authority (
 bundle_app = typer.Typer(no_args_is_help=True, help="Signed config and calibration bundles.")
 app.add_typer(ca_app, name="ca")
 app.add_typer(bundle_app, name="bundle")
+node_app = typer.Typer(no_args_is_help=True, help="Firmware nodes: onboard over serial.")
+app.add_typer(node_app, name="node")
 
 DEFAULT_IDENTITY = Path("/etc/duet-edge/identity")
 DEFAULT_CONFIG = Path("/etc/duet-edge/gateway.toml")
@@ -440,6 +442,58 @@ def register_cmd(
         inventory.write_record(inventory_dir, plan.gateway_id, twin=plan.settings.base_url,
                                latitude=where.lat if where else None,
                                longitude=where.lon if where else None)
+
+
+# --- nodes -----------------------------------------------------------------------------
+@node_app.command("add")
+def node_add(
+    port: Annotated[str, typer.Argument(help="Serial port of the node, e.g. /dev/ttyUSB1.")],
+    config: Annotated[Path, typer.Option(help="The gateway config.")] = DEFAULT_CONFIG,
+    name: Annotated[str | None, typer.Option(help="Source name; default node-<node id>.")] = None,
+    calibration_id: Annotated[str | None, typer.Option(help="Calibration artefact id.")] = None,
+    interval_s: Annotated[int | None, typer.Option(help="Measurement interval (s).")] = None,
+    baudrate: Annotated[int, typer.Option(help="Link speed.")] = 115200,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 10.0,
+) -> None:
+    """Read the node's hello, push its config and calibration id, confirm, assign it."""
+    from edge.config import ConfigError, load_config, parse_config
+    from provisioning import node_add as na
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    push: dict[str, object] = {}
+    if calibration_id is not None:
+        push["calibration_id"] = calibration_id
+    if interval_s is not None:
+        push["interval_s"] = interval_s
+    with console.status(f"talking to the node on {port}…"):
+        try:
+            added = na.onboard(port, cfg.gateway.id, push, baudrate=baudrate, timeout_s=timeout)
+        except na.NodeAddError as exc:
+            raise _fail(str(exc)) from None
+    info = added.info
+    sensors = ", ".join(f"{s[0]} ({s[1]})" for s in info.sensors)
+    console.print(f"[green]✓[/green] node {info.node_id} firmware {info.firmware} "
+                  f"kind {info.kind or '?'}: {sensors}")
+    for key, value in push.items():
+        console.print(f"  {key} = {value!r} confirmed by the node")
+    if any(s.port == port for s in cfg.sources):
+        console.print(f"  {config} already has a source on {port}")
+        return
+    state = cfg.gateway.data_dir / "nodes.db"
+    snippet = na.source_snippet(name or f"node-{info.node_id}", port, baudrate, str(state))
+    text = config.read_text(encoding="utf-8").rstrip("\n") + "\n" + snippet
+    try:
+        parse_config(text, source=str(config))
+    except ConfigError as exc:
+        console.print(f"[yellow]![/yellow] not added to {config} ({'; '.join(exc.problems)}); "
+                      "add this by hand once the gateway supports it:", highlight=False)
+        console.print(snippet, markup=False, highlight=False)
+        return
+    write_public(config, text.encode())
+    console.print(f"  assigned: source {name or f'node-{info.node_id}'!r} added to {config}")
 
 
 # --- label and inventory -----------------------------------------------------------------
