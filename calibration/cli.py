@@ -20,7 +20,15 @@ from calibration.artefact import (
     save_artefact,
 )
 from calibration.fit import FitError, Problem, candidate_fitters, predict, select_model
-from calibration.io import Aligned, DataError, TableSpec, align, read_aligned, write_aligned
+from calibration.io import (
+    Aligned,
+    DataError,
+    TableSpec,
+    align,
+    export_outbox,
+    read_aligned,
+    write_aligned,
+)
 from calibration.metrics import metrics
 from calibration.report import drift_check, evaluate, write_report
 from edge.quantities import QUANTITIES
@@ -261,3 +269,16 @@ def preset(
         raise _fail(f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}")
     saved = save_artefact(factory(sensor_model), out)
     typer.echo(f"wrote {out} (sha256 {saved.sha256})")
+
+
+@app.command("export-outbox")
+def export_outbox_cmd(
+    outbox: Annotated[Path, typer.Argument(help="The gateway's outbox.db (read-only).")],
+    out: Annotated[Path, Opt(help="CSV to write (time_utc + one column per sensor/quantity).")],
+) -> None:
+    """Export the gateway's own buffer as sensor data for `fit` (raw, uncalibrated values)."""
+    try:
+        n = export_outbox(outbox, out)
+    except DataError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"wrote {n} observations to {out}")

@@ -305,3 +305,41 @@ def read_aligned(path: Path, roles: Sequence[str], period_s: int = 3600) -> Alig
     for v in table.values.values():
         ok &= ~np.isnan(v)
     return Aligned(table.start_s[ok], {k: v[ok] for k, v in table.values.items()}, period_s)
+
+
+def export_outbox(db_path: Path, out_csv: Path) -> int:
+    """Write the gateway outbox's observations as a wide CSV for ``calibrate fit``.
+
+    Columns: ``time_utc`` (phenomenon start, ISO 8601 UTC) and one column per datastream named
+    ``<sensor_id>/<quantity>`` holding the *raw* value (``raw`` when the gateway calibrated the
+    observation, else the result). Rows are sparse: each observation fills one cell; ``fit``
+    averages every column into the common period, ignoring empty cells. Returns the row count.
+
+    The outbox only keeps observations no uplink has confirmed yet: for a co-location run the
+    gateway is configured without uplinks (or with a long TTL), so it keeps everything.
+    """
+    import sqlite3
+
+    if not db_path.is_file():
+        raise DataError(f"{db_path}: no such outbox database")
+    uri = f"file:{db_path}?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True)
+        rows = db.execute(
+            "SELECT o.t, d.sensor, d.quantity, COALESCE(o.raw, o.v) FROM obs o "
+            "JOIN datastream d ON d.id = o.ds ORDER BY o.t, o.seq"
+        ).fetchall()
+        db.close()
+    except sqlite3.Error as exc:
+        raise DataError(f"{db_path}: not a readable duet-edge outbox ({exc})") from None
+    keys = sorted({f"{sensor}/{qty}" for _, sensor, qty, _ in rows})
+    col = {k: i for i, k in enumerate(keys)}
+    with out_csv.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["time_utc", *keys])
+        for t_ms, sensor, qty, value in rows:
+            cells = [""] * len(keys)
+            cells[col[f"{sensor}/{qty}"]] = repr(float(value))
+            stamp = datetime.fromtimestamp(t_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            w.writerow([stamp, *cells])
+    return len(rows)
