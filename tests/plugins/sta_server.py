@@ -3,7 +3,7 @@
 The server is ``django-ogc-sensorthings`` (PyPI, ``test`` extra) with its Django ORM backend
 and the dataArray extension (``CreateObservations``), on SQLite in a temporary directory,
 served by Django's threaded HTTP server in a child process (:mod:`tests.plugins.sta_serve`).
-It is migrated and started once per test session (2-3 s) and stopped at the end.
+It is migrated and started once per test session (2-5 s) and stopped at the end.
 
 Other test folders use it with::
 
@@ -74,29 +74,46 @@ def _wait_until_up(root: str, proc: subprocess.Popen[bytes], log_path: Path) -> 
                        f"{log_path.read_text()}")
 
 
+def _start(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the server on a free port; retry with another port if that one got taken."""
+    log_path = work / "server.log"
+    for _attempt in range(3):
+        port = free_port()
+        service_url = f"http://127.0.0.1:{port}/sensorthings"
+        env = _server_env(work / "sta.sqlite3", service_url)
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.plugins.sta_serve", f"127.0.0.1:{port}"],
+                env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+            )
+        root = f"{service_url}/v1.1"
+        try:
+            _wait_until_up(root, proc, log_path)
+            return proc, root
+        except RuntimeError:
+            _stop(proc)
+            if "already in use" not in log_path.read_text(errors="replace"):
+                raise
+    raise RuntimeError("no free port for the SensorThings server after 3 attempts")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 @contextlib.contextmanager
 def running_sta_server(work: Path) -> Iterator[str]:
     """Start the server with its database in ``work``; yield the service root; stop it."""
-    port = free_port()
-    service_url = f"http://127.0.0.1:{port}/sensorthings"
-    env = _server_env(work / "sta.sqlite3", service_url)
-    log_path = work / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.plugins.sta_serve", f"127.0.0.1:{port}"],
-            env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-        )
-    root = f"{service_url}/v1.1"
+    proc, root = _start(work)
     try:
-        _wait_until_up(root, proc, log_path)
         yield root
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        _stop(proc)
 
 
 @pytest.fixture(scope="session")
