@@ -165,6 +165,7 @@ class BleScanner:
         self._heard = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
+        self._last_error = ""  # cleared when an advertisement arrives
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -294,11 +295,17 @@ class BleScanner:
             backoff.reset()  # the radio works: the next failure starts from a short delay
 
     def _note_error(self, exc: BaseException) -> None:
-        self.stats.errors[type(exc).__name__] += 1
-        if isinstance(exc, BleakError | OSError | EOFError | ScanStalled | TimeoutError):
-            logger.warning("BLE scan interrupted: %s: %s", type(exc).__name__, exc)
-        else:
+        """Count every failure; log a repeated one (same type, nothing heard since) at debug."""
+        kind = type(exc).__name__
+        self.stats.errors[kind] += 1
+        repeated = kind == self._last_error
+        self._last_error = kind
+        if not isinstance(exc, BleakError | OSError | EOFError | ScanStalled | TimeoutError):
             logger.error("BLE scan failed unexpectedly", exc_info=exc)
+        elif repeated:
+            logger.debug("BLE scan interrupted again: %s: %s", kind, exc)
+        else:
+            logger.warning("BLE scan interrupted: %s: %s", kind, exc)
 
     @staticmethod
     async def _stop_quietly(scanner: BleakScanner) -> None:
@@ -323,6 +330,7 @@ class BleScanner:
 
     def _handle(self, device: BLEDevice, adv: AdvertisementData) -> None:
         self._heard.set()
+        self._last_error = ""
         self.stats.adverts += 1
         address = device.address.upper()
         name = adv.local_name or device.name

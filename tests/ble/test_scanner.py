@@ -171,7 +171,10 @@ async def test_adapter_lost_mid_stream_and_recovered() -> None:
     assert stats.state in ("scanning", "stopped")
 
 
-async def test_no_adapter_at_startup_retries_until_it_appears() -> None:
+async def test_no_adapter_at_startup_retries_until_it_appears(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="edge.ble.scanner")
     radio = ReplayRadio(adapter_present=False)
     async with BleScanner(fast(), scanner_backend=radio.scanner_backend()) as scanner:
         async with asyncio.timeout(5):
@@ -182,6 +185,8 @@ async def test_no_adapter_at_startup_retries_until_it_appears() -> None:
         await radio.wait_scanning()
         radio.emit(ruuvi5(9))
         assert (await take(scanner, 1))[0].frame.info["sequence"] == 9
+    warnings = [r for r in caplog.records if "interrupted" in r.message]
+    assert len(warnings) == 1  # one warning, not one per retry
 
 
 async def test_queue_overflow_drops_oldest() -> None:
