@@ -142,6 +142,10 @@ def write_report(artefact: Artefact, ev: Evaluation, out_dir: Path, title: str =
         f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>"
         for k, v in sorted(val.get("cv_rmse", {}).items(), key=lambda kv: kv[1])
     )
+    attribution = ""
+    if "uci" in f"{fit.reference_station} {artefact.id}".lower():
+        attribution = ("<p>Data: UCI Air Quality data set, De Vito et al., Sensors and Actuators B "
+                       "129(2), 2008 (CC BY 4.0).</p>")
     body = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Calibration report {html.escape(artefact.id)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}
@@ -165,9 +169,7 @@ range (flagged suspect on the gateway).</p>
 <table><tr><th>candidate</th><th>mean RMSE over folds</th></tr>{cv}</table>
 <h2>Figures</h2>
 {''.join(f'<p><img src="{f}" alt="{f}"></p>' for f in figures)}
-<p>Data note: results on the UCI Air Quality data set cite De Vito et al., Sensors and Actuators B
-129(2), 2008 (CC BY 4.0).</p>
-</body></html>"""
+{attribution}</body></html>"""
     path = out_dir / "index.html"
     path.write_text(body, encoding="utf-8")
     return path
