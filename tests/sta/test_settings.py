@@ -63,3 +63,36 @@ def test_lead_config_includes_the_section() -> None:
     config = pytest.importorskip("edge.config")
     model = config.UplinkSettings.model_fields["sensorthings_http"].annotation
     assert SensorThingsHttpSettings in getattr(model, "__args__", (model,))
+
+
+GATEWAY = """
+[gateway]
+id = "gw-1"
+[[sources]]
+name = "pm"
+type = "sds011"
+port = "/dev/ttyUSB0"
+[uplinks.sensorthings_http]
+"""
+
+
+def test_errors_through_the_gateway_config_name_the_key() -> None:
+    config = pytest.importorskip("edge.config")
+    bad = GATEWAY + 'base_url = "ftp://x"\ntokn = 1\n[uplinks.sensorthings_http.auth]\n' \
+        'type = "bearer"\n'
+    with pytest.raises(config.ConfigError) as err:
+        config.parse_config(bad)
+    text = str(err.value)
+    assert "uplinks.sensorthings_http.base_url = 'ftp://x': must be an http://" in text
+    assert "uplinks.sensorthings_http.tokn: unknown key" in text
+    assert "uplinks.sensorthings_http.auth = {'type': 'bearer'}: type = 'bearer' needs" in text
+
+
+def test_runtime_builds_the_uplink_from_the_section(tmp_path: object) -> None:
+    config = pytest.importorskip("edge.config")
+    runtime = pytest.importorskip("edge.runtime")
+    cfg = config.parse_config(GATEWAY + 'base_url = "https://sta.example.org/v1.1"\n'
+                              'batch_size = 250\n')
+    uplink = runtime.build_uplinks(cfg)["sensorthings_http"]
+    assert uplink.batch_size == 250
+    assert uplink.gateway_id == "gw-1"
