@@ -244,7 +244,11 @@ def result_quality(obs: Observation) -> JsonObject:
     """QARTOD flags: ``{"agg": 1, "tests": {"gross_range": 1}, "scores": {...}}``."""
     if obs.quality is None:
         return {"agg": QC_NOT_EVALUATED}
-    return obs.quality.as_dict()
+    out = obs.quality.as_dict()
+    scores = out.get("scores")
+    if isinstance(scores, dict):  # JSON has no NaN/Infinity: such scores become null
+        out["scores"] = {k: (v if _finite(v) else None) for k, v in scores.items()}
+    return out
 
 
 def parameters(obs: Observation, gateway_id: str, mode: IntervalMode = "interval") -> JsonObject:

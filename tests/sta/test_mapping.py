@@ -137,3 +137,12 @@ def test_data_array_rows_line_up_with_the_body(assignment: list[str | int]) -> N
         seqs = [row[4]["seq"] for row in group["dataArray"]]
         assert seqs == sorted(seqs)
     assert len(req.body) == len(set(assignment))
+
+
+def test_non_finite_quality_scores_become_null() -> None:
+    obs = make_obs("gw", 1)
+    assert obs.quality is not None
+    obs.quality.scores.update({"ml_anomaly": math.nan, "z": 1.5})
+    body = sta.observation_body(obs, "gw")
+    assert body["resultQuality"]["scores"] == {"ml_anomaly": None, "z": 1.5}
+    json.dumps(body, allow_nan=False)
