@@ -245,3 +245,26 @@ async def test_missing_secret_is_a_clear_error(tmp_path: Path,
     with pytest.raises(SensorThingsConfigError, match="cannot read token file"):
         async with up:
             pass
+
+
+# -- registry cache ----------------------------------------------------------------------
+
+
+async def test_cache_of_another_server_or_corrupt_cache_is_ignored(tmp_path: Path) -> None:
+    from edge.uplinks.sensorthings_http import REGISTRY_FILE_NAME
+
+    cache = tmp_path / REGISTRY_FILE_NAME
+    for content in (json.dumps({"server": "https://other/v1.1",
+                                "datastreams": {f"{GW}/sds011-1/pm2_5": 9}}), "{not json"):
+        cache.write_text(content)
+        fake = FakeSta()
+        async with uplink(fake, tmp_path) as up:
+            await up.send(batch(1))
+        sent = json.loads(fake.posts("/CreateObservations")[0].content)
+        assert sent[0]["Datastream"] != {"@iot.id": 9}
+        assert json.loads(cache.read_text())["server"] == BASE
+    # Now the cache is ours: a new uplink registers nothing.
+    fake = FakeSta()
+    async with uplink(fake, tmp_path) as up:
+        await up.send(batch(2))
+    assert [r.url.path for r in fake.requests] == ["/v1.1/CreateObservations"]
