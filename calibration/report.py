@@ -69,7 +69,9 @@ def _figures(ev: Evaluation, artefact: Artefact, out_dir: Path) -> list[str]:
     axes[0].scatter(ev.reference, ev.raw, s=3, alpha=0.4)
     axes[0].set(title="Raw vs reference", xlabel=f"reference ({unit})",
                 ylabel=f"raw {artefact.inputs[0].name}")
-    axes[1].scatter(ev.reference, ev.calibrated, s=3, alpha=0.4, label="in fitted range")
+    inside = ~ev.out_of_range
+    axes[1].scatter(ev.reference[inside], ev.calibrated[inside], s=3, alpha=0.4,
+                    label="inputs in fitted range")
     if ev.out_of_range.any():
         axes[1].scatter(ev.reference[ev.out_of_range], ev.calibrated[ev.out_of_range], s=3,
                         alpha=0.4, color="tab:red", label="input outside fitted range")
@@ -83,9 +85,13 @@ def _figures(ev: Evaluation, artefact: Artefact, out_dir: Path) -> list[str]:
     files.append("scatter.png")
     plt.close(fig)
 
+    # break the lines at gaps longer than two samples instead of bridging them
+    gap = np.concatenate([[False], np.diff(ev.t) > 2 * float(np.median(np.diff(ev.t)))])
+    ref_line = np.where(gap, np.nan, ev.reference)
+    cal_line = np.where(gap, np.nan, ev.calibrated)
     fig, ax = plt.subplots(figsize=(11, 4))
-    ax.plot(dates, ev.reference, lw=0.6, label="reference", color="black")
-    ax.plot(dates, ev.calibrated, lw=0.6, label="calibrated", color="tab:orange", alpha=0.8)
+    ax.plot(dates, ref_line, lw=0.6, label="reference", color="black")
+    ax.plot(dates, cal_line, lw=0.6, label="calibrated", color="tab:orange", alpha=0.8)
     ax.set(title="Time series", ylabel=unit)
     ax.legend(fontsize=8)
     fig.autofmt_xdate()
@@ -101,7 +107,8 @@ def _figures(ev: Evaluation, artefact: Artefact, out_dir: Path) -> list[str]:
         for ax, (j, spec) in zip(axes[0], env, strict=True):
             ax.scatter(ev.X[:, j], resid, s=3, alpha=0.4)
             ax.axhline(0, color="black", lw=1)
-            ax.set(title=f"Residual vs {spec.name}", xlabel=spec.name,
+            env_unit = QUANTITIES[spec.quantity].unit_symbol
+            ax.set(title=f"Residual vs {spec.name}", xlabel=f"{spec.name} ({env_unit})",
                    ylabel=f"calibrated − reference ({unit})")
         fig.tight_layout()
         fig.savefig(out_dir / "residuals_env.png", dpi=110)
