@@ -125,6 +125,17 @@ def _row(name: str, m: dict[str, float]) -> str:
     return "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
 
 
+def _raw_comparison(ev: Evaluation) -> tuple[str, str]:
+    """A metrics row for the raw values when they are in the reference's units, else a note."""
+    ref_med = float(np.median(ev.reference))
+    raw_med = float(np.median(ev.raw))
+    if ref_med > 0 and 0.2 <= raw_med / ref_med <= 5.0:
+        return _row("raw", ev.metrics_raw), ""
+    r = float(np.corrcoef(ev.raw, ev.reference)[0, 1])
+    return "", (f"<p>The raw values are in sensor units (median {raw_med:.4g} vs reference "
+                f"{ref_med:.4g}); their correlation with the reference is r = {r:.3f}.</p>")
+
+
 def write_report(artefact: Artefact, ev: Evaluation, out_dir: Path, title: str = "") -> Path:
     """Write ``index.html`` and PNG figures into ``out_dir``; return the HTML path."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,6 +160,7 @@ def write_report(artefact: Artefact, ev: Evaluation, out_dir: Path, title: str =
         f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>"
         for k, v in sorted(val.get("cv_rmse", {}).items(), key=lambda kv: kv[1])
     )
+    raw_row, raw_note = _raw_comparison(ev)
     attribution = ""
     if "uci" in f"{fit.reference_station} {artefact.id}".lower():
         attribution = ("<p>Data: UCI Air Quality data set, De Vito et al., Sensors and Actuators B "
@@ -170,7 +182,7 @@ Model: {html.escape(str(val.get('chosen', '')))} — fitted {html.escape(fit.per
 range (flagged suspect on the gateway).</p>
 <table><tr><th>values</th><th>R²</th><th>RMSE</th><th>MAE</th><th>mean bias</th><th>CRMSE</th>
 <th>orth. slope</th><th>orth. intercept</th><th>expanded uncertainty</th></tr>
-{_row('raw', ev.metrics_raw)}{_row('calibrated', ev.metrics_cal)}</table>
+{raw_row}{_row('calibrated', ev.metrics_cal)}</table>{raw_note}
 {dqo_text}
 <h2>Model choice (forward-chaining validation on the fitting period)</h2>
 <table><tr><th>candidate</th><th>mean RMSE over folds</th></tr>{cv}</table>
