@@ -76,6 +76,8 @@ def fit(
     sensor_convention: Annotated[str, Opt(help="Sensor labels: begin|end of interval.")] = "begin",
     sensor_sep: Annotated[str | None, Opt(help="Separator (default: detect).")] = None,
     sensor_decimal: Annotated[str | None, Opt(help="Decimal mark . or , (default: detect).")] = None,
+    sensor_flag_column: Annotated[str | None, Opt(help="Sensor validity-flag column.")] = None,
+    sensor_flag_ok: Annotated[list[str] | None, Opt(help="Flag values meaning valid. Repeat.")] = None,
     ref_time: Annotated[str, Opt(help="Reference time column(s), comma-separated.")] = "time",
     ref_time_format: Annotated[str | None, Opt(help="strptime format; default ISO 8601.")] = None,
     ref_tz: Annotated[str, Opt(help="Time zone of naive reference timestamps.")] = "UTC",
@@ -110,7 +112,8 @@ def fit(
     na_values = ("", "NA", "NaN", "nan", "null", "-", *(na or []))
     s_spec = TableSpec(sensor, {n: c for n, c, _ in inputs}, tuple(sensor_time.split(",")),
                        sensor_time_format, sensor_tz, sensor_convention,  # type: ignore[arg-type]
-                       None, sensor_sep, sensor_decimal, na_values)
+                       None, sensor_sep, sensor_decimal, na_values, sensor_flag_column,
+                       tuple(sensor_flag_ok or ()))
     r_spec = TableSpec(reference, {"reference": ref_column}, tuple(ref_time.split(",")),
                        ref_time_format, ref_tz, ref_convention,  # type: ignore[arg-type]
                        None, ref_sep, ref_decimal, na_values, ref_flag_column,
