@@ -267,37 +267,38 @@ class SensorEmulator(ABC):
             return False
         return True
 
-    def emit_data(self) -> None:
-        """Build, send and record one data frame (warm-up zeros first if pending)."""
+    def emit_data(self, values: dict[str, float] | None = None) -> dict[str, float]:
+        """Build, send and record one data frame (warm-up zeros first if pending).
+
+        ``values`` re-sends given values instead of sampling new ones; returns what was used.
+        """
         if self._warmup_left > 0:
             self._warmup_left -= 1
-            values: dict[str, float] = {}
-        else:
+            values = {}
+        elif values is None:
             values = self.sample(self.hour())
         frame = self.make_frame(values)
         corrupt, self._corrupt_next = self._corrupt_next, None
         if corrupt == "truncated":
             if self.write(frame[: len(frame) // 2]):
                 self._log_fault("truncated", frame.hex())
-            return
+            return values
         if corrupt == "checksum":
             bad = bytearray(frame)
             bad[self.checksum_offset] ^= 0x5A
-            if self.write(self.escape(bytes(bad))):
+            if self.write(bytes(bad)):
                 self._log_fault("checksum", bytes(bad).hex())
-            return
+            return values
         if not self.write(frame):
-            return
+            return values
         decoded = [f for f in self._decoder.feed(frame) if f.kind == "data"]
-        if len(decoded) != 1:  # our encoder and our decoder disagree: a bug, say it loudly
+        if not decoded:  # our encoder and our decoder disagree: a bug, say it loudly
             raise AssertionError(f"{self.descriptor.name} emulator built bad frame {frame.hex()}")
-        self._seq += 1
-        readings = {r.quantity: r.value for r in decoded[0].readings}
-        self.sent_values.append(Sent(self._seq, time.monotonic(), readings, decoded[0].skip_reason))
-
-    def escape(self, frame: bytes) -> bytes:
-        """Re-apply transport escaping after corrupting a frame (SHDLC overrides this)."""
-        return frame
+        for f in decoded:
+            self._seq += 1
+            readings = {r.quantity: r.value for r in f.readings}
+            self.sent_values.append(Sent(self._seq, time.monotonic(), readings, f.skip_reason))
+        return values
 
     def wake(self) -> None:
         """Resume measuring (restarts the warm-up frames)."""
