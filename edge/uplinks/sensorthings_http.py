@@ -17,7 +17,7 @@ returned (re-sending settled rows would duplicate them).
 Servers that reject interval ``phenomenonTime`` are handled by ``phenomenon_interval``:
 ``"end_instant"`` always sends the end instant (the interval goes into
 ``parameters.phenomenonInterval``); ``"auto"`` sends intervals until the server refuses one
-that it accepts as an end instant, then degrades for the rest of the session.
+that it accepts as an end instant, then degrades (remembered in the registry file).
 
 Datastreams are registered on first use by :class:`DatastreamRegistry`, which finds or
 creates Thing, Sensor, ObservedProperty and Datastream (found by name, checked by
@@ -261,6 +261,7 @@ class DatastreamRegistry:
         self._base = base_url.rstrip("/")
         self._path = path
         self._lock = asyncio.Lock()
+        self.quirks: dict[str, bool] = {}
         self._ids: dict[str, dict[str, EntityId]] = self._load()
 
     # -- cache file ------------------------------------------------------------------
@@ -276,6 +277,9 @@ class DatastreamRegistry:
             return empty
         if not isinstance(data, dict) or data.get("server") != self._base:
             return empty
+        quirks = data.get("quirks")
+        if isinstance(quirks, dict):
+            self.quirks = {str(k): v for k, v in quirks.items() if isinstance(v, bool)}
         for kind in self._KINDS:
             entries = data.get(kind)
             if isinstance(entries, dict):
@@ -287,9 +291,15 @@ class DatastreamRegistry:
             return
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_name(f".{self._path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"server": self._base, **self._ids}, indent=1, sort_keys=True),
-                       encoding="utf-8")
+        data = {"server": self._base, "quirks": self.quirks, **self._ids}
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(tmp, self._path)
+
+    def remember_quirk(self, name: str) -> None:
+        """Record a server limitation (``noIntervals``, ``noDataArray``) for later runs."""
+        if not self.quirks.get(name):
+            self.quirks[name] = True
+            self._save()
 
     def cached(self, stream: Datastream) -> EntityId | None:
         return self._ids["datastreams"].get(sta.datastream_key(stream))
@@ -452,6 +462,12 @@ class SensorThingsSender:
             self._http = build_http_client(self.settings, self._transport)
             self._registry = DatastreamRegistry(self._http, self.settings.base_url,
                                                 self._registry_path)
+            # What earlier runs learnt about this server (only where the settings allow it).
+            if self._registry.quirks.get("noDataArray"):
+                self.use_data_array = False
+            if (self._registry.quirks.get("noIntervals")
+                    and self.settings.phenomenon_interval == "auto"):
+                self.degrade_intervals = True
 
     async def close(self) -> None:
         if self._http is not None:
@@ -536,11 +552,17 @@ class SensorThingsSender:
     async def _send_chunk(
         self, gateway_id: str, chunk: list[tuple[Observation, EntityId]], delivery: Delivery
     ) -> None:
-        retry: list[tuple[Observation, EntityId]] = chunk
-        if self.use_data_array:
-            retry = await self._send_data_array(gateway_id, chunk, delivery)
-        for obs, ds_id in retry:
-            await self._send_one(gateway_id, obs, ds_id, delivery)
+        todo = chunk
+        while todo:  # at most twice: the interval mode changes only once
+            mode = self.mode
+            bulk = self.use_data_array
+            retry = await self._send_data_array(gateway_id, todo, delivery) if bulk else todo
+            todo = []
+            for i, (obs, ds_id) in enumerate(retry):
+                await self._send_one(gateway_id, obs, ds_id, delivery)
+                if bulk and self.mode != mode:
+                    todo = retry[i + 1 :]  # intervals now go as end instants: bulk the rest
+                    break
 
     async def _send_data_array(
         self, gateway_id: str, chunk: list[tuple[Observation, EntityId]], delivery: Delivery
@@ -555,6 +577,7 @@ class SensorThingsSender:
             log.warning("server has no CreateObservations (%s); sending one by one",
                         _reason(response))
             self.use_data_array = False
+            self.registry.remember_quirk("noDataArray")
             return chunk
         if response.status_code >= 400:
             log.warning("CreateObservations refused (%s); isolating rows", _reason(response))
@@ -599,6 +622,7 @@ class SensorThingsSender:
                 log.warning("server refuses interval phenomenonTime (%s); sending end instants "
                             "from now on", outcome)
                 self.degrade_intervals = True
+                self.registry.remember_quirk("noIntervals")
                 self.stats["degraded"] += 1
                 outcome = None
             elif _is_server_failure(outcome):

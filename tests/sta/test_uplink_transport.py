@@ -97,6 +97,8 @@ async def test_server_without_create_observations_falls_back_for_good(tmp_path: 
         assert sorted((await up.send(batch(3))).confirmed) == [3]
     assert len(fake.posts("/CreateObservations")) == 1
     assert len(fake.posts("/Observations")) == 3
+    async with uplink(FakeSta(), tmp_path) as again:  # remembered in the registry file
+        assert not again.sender.use_data_array
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 401, 403, 429])
@@ -170,15 +172,30 @@ async def test_interval_refused_with_4xx_degrades_in_auto_mode(tmp_path: Path) -
             return httpx.Response(400, text="intervals not supported")
         return fake.created(request, "Observations")
 
-    fake.on_create_observations = lambda req: httpx.Response(201, json=["error", "error"])
+    def bulk(request: httpx.Request) -> httpx.Response:
+        rows = [r for g in json.loads(request.content) for r in g["dataArray"]]
+        return httpx.Response(201, json=["error" if "/" in r[0] else f"{BASE}/Observations(1)"
+                                         for r in rows])
+
+    fake.on_create_observations = bulk
     fake.on_observation = no_intervals
     async with uplink(fake, tmp_path) as up:
-        delivery = await up.send(batch(1, 2, interval_s=60))
+        delivery = await up.send(batch(1, 2, 3, interval_s=60))
         assert up.sender.degrade_intervals
-    assert sorted(delivery.confirmed) == [1, 2]
-    bodies = [json.loads(r.content) for r in fake.posts("/Observations")]
-    # seq 1: interval refused, end instant accepted; seq 2: end instant straight away.
-    assert ["/" in b["phenomenonTime"] for b in bodies] == [True, False, False]
+    assert sorted(delivery.confirmed) == [1, 2, 3]
+    singles = [json.loads(r.content) for r in fake.posts("/Observations")]
+    # seq 1: interval refused, end instant accepted ...
+    assert [("/" in b["phenomenonTime"], b["parameters"]["seq"]) for b in singles] == [
+        (True, 1), (False, 1)]
+    # ... then seq 2 and 3 go again in one CreateObservations, as end instants.
+    bulks = [json.loads(r.content) for r in fake.posts("/CreateObservations")]
+    assert [[row[4]["seq"] for row in b[0]["dataArray"]] for b in bulks] == [[1, 2, 3], [2, 3]]
+    assert all("/" not in row[0] for row in bulks[1][0]["dataArray"])
+    # The next run remembers that this server refuses intervals.
+    async with uplink(FakeSta(), tmp_path) as again:
+        assert again.sender.degrade_intervals
+    async with uplink(FakeSta(), tmp_path, phenomenon_interval="interval") as forced:
+        assert not forced.sender.degrade_intervals
 
 
 async def test_entity_registration_refused_rejects_that_streams_rows(tmp_path: Path) -> None:
