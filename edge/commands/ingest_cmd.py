@@ -33,7 +33,7 @@ def ingest(
         host=host,
         port=port,
         topic_prefix=topic_prefix,
-        share_group=group,
+        share_group=group or None,
         client_id=client_id,
         store_path=store,
     )

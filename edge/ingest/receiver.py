@@ -34,7 +34,7 @@ class ReceiverSettings:
     host: str = "127.0.0.1"
     port: int = 1883
     topic_prefix: str = "duet/v1"
-    share_group: str = "duet-ingest"
+    share_group: str | None = "duet-ingest"  # None: a plain (non-shared) persistent subscription
     client_id: str = "duet-ingest-1"
     store_path: Path = Path("twin.db")
     username: str | None = None
@@ -71,7 +71,8 @@ class Receiver:
 
     @property
     def topic(self) -> str:
-        return f"$share/{self.settings.share_group}/{self.settings.topic_prefix}/+/obs"
+        plain = f"{self.settings.topic_prefix}/+/obs"
+        return f"$share/{self.settings.share_group}/{plain}" if self.settings.share_group else plain
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings

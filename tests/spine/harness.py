@@ -116,10 +116,13 @@ class ReceiverThread:
         broker_port: int,
         store: Path,
         on_batch: Callable[[DecodedBatch, int], None] | None = None,
+        share_group: str | None = "duet-ingest",
+        client_id: str = "duet-ingest-1",
     ):
-        self.receiver = Receiver(
-            ReceiverSettings(port=broker_port, store_path=store), on_batch=on_batch
+        settings = ReceiverSettings(
+            port=broker_port, store_path=store, share_group=share_group, client_id=client_id
         )
+        self.receiver = Receiver(settings, on_batch=on_batch)
         self.loop = asyncio.new_event_loop()
         self.stop_event: asyncio.Event | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
