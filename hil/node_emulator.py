@@ -38,6 +38,8 @@ class NodeEmulator:
         self.link = PtyLink(link_path)
         self.vm: MicroPythonVM | None = None
         self.port = ""
+        self.epoch_ms = 1_764_072_000_000
+        self.node_ms = 0  # emulated time since setup; ``clock_ms()`` is the matching wall clock
         self.sent = bytearray()  # everything the node wrote (including bytes lost on the wire)
         self.received = bytearray()
         self.error: BaseException | None = None
@@ -73,9 +75,14 @@ class NodeEmulator:
         with self._lock:
             tx = bytes.fromhex(self.vm.call_json(
                 f"h.run({self.node_ms_per_tick}, {self.step_ms}, {rx.hex()!r})"))
+        self.node_ms += self.node_ms_per_tick
         if tx:
             self.sent.extend(tx)
             self.link.write(tx)
+
+    def clock_ms(self) -> int:
+        """A wall clock running at the node's (accelerated) speed, for the gateway's time sync."""
+        return self.epoch_ms + self.node_ms
 
     def pause(self) -> None:
         self._paused.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import serial_asyncio_fast
@@ -29,7 +30,8 @@ class NodeSerialSource:
     """Source for one node on one serial port."""
 
     def __init__(self, name: str, port: str, gateway_id: str,
-                 options: NodeSerialOptions | None = None, baudrate: int | None = None) -> None:
+                 options: NodeSerialOptions | None = None, baudrate: int | None = None,
+                 clock_ms: Callable[[], int] | None = None) -> None:
         self.name = name
         self.port = port
         self.gateway_id = gateway_id
@@ -38,6 +40,7 @@ class NodeSerialSource:
         self.session: NodeSession | None = None
         self._hwm: HwmStore | None = None
         self._unconfirmed: list[AcceptedBatch] = []
+        self.clock_ms = clock_ms  # wall clock for time sync; None: the runtime's ctx.clock_ms
 
     @property
     def hwm(self) -> HwmStore:
@@ -48,7 +51,7 @@ class NodeSerialSource:
     async def run(self, ctx: SourceContext) -> None:
         reader, writer = await serial_asyncio_fast.open_serial_connection(
             url=self.port, baudrate=self.baudrate)
-        session = NodeSession(self.gateway_id, self.name, self.hwm, ctx.clock_ms,
+        session = NodeSession(self.gateway_id, self.name, self.hwm, self.clock_ms or ctx.clock_ms,
                               ctx.health.frames_bad)
         self.session = session
         ctx.health.device["port"] = self.port

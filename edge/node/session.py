@@ -123,11 +123,16 @@ class NodeSession:
     def _hello(self, msg: dict[str, Any], result: FeedResult) -> None:
         sensors = tuple((str(s[0]), str(s[1]), tuple(str(q) for q in s[2])) for s in msg["sensors"])
         proto = msg["protocol"]
+        same_node = self.node is not None and self.node.node_id == msg["node_id"]
         self.node = NodeInfo(msg["node_id"], msg["firmware"], str(msg.get("kind", "")), sensors,
                              (int(proto[0]), int(proto[1])))
         self._streams.clear()
         mark = self.hwm.get(self.node.node_id)
-        self.accepted_upto = mark
+        if not (same_node and self.accepted_upto is not None
+                and (mark is None or self.accepted_upto > mark)):
+            # (a re-hello while accepted batches still wait for their commit keeps them:
+            # otherwise their resend would be accepted a second time)
+            self.accepted_upto = mark
         result.replies.append(P.encode_message({"type": "time", "epoch_ms": self.clock_ms()}))
         result.replies.append(P.encode_message({"type": "ack", "seq": mark or 0}))
 
