@@ -51,6 +51,7 @@ Kind = Literal["config", "calibration"]
 KINDS: tuple[str, ...] = ("config", "calibration")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
+CONFIG_FILE = "gateway.toml"  # the gateway config inside a config bundle
 
 Validator = Callable[[Path], None]
 """Checks a staged bundle directory; raises (any exception) to refuse it."""
@@ -335,7 +336,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def config_validator(file_name: str = "gateway.toml") -> Validator:
+def config_validator(file_name: str = CONFIG_FILE) -> Validator:
     """A validator that parses ``file_name`` with the gateway's own config schema."""
 
     def validate(staged: Path) -> None:

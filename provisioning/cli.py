@@ -79,6 +79,8 @@ def init(
 ) -> None:
     """Create this gateway's identity (key 0600 + CSR) and a complete starting config."""
     gid = gateway_id or new_gateway_id()
+    # The gateway runs from another working directory: the config holds absolute paths.
+    identity_dir, data_dir = identity_dir.absolute(), data_dir.absolute()
     try:
         check_gateway_id(gid)
         sources = tuple(starter.SourceSpec.parse(s) for s in (source or ["pm=sds011:/dev/ttyUSB0"]))
@@ -311,10 +313,16 @@ def bundle_sign(
     out: Annotated[Path, typer.Option(help="Bundle file to write.")],
     gateway_id: Annotated[str, typer.Option(help="Addressed gateway, or * for any.")] = "*",
 ) -> None:
-    """Sign files into a bundle."""
+    """Sign files into a bundle (a config bundle's TOML file is stored as gateway.toml)."""
+    names = {f.name: f for f in files}
+    tomls = [n for n in names if n.endswith(".toml")]
+    if kind == "config" and bundles.CONFIG_FILE not in names:
+        if len(tomls) != 1:
+            raise _fail("a config bundle needs exactly one .toml file (the gateway config)")
+        names[bundles.CONFIG_FILE] = names.pop(tomls[0])
     try:
         data = bundles.sign_bundle(
-            kind, version, {f.name: f.read_bytes() for f in files},  # type: ignore[arg-type]
+            kind, version, {n: f.read_bytes() for n, f in names.items()},  # type: ignore[arg-type]
             bundles.load_signing_key(key), gateway_id=gateway_id)
     except (bundles.BundleError, OSError) as exc:
         raise _fail(str(exc)) from None
@@ -356,6 +364,19 @@ def bundle_apply(
                   f"previous: {applied.previous}")
 
 
+@bundle_app.command("rollback")
+def bundle_rollback(
+    store: Annotated[Path, typer.Option(help="Bundle store directory on the gateway.")],
+    kind: Annotated[str, typer.Option(help="config or calibration.")] = "config",
+) -> None:
+    """Re-activate the previous kept version."""
+    try:
+        version = bundles.BundleStore(store, "", {}).rollback(kind)
+    except bundles.BundleError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"[green]✓[/green] {kind} v{version} active again")
+
+
 # --- doctor ----------------------------------------------------------------------------
 STATUS_STYLE = {"pass": "[green]PASS[/green]", "warn": "[yellow]WARN[/yellow]",
                 "fail": "[red]FAIL[/red]", "skip": "[dim]SKIP[/dim]"}
@@ -364,7 +385,7 @@ STATUS_STYLE = {"pass": "[green]PASS[/green]", "warn": "[yellow]WARN[/yellow]",
 def results_table(results: list[doctor.CheckResult]) -> Table:
     table = Table("check", "result", "detail", "fix", show_lines=True)
     for r in results:
-        table.add_row(r.name, STATUS_STYLE[r.status], r.detail, r.fix)
+        table.add_row(escape(r.name), STATUS_STYLE[r.status], escape(r.detail), escape(r.fix))
     return table
 
 

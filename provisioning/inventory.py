@@ -20,7 +20,7 @@ from provisioning.secrets import write_public
 
 FIELDS = (
     "gateway_id", "role", "state", "serial", "not_before", "not_after", "fingerprint_sha256",
-    "revoked_at", "reason", "name", "latitude", "longitude", "provisioned_at", "thing_id",
+    "revoked_at", "reason", "name", "latitude", "longitude", "provisioned_at", "twin",
 )
 
 
