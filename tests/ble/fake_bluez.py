@@ -1,0 +1,222 @@
+"""A private D-Bus daemon and a small stand-in for bluetoothd on it.
+
+Lets the tests run bleak's *real* BlueZ backend (D-Bus client, BlueZ manager, scanner) with
+only the daemon behind ``org.bluez`` replaced: it exports ``/org/bluez/hci0`` with
+``org.bluez.Adapter1`` (SetDiscoveryFilter / StartDiscovery / StopDiscovery) and one
+``org.bluez.Device1`` object per advertiser, announced the way BlueZ does it
+(ObjectManager ``InterfacesAdded`` for a new device, ``PropertiesChanged`` for a new
+advertisement). Removing the adapter unexports it (``InterfacesRemoved``), as when a USB dongle
+is pulled. The AdvertisementMonitor API is absent, like BlueZ without ``--experimental``.
+"""
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from dbus_fast import PropertyAccess, Variant
+from dbus_fast.aio import MessageBus
+from dbus_fast.annotations import (
+    DBusBool,
+    DBusDict,
+    DBusInt16,
+    DBusObjectPath,
+    DBusSignature,
+    DBusStr,
+)
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+
+_ManufacturerData = Annotated[dict[int, Variant], DBusSignature("a{qv}")]
+_StrList = Annotated[list[str], DBusSignature("as")]
+
+ADAPTER_PATH = "/org/bluez/hci0"
+
+_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
+
+
+def dbus_daemon_available() -> bool:
+    return shutil.which("dbus-daemon") is not None
+
+
+class PrivateBus:
+    """``dbus-daemon`` on a socket in ``directory``; ``address`` is a D-Bus address string."""
+
+    def __init__(self, directory: Path) -> None:
+        self.socket = directory / "system_bus_socket"
+        self.config = directory / "bus.conf"
+        self.config.write_text(_BUS_CONFIG.format(socket=self.socket))
+        self.address = f"unix:path={self.socket}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._proc = subprocess.Popen(
+            ["dbus-daemon", "--nofork", f"--config-file={self.config}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while not self._accepting():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                err = self._proc.stderr.read().decode() if self._proc.stderr else ""
+                raise RuntimeError(f"dbus-daemon did not start: {err}")
+            time.sleep(0.02)
+
+    def _accepting(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(self.socket))
+            except OSError:
+                return False
+        return True
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+            self._proc = None
+
+
+class _Adapter(ServiceInterface):
+    def __init__(self, owner: "FakeBlueZ") -> None:
+        super().__init__("org.bluez.Adapter1")
+        self._owner = owner
+
+    @dbus_method()
+    def SetDiscoveryFilter(self, filters: DBusDict) -> None:
+        self._owner.discovery_filters.append(dict(filters))
+
+    @dbus_method()
+    def StartDiscovery(self) -> None:
+        self._owner.discovering += 1
+
+    @dbus_method()
+    def StopDiscovery(self) -> None:
+        self._owner.discovering = max(0, self._owner.discovering - 1)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Address(self) -> DBusStr:
+        return "00:1A:7D:DA:71:13"
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Powered(self) -> DBusBool:
+        return True
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Roles(self) -> _StrList:
+        return ["central", "peripheral"]
+
+
+class _Device(ServiceInterface):
+    def __init__(self, address: str, name: str | None, rssi: int, mfr: dict[int, bytes]) -> None:
+        super().__init__("org.bluez.Device1")
+        # not "name": ServiceInterface.name is the D-Bus interface name
+        self.bd_address = address
+        self.local_name = name
+        self.rssi = rssi
+        self.mfr = mfr
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Address(self) -> DBusStr:
+        return self.bd_address
+
+    @dbus_property(access=PropertyAccess.READ)
+    def AddressType(self) -> DBusStr:
+        return "random"
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Alias(self) -> DBusStr:
+        return self.local_name or self.bd_address.replace(":", "-")
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Adapter(self) -> DBusObjectPath:
+        return ADAPTER_PATH
+
+    @dbus_property(access=PropertyAccess.READ)
+    def RSSI(self) -> DBusInt16:
+        return self.rssi
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ManufacturerData(self) -> _ManufacturerData:
+        return {k: Variant("ay", v) for k, v in self.mfr.items()}
+
+    @dbus_property(access=PropertyAccess.READ)
+    def UUIDs(self) -> _StrList:
+        return []
+
+
+class FakeBlueZ:
+    """Owns ``org.bluez`` on the bus at ``address``; see the module docstring."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.bus: MessageBus | None = None
+        self.discovering = 0
+        self.discovery_filters: list[dict[str, Any]] = []
+        self._adapter: _Adapter | None = None
+        self._devices: dict[str, _Device] = {}
+
+    async def start(self) -> None:
+        self.bus = await MessageBus(bus_address=self.address).connect()
+        await self.bus.request_name("org.bluez")
+        self.add_adapter()
+
+    async def stop(self) -> None:
+        if self.bus is not None:
+            self.bus.disconnect()
+            self.bus = None
+
+    def add_adapter(self) -> None:
+        assert self.bus is not None
+        self._adapter = _Adapter(self)
+        self.bus.export(ADAPTER_PATH, self._adapter)
+
+    def remove_adapter(self) -> None:
+        """Like pulling the dongle: the adapter and its devices disappear from D-Bus."""
+        assert self.bus is not None
+        for path in list(self._devices):
+            self.bus.unexport(path)
+        self._devices.clear()
+        self.bus.unexport(ADAPTER_PATH)
+        self._adapter = None
+        self.discovering = 0
+
+    def advertise(self, address: str, name: str | None, rssi: int, mfr: dict[int, bytes]) -> bool:
+        """Deliver one advertisement if the adapter is present and discovering."""
+        if self.bus is None or self._adapter is None or not self.discovering:
+            return False
+        path = f"{ADAPTER_PATH}/dev_{address.replace(':', '_')}"
+        device = self._devices.get(path)
+        if device is None:
+            device = _Device(address, name, rssi, mfr)
+            self._devices[path] = device
+            self.bus.export(path, device)  # InterfacesAdded
+        else:
+            device.rssi, device.mfr = rssi, mfr
+            device.emit_properties_changed(
+                {"RSSI": rssi, "ManufacturerData": {k: Variant("ay", v) for k, v in mfr.items()}}
+            )
+        return True
+
+    async def wait_discovering(self, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not self.discovering:
+                await asyncio.sleep(0.01)

@@ -1,0 +1,130 @@
+"""bleak's real BlueZ backend, over a real (private) D-Bus daemon, against a stand-in bluetoothd.
+
+Only the daemon owning ``org.bluez`` is fake (tests/ble/fake_bluez.py); bleak's D-Bus client,
+BlueZ manager and scanner are the production code, and so is the gateway's BleScanner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.ble import BleReading, BleScanner, BleSettings
+
+from .fake_bluez import FakeBlueZ, PrivateBus, dbus_daemon_available
+
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="BlueZ backend is Linux-only"),
+    pytest.mark.skipif(not dbus_daemon_available(), reason="dbus-daemon not installed"),
+]
+
+R5 = "0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F"
+TAG = "CB:B8:33:4C:88:4F"
+
+
+def ruuvi5(seq: int) -> dict[int, bytes]:
+    return {0x0499: bytes.fromhex(R5[:32] + f"{seq:04X}" + R5[36:])}
+
+
+@pytest.fixture
+def private_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
+    bus = PrivateBus(tmp_path)
+    bus.start()
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)  # where bleak looks for BlueZ
+    yield bus
+    bus.stop()
+
+
+@pytest.fixture
+async def bluez(private_bus: PrivateBus) -> AsyncIterator[FakeBlueZ]:
+    fake = FakeBlueZ(private_bus.address)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+def fast(**overrides: object) -> BleSettings:
+    base: dict[str, object] = {"backoff_initial_s": 0.05, "backoff_max_s": 0.2}
+    base.update(overrides)
+    return BleSettings.model_validate(base)
+
+
+async def take(scanner: BleScanner, n: int, timeout: float = 10.0) -> list[BleReading]:
+    out: list[BleReading] = []
+    async with asyncio.timeout(timeout):
+        async for reading in scanner.readings():
+            out.append(reading)
+            if len(out) == n:
+                break
+    return out
+
+
+async def test_passive_refused_by_bluez_falls_back_and_decodes(
+    bluez: FakeBlueZ, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="edge.ble.scanner")
+    async with BleScanner(fast()) as scanner:  # passive by default; this BlueZ can't
+        await bluez.wait_discovering()
+        for seq, rssi in ((1, -60), (1, -65), (2, -61)):  # the repeat only changes RSSI
+            assert bluez.advertise(TAG, "Ruuvi 884F", rssi, ruuvi5(seq))
+            await asyncio.sleep(0.05)
+        got = await take(scanner, 2)
+    assert [r.frame.info["sequence"] for r in got] == [1, 2]
+    assert got[0].address == TAG and got[0].sensor == "ruuvi"
+    assert {q.quantity for q in got[0].frame.readings} >= {"temperature", "humidity"}
+    assert scanner.scanning_mode == "active"
+    assert scanner.stats.duplicates == 1
+    assert bluez.discovery_filters and bluez.discovery_filters[0]["Transport"].value == "le"
+    assert any("falling back to active" in r.message for r in caplog.records)
+    assert bluez.discovering == 0  # the scan was stopped on exit
+
+
+async def test_adapter_unplugged_and_replugged(bluez: FakeBlueZ) -> None:
+    settings = fast(scanning_mode="active", stall_timeout_s=0.3)
+    async with BleScanner(settings) as scanner:
+        await bluez.wait_discovering()
+        bluez.advertise(TAG, "Ruuvi 884F", -60, ruuvi5(1))
+        assert len(await take(scanner, 1)) == 1
+        bluez.remove_adapter()
+        async with asyncio.timeout(10):
+            while scanner.stats.errors["BleakBluetoothNotAvailableError"] < 2:
+                await asyncio.sleep(0.02)
+        bluez.add_adapter()
+        await bluez.wait_discovering()
+        bluez.advertise(TAG, "Ruuvi 884F", -60, ruuvi5(2))
+        got = await take(scanner, 1)
+    assert got[0].frame.info["sequence"] == 2
+    assert scanner.stats.stalls >= 1 and scanner.stats.restarts >= 2
+
+
+async def test_bluetoothd_not_running(private_bus: PrivateBus) -> None:
+    """D-Bus is up but nobody owns org.bluez: keep retrying, never crash."""
+    async with BleScanner(fast(scanning_mode="active")) as scanner:
+        async with asyncio.timeout(10):
+            while sum(scanner.stats.errors.values()) < 2:
+                await asyncio.sleep(0.02)
+        fake = FakeBlueZ(private_bus.address)
+        await fake.start()  # bluetoothd comes up: scanning starts without a gateway restart
+        try:
+            await fake.wait_discovering()
+            fake.advertise(TAG, "Ruuvi 884F", -60, ruuvi5(5))
+            got = await take(scanner, 1)
+        finally:
+            await fake.stop()
+    assert got[0].frame.info["sequence"] == 5
+    assert "BleakDBusError" in scanner.stats.errors
+
+
+async def test_no_dbus_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/no-bus")
+    async with BleScanner(fast(scanning_mode="active")) as scanner:
+        async with asyncio.timeout(10):
+            while scanner.stats.restarts < 2:
+                await asyncio.sleep(0.02)
+    assert scanner.stats.errors["FileNotFoundError"] >= 2
+    assert scanner.stats.state == "stopped"
