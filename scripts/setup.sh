@@ -19,6 +19,7 @@ apt_install() {
 apt_install python3 python3-venv python3-pip mosquitto ca-certificates
 if [ "$what" = "test" ]; then
   apt_install nodejs npm chromium openssl iproute2
+  apt_install dbus-daemon  # tests/ble: a private D-Bus for bleak's real BlueZ backend
 fi
 # Debian's mosquitto package starts a system broker on port 1883; duet-edge starts its own
 # brokers on free ports and never needs that one.
