@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from calibration.artefact import (
     Artefact,
@@ -61,9 +61,7 @@ class _Plan:
     reject_reason: str = ""
     prov_out: Provenance | None = None
     checks: tuple[tuple[int, float, float], ...] = ()  # (input index, low, high), finite only
-
-
-_UNRESOLVED = _Plan(compiled=None, reject_reason="unresolved")
+    run: Callable[[Observation], None] | None = None  # the specialised hot-path closure
 
 
 class CalibrationStage:
@@ -199,7 +197,6 @@ class CalibrationStage:
         if self._watch:
             self._record_co_inputs(observations)
         plans = self._plans
-        apply = self._apply
         for obs in observations:
             stream = obs.stream
             cached = plans.get(id(stream))
@@ -209,7 +206,7 @@ class CalibrationStage:
             else:
                 plan = cached[2]
             if plan is not None:
-                apply(plan, obs)
+                plan.run(obs)  # type: ignore[misc]  # set by _safe_resolve
         return observations
 
     def _record_co_inputs(self, observations: list[Observation]) -> None:
@@ -227,57 +224,79 @@ class CalibrationStage:
 
     def _safe_resolve(self, obs: Observation) -> _Plan | None:
         try:
-            return self._resolve(obs)
+            plan = self._resolve(obs)
         except Exception:  # never let a bad observation stop the ingest path
             log.exception("cannot resolve a calibration for %s", obs.stream.key)
-            return _Plan(compiled=None, reject_reason="internal error while resolving")
+            plan = _Plan(compiled=None, reject_reason="internal error while resolving")
+        if plan is not None:
+            plan.run = self._make_runner(plan)
+        return plan
 
-    def _apply(self, plan: _Plan, obs: Observation) -> None:
+    def _make_runner(self, plan: _Plan) -> Callable[[Observation], None]:
+        """A closure with everything bound as locals: attribute lookups cost ~40 ns each."""
         compiled = plan.compiled
+        fail = self._fail
         if compiled is None:
-            self._fail(obs, "sensor_mismatch")
-            return
-        raw = obs.result
-        if raw != raw:  # NaN
-            self._fail(obs, "invalid_value")
-            return
-        values = [raw]
-        if plan.co_keys:
-            latest = self._latest
-            t = obs.phenomenon_ms
-            max_age = self._max_age_ms
-            for key in plan.co_keys:
-                got = latest.get(key)
-                if got is None or abs(got[1] - t) > max_age or got[0] != got[0]:
-                    self._fail(obs, "missing_input")
-                    return
-                values.append(got[0])
-            for i in plan.rh_indices:
-                values[i] = min(max(values[i], self._rh_lo), self._rh_hi)
-        flag = QC_PASS
-        for i, lo, hi in plan.checks:
-            v = values[i]
-            if v < lo or v > hi:
-                flag = QC_SUSPECT
-                break
-        try:
-            value = compiled.evaluate(values)
-        except (CalibrationMathError, ArithmeticError):
-            value = math.nan
-        if not -_INF < value < _INF:  # NaN or infinite
-            self._fail(obs, "domain_error")
-            return
-        obs.raw_result = raw
-        obs.result = value
-        obs.provenance = plan.prov_out  # type: ignore[assignment]  # resolved per provenance
-        if plan.out_stream is not None:
-            obs.stream = plan.out_stream
-        quality = obs.quality
-        if quality is None:
-            obs.quality = Quality(aggregate=flag, tests={TEST_NAME: flag})
-        else:
-            quality.set(TEST_NAME, flag)
-        self.stats["calibrated" if flag == QC_PASS else "out_of_range"] += 1
+            return lambda obs: fail(obs, "sensor_mismatch")
+        evaluate = compiled.evaluate
+        co_keys = plan.co_keys
+        rh_indices = plan.rh_indices
+        checks = plan.checks
+        prov_out = plan.prov_out
+        out_stream = plan.out_stream
+        latest = self._latest
+        max_age = self._max_age_ms
+        rh_lo, rh_hi = self._rh_lo, self._rh_hi
+        stats = self.stats
+        math_errors = (CalibrationMathError, ArithmeticError)
+
+        def run(obs: Observation) -> None:
+            raw = obs.result
+            if raw != raw:  # NaN
+                fail(obs, "invalid_value")
+                return
+            values = [raw]
+            if co_keys:
+                t = obs.phenomenon_ms
+                for key in co_keys:
+                    got = latest.get(key)
+                    if got is None or abs(got[1] - t) > max_age or got[0] != got[0]:
+                        fail(obs, "missing_input")
+                        return
+                    values.append(got[0])
+                for i in rh_indices:
+                    v = values[i]
+                    values[i] = rh_lo if v < rh_lo else rh_hi if v > rh_hi else v
+            flag = QC_PASS
+            for i, lo, hi in checks:
+                v = values[i]
+                if v < lo or v > hi:
+                    flag = QC_SUSPECT
+                    break
+            try:
+                value = evaluate(values)
+            except math_errors:
+                fail(obs, "domain_error")
+                return
+            if not -_INF < value < _INF:  # NaN or infinite
+                fail(obs, "domain_error")
+                return
+            obs.raw_result = raw
+            obs.result = value
+            obs.provenance = prov_out  # type: ignore[assignment]  # resolved per provenance
+            if out_stream is not None:
+                obs.stream = out_stream
+            quality = obs.quality
+            if quality is None:
+                obs.quality = Quality(aggregate=flag, tests={TEST_NAME: flag})
+            else:
+                quality.set(TEST_NAME, flag)
+            if flag == QC_PASS:
+                stats["calibrated"] += 1
+            else:
+                stats["out_of_range"] += 1
+
+        return run
 
     def _fail(self, obs: Observation, reason: str) -> None:
         self.stats[reason] += 1
