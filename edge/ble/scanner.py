@@ -53,12 +53,10 @@ logger = logging.getLogger(__name__)
 Via = Literal["advertisement", "gatt"]
 
 # D-Bus errors BlueZ answers when the advertisement-monitor API is missing or refused.
+# (bleak itself turns UnknownMethod on RegisterMonitor into a BleakError naming "passive";
+# a bare UnknownMethod can also come from a vanished adapter, so it is not listed here.)
 _PASSIVE_UNSUPPORTED_DBUS = frozenset(
-    {
-        "org.freedesktop.DBus.Error.UnknownMethod",
-        "org.freedesktop.DBus.Error.UnknownInterface",
-        "org.bluez.Error.NotSupported",
-    }
+    {"org.freedesktop.DBus.Error.UnknownInterface", "org.bluez.Error.NotSupported"}
 )
 # A Ruuvi Air heard in E1 (extended) recently: its format-6 twin carries nothing new.
 _E1_PREFERENCE_S = 60.0

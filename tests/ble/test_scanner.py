@@ -336,7 +336,8 @@ def test_passive_unsupported_classification() -> None:
     )
 
     assert passive_unsupported(BleakError("passive scanning on Linux requires BlueZ >= 5.56"))
-    assert passive_unsupported(BleakDBusError("org.freedesktop.DBus.Error.UnknownMethod", []))
+    assert passive_unsupported(BleakDBusError("org.freedesktop.DBus.Error.UnknownInterface", []))
+    assert not passive_unsupported(BleakDBusError("org.freedesktop.DBus.Error.UnknownMethod", []))
     assert not passive_unsupported(
         BleakBluetoothNotAvailableError("No Bluetooth adapters found.",
                                         BleakBluetoothNotAvailableReason.NO_BLUETOOTH)
