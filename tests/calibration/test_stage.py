@@ -253,3 +253,45 @@ co_inputs = {{ rh = "bme-1/humidity" }}
         assert o.provenance.sensor_model == "SDS011"
     pm10 = [o for o in seen if o.stream.quantity_code == "pm10"]
     assert pm10 and all(o.raw_result is None for o in pm10)  # not assigned: untouched
+
+
+def test_stage_never_raises_on_arbitrary_values(tmp_path: Path) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from calibration.artefact import save_artefact
+    from calibration.models import ChainModel, EnsembleModel, KoehlerModel
+
+    d = tmp_path / "arb"
+    d.mkdir()
+    model = ChainModel(steps=(
+        KoehlerModel(kappa=0.4, rh_input=1, rh_clamp=(0.0, 95.0)),
+        EnsembleModel(members=(
+            LinearModel(intercept=1.0, terms=(Term(input=0, coef=0.9),), target_transform="identity"),
+            LinearModel(intercept=0.1, terms=(Term(input=0, transform="log", coef=1.0),),
+                        target_transform="log"),
+        ), weights=None),
+    ))
+    artefact = koehler_artefact("arb")
+    save_artefact(artefact.model_copy(update={"model": model}), d / "arb.json")
+    stage = stage_for(d, artefact="arb", quantity="pm2_5", sensor_id="sds-1",
+                      co_inputs={"rh": "bme-1/humidity"})
+    floats = st.floats(allow_nan=True, allow_infinity=True)
+
+    @settings(max_examples=300, deadline=None)
+    @given(values=st.lists(st.tuples(floats, floats, st.integers(0, 2_000_000)), max_size=8))
+    def check(values: list[tuple[float, float, int]]) -> None:
+        batch: list[Observation] = []
+        for pm_value, rh_value, t_ms in values:
+            batch += [rh(rh_value, t_ms), pm(pm_value, t_ms)]
+        stage.process(batch)
+        for o in batch:
+            if o.stream is PM:
+                assert o.quality is not None
+                assert o.quality.tests["calibration"] in (QC_PASS, QC_SUSPECT, QC_FAIL)
+                if o.quality.tests["calibration"] == QC_FAIL:
+                    assert o.raw_result is None
+                else:
+                    assert math.isfinite(o.result) and o.raw_result is not None
+
+    check()
