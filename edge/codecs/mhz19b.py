@@ -246,4 +246,4 @@ DESCRIPTOR = register(
 
 # What a polling source sends: nothing at start, then POLL every interval.
 START_COMMANDS: tuple[bytes, ...] = ()
-POLL_COMMAND: bytes = cmd_read()
+POLL_COMMAND: bytes | None = cmd_read()

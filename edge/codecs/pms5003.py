@@ -265,3 +265,8 @@ DESCRIPTOR = register(
         probe=b"",
     )
 )
+
+# Active mode (power-on default) streams unprompted: nothing to send at start, no polling.
+# (Passive mode: send cmd_passive_mode() once, then poll with cmd_passive_read().)
+START_COMMANDS: tuple[bytes, ...] = ()
+POLL_COMMAND: bytes | None = None

@@ -342,4 +342,4 @@ DESCRIPTOR = register(
 
 # What a polling source sends: start continuous measurement once, then read every interval.
 START_COMMANDS: tuple[bytes, ...] = (cmd_start_continuous(0),)
-POLL_COMMAND: bytes = cmd_read_measurement()
+POLL_COMMAND: bytes | None = cmd_read_measurement()

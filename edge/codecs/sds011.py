@@ -300,3 +300,8 @@ DESCRIPTOR = register(
         probe=b"",
     )
 )
+
+# Active mode streams unprompted: a source sends nothing at start and never polls. (A source
+# that wants query mode sends cmd_report_mode(query=True) and polls with cmd_query_data().)
+START_COMMANDS: tuple[bytes, ...] = ()
+POLL_COMMAND: bytes | None = None
