@@ -139,10 +139,13 @@ def pms5003_frame(pm1, pm25, pm10):
 class PMSensor:
     """SDS011/PMS5003 on a fake UART: one frame a second while awake; obeys sleep/wake."""
 
-    def __init__(self, uart, kind="sds011", values=(12.5, 20.0, 25.0)):
+    def __init__(self, uart, kind="sds011", values=(12.5, 20.0, 25.0), ramp_ms=0):
         self.uart = uart
         self.kind = kind
         self.values = values
+        # ramp_ms > 0: a frame at time t reads k = (t - 1) // ramp_ms + 1 (and 2k, 3k), so the
+        # node's k-th interval of ramp_ms averages exactly k: end-to-end tests identify batches
+        self.ramp_ms = ramp_ms
         self.awake = True
         self.next_ms = 0
         self.frames = 0
@@ -162,10 +165,14 @@ class PMSensor:
 
     def tick(self, now):
         while self.awake and now >= self.next_ms:
+            v = self.values
+            if self.ramp_ms:
+                k = (self.next_ms - 1) // self.ramp_ms + 1
+                v = (k, 2 * k, 3 * k)
             if self.kind == "sds011":
-                self.uart.rx.extend(sds011_frame(self.values[0], self.values[1]))
+                self.uart.rx.extend(sds011_frame(v[0], v[1]))
             else:
-                self.uart.rx.extend(pms5003_frame(*self.values))
+                self.uart.rx.extend(pms5003_frame(*v))
             self.frames += 1
             self.next_ms += 1000
         if not self.awake:

@@ -11,7 +11,7 @@ state = {}
 
 
 def setup(kind="air", cfg=None, pm="sds011", pm_values=(12.5, 20.0, 25.0), env=(21.5, 48.0, 101325.0),
-          objects=(), json_lines=False, uid=b"\x24\x0a\xc4\x12\x34\x56"):
+          objects=(), json_lines=False, uid=b"\x24\x0a\xc4\x12\x34\x56", pm_ramp_ms=0):
     board = fakehw.install(uid)
     conf = dict(nodecfg.DEFAULTS)
     conf["kind"] = kind
@@ -30,6 +30,7 @@ def setup(kind="air", cfg=None, pm="sds011", pm_values=(12.5, 20.0, 25.0), env=(
     state["env"] = env
     state["objects"] = list(objects)
     state["json"] = json_lines
+    state["ramp"] = pm_ramp_ms
     state["boots"] = 0
     boot()
 
@@ -48,7 +49,7 @@ def boot():
         state["pmemu"] = None
     else:
         state["pmemu"] = emusensors.PMSensor(board.uart(conf["pm_uart"][0], 0, 0, 0),
-                                             state["pm"], state["pm_values"])
+                                             state["pm"], state["pm_values"], state["ramp"])
         state["pmemu"].next_ms = board.clock.t
         state["bme"] = emusensors.BME280(*state["env"])
         board.i2c.devices[conf["bme280_addr"]] = state["bme"]
