@@ -6,7 +6,10 @@ only the daemon behind ``org.bluez`` replaced: it exports ``/org/bluez/hci0`` wi
 ``org.bluez.Device1`` object per advertiser, announced the way BlueZ does it
 (ObjectManager ``InterfacesAdded`` for a new device, ``PropertiesChanged`` for a new
 advertisement). Removing the adapter unexports it (``InterfacesRemoved``), as when a USB dongle
-is pulled. The AdvertisementMonitor API is absent, like BlueZ without ``--experimental``.
+is pulled. The AdvertisementMonitor API (passive scanning) is absent, like BlueZ without
+``--experimental``, unless ``passive_supported=True``: then ``RegisterMonitor`` is accepted,
+the client's ``Patterns`` are read back over D-Bus, and only advertisements matching an
+or-pattern are delivered while no active discovery runs.
 """
 
 import asyncio
@@ -17,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from dbus_fast import PropertyAccess, Variant
+from dbus_fast import Message, MessageType, PropertyAccess, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import (
     DBusBool,
@@ -125,6 +128,21 @@ class _Adapter(ServiceInterface):
         return ["central", "peripheral"]
 
 
+class _MonitorManager(ServiceInterface):
+    def __init__(self, owner: "FakeBlueZ") -> None:
+        super().__init__("org.bluez.AdvertisementMonitorManager1")
+        self._owner = owner
+
+    @dbus_method()
+    def RegisterMonitor(self, application: DBusObjectPath) -> None:
+        self._owner.monitor_paths.append(application)
+
+    @dbus_method()
+    def UnregisterMonitor(self, application: DBusObjectPath) -> None:
+        self._owner.monitor_paths.remove(application)
+        self._owner.patterns.pop(application, None)
+
+
 class _Device(ServiceInterface):
     def __init__(self, address: str, name: str | None, rssi: int, mfr: dict[int, bytes]) -> None:
         super().__init__("org.bluez.Device1")
@@ -166,18 +184,27 @@ class _Device(ServiceInterface):
 class FakeBlueZ:
     """Owns ``org.bluez`` on the bus at ``address``; see the module docstring."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, *, passive_supported: bool = False) -> None:
         self.address = address
+        self.passive_supported = passive_supported
         self.bus: MessageBus | None = None
         self.discovering = 0
+        self.client: str | None = None  # unique name of the last caller (the scanner)
+        self.monitor_paths: list[str] = []
+        self.patterns: dict[str, list[tuple[int, int, bytes]]] = {}
         self.discovery_filters: list[dict[str, Any]] = []
         self._adapter: _Adapter | None = None
         self._devices: dict[str, _Device] = {}
 
     async def start(self) -> None:
         self.bus = await MessageBus(bus_address=self.address).connect()
+        self.bus.add_message_handler(self._note_caller)
         await self.bus.request_name("org.bluez")
         self.add_adapter()
+
+    def _note_caller(self, message: Message) -> None:
+        if message.message_type == MessageType.METHOD_CALL and message.sender:
+            self.client = message.sender
 
     async def stop(self) -> None:
         if self.bus is not None:
@@ -188,6 +215,8 @@ class FakeBlueZ:
         assert self.bus is not None
         self._adapter = _Adapter(self)
         self.bus.export(ADAPTER_PATH, self._adapter)
+        if self.passive_supported:
+            self.bus.export(ADAPTER_PATH, _MonitorManager(self))
 
     def remove_adapter(self) -> None:
         """Like pulling the dongle: the adapter and its devices disappear from D-Bus."""
@@ -198,10 +227,44 @@ class FakeBlueZ:
         self.bus.unexport(ADAPTER_PATH)
         self._adapter = None
         self.discovering = 0
+        self.monitor_paths.clear()
+        self.patterns.clear()
+
+    async def wait_monitoring(self, timeout: float = 10.0) -> None:
+        """Wait for a registered monitor and read its or-patterns back from the client."""
+        assert self.bus is not None
+        async with asyncio.timeout(timeout):
+            while not self.patterns:
+                for path in list(self.monitor_paths):
+                    reply = await self.bus.call(
+                        Message(
+                            destination=self.client,
+                            path=path,
+                            interface="org.freedesktop.DBus.Properties",
+                            member="Get",
+                            signature="ss",
+                            body=["org.bluez.AdvertisementMonitor1", "Patterns"],
+                        )
+                    )
+                    if reply is not None and reply.message_type == MessageType.METHOD_RETURN:
+                        self.patterns[path] = [tuple(p) for p in reply.body[0].value]
+                await asyncio.sleep(0.01)
+
+    def _matches(self, mfr: dict[int, bytes]) -> bool:
+        """BlueZ or-pattern matching on manufacturer-specific data (AD type 0xFF)."""
+        for patterns in self.patterns.values():
+            for start, ad_type, content in patterns:
+                for company, data in mfr.items():
+                    ad = company.to_bytes(2, "little") + data
+                    if ad_type == 0xFF and ad[start : start + len(content)] == content:
+                        return True
+        return False
 
     def advertise(self, address: str, name: str | None, rssi: int, mfr: dict[int, bytes]) -> bool:
-        """Deliver one advertisement if the adapter is present and discovering."""
-        if self.bus is None or self._adapter is None or not self.discovering:
+        """Deliver one advertisement if the adapter is scanning and would report it."""
+        if self.bus is None or self._adapter is None:
+            return False
+        if not self.discovering and not (self.patterns and self._matches(mfr)):
             return False
         path = f"{ADAPTER_PATH}/dev_{address.replace(':', '_')}"
         device = self._devices.get(path)

@@ -128,3 +128,23 @@ async def test_no_dbus_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
                 await asyncio.sleep(0.02)
     assert scanner.stats.errors["FileNotFoundError"] >= 2
     assert scanner.stats.state == "stopped"
+
+
+async def test_passive_scan_registers_or_patterns(private_bus: PrivateBus) -> None:
+    fake = FakeBlueZ(private_bus.address, passive_supported=True)
+    await fake.start()
+    try:
+        async with BleScanner(fast()) as scanner:
+            await fake.wait_monitoring()
+            assert fake.discovering == 0  # no active discovery: nothing is sent on air
+            assert sorted(p[2] for p in fake.patterns[fake.monitor_paths[0]]) == [
+                b"\x02\x07", b"\x99\x04"
+            ]
+            assert not fake.advertise("5A:11:22:33:44:55", None, -80, {0x004C: b"\x02\x15"})
+            assert fake.advertise(TAG, "Ruuvi 884F", -60, ruuvi5(3))
+            got = await take(scanner, 1)
+        assert scanner.scanning_mode == "passive"
+        assert got[0].frame.info["sequence"] == 3
+        assert fake.monitor_paths == []  # UnregisterMonitor on exit
+    finally:
+        await fake.stop()
