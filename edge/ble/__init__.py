@@ -5,7 +5,7 @@ Public API: :class:`BleScanner` (``async with`` / ``async for``), :class:`BleRea
 :mod:`edge.codecs.ruuvi` and :mod:`edge.codecs.aranet4`. See docs/ble.md.
 """
 
-from edge.ble.scanner import BleReading, BleScanner, DeviceState, ScannerStats
+from edge.ble.scanner import BleReading, BleScanner, DeviceState, ScannerStats, discover
 from edge.ble.settings import BleSettings, GattPollDevice
 
 __all__ = [
@@ -15,4 +15,5 @@ __all__ = [
     "DeviceState",
     "GattPollDevice",
     "ScannerStats",
+    "discover",
 ]

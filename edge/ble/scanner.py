@@ -74,6 +74,18 @@ class BleReading:
     received_at: float  # Unix time (s) the gateway received it
     via: Via = "advertisement"
 
+    @property
+    def measured_at(self) -> float:
+        """Unix time (s) of the measurement: Aranet4 reports its age, others are live."""
+        age = self.frame.info.get("age_s")
+        return self.received_at - age if isinstance(age, int) else self.received_at
+
+    @property
+    def device_id(self) -> str:
+        """Stable device identity: the MAC the sensor puts in its payload, else the address."""
+        mac = self.frame.info.get("mac")
+        return mac if isinstance(mac, str) else self.address
+
 
 @dataclass(slots=True)
 class DeviceState:
@@ -474,3 +486,20 @@ def _next_poll_delay(device: GattPollDevice, frame: Frame) -> float:
     if isinstance(age, int) and isinstance(interval, int) and interval > 0:
         return float(max(interval - age, 0) + 2)
     return 60.0
+
+
+async def discover(
+    settings: BleSettings,
+    seconds: float,
+    *,
+    scanner_backend: type[BaseBleakScanner] | None = None,
+) -> list[DeviceState]:
+    """Scan for ``seconds`` and return the supported devices heard, strongest first.
+
+    For a ``scan`` command: read-only, sends nothing to the sensors (passive by default).
+    """
+    quiet = settings.model_copy(update={"gatt_poll": []})
+    async with BleScanner(quiet, scanner_backend=scanner_backend) as scanner:
+        await asyncio.sleep(seconds)
+    heard = [d for d in scanner.devices.values() if d.adverts]
+    return sorted(heard, key=lambda d: d.rssi if d.rssi is not None else -999, reverse=True)

@@ -18,9 +18,9 @@ from bleak.backends.device import BLEDevice
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.ble import BleReading, BleScanner, BleSettings
+from edge.ble import BleReading, BleScanner, BleSettings, discover
 from edge.ble.scanner import passive_unsupported
-from edge.codecs import aranet4
+from edge.codecs import aranet4, ruuvi
 from hil.ble_replay import RECORDINGS, AdvertRecord, ReplayRadio, load_recording, main
 
 R5 = "0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F"
@@ -392,3 +392,27 @@ def test_random_adverts_never_break_the_scanner(adverts: list[tuple[int, bytes]]
     assert stats.adverts == len(adverts)
     handled = stats.readings + stats.duplicates + stats.unsupported + sum(stats.bad.values())
     assert handled == len(adverts)
+
+
+async def test_discover_lists_devices_strongest_first() -> None:
+    radio = ReplayRadio()
+    records = load_recording(RECORDINGS / "ble-vectors.jsonl")
+
+    async def feed() -> None:
+        await radio.wait_scanning()
+        await radio.play(records, speed=0)
+
+    feeder = asyncio.create_task(feed())
+    devices = await discover(fast(), 0.3, scanner_backend=radio.scanner_backend())
+    await feeder
+    assert [d.address for d in devices] == [TAG, AIR, ARA, "C0:FF:EE:00:00:01"]
+    assert [d.sensor for d in devices] == ["ruuvi", "ruuvi", "aranet4", "ruuvi"]
+
+
+def test_reading_measured_at_and_device_id() -> None:
+    aranet = aranet4.decode_advertisement(bytes.fromhex(ARANET))
+    reading = BleReading(ARA, None, -70, "aranet4", aranet, 1000.0)
+    assert reading.measured_at == 1000.0 - 16 and reading.device_id == ARA
+    tag = BleReading("11:22:33:44:55:66", None, -70, "ruuvi",
+                     ruuvi.decode(bytes.fromhex(R5)), 1000.0)
+    assert tag.measured_at == 1000.0 and tag.device_id == TAG
