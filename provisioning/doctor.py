@@ -422,14 +422,39 @@ def _tls_details(tls: ssl.SSLSocket) -> str:
 def check_http_endpoint(
     url: str, files: TlsFiles, *, timeout: float = 5.0, name: str = "twin"
 ) -> CheckResult:
-    """An HTTP(S) GET of the twin's service root, with TLS details for https."""
+    """An HTTP(S) GET of ``url`` with the given TLS files (no other credentials)."""
     label = f"{name} {url}"
     try:
         verify: ssl.SSLContext | bool = _tls_context(files) if url.startswith("https") else True
     except (OSError, ssl.SSLError) as exc:
         return _fail(label, f"cannot load TLS files: {exc}", "check the tls paths in the config")
+    return _http_check(label, lambda: httpx.get(url, verify=verify, timeout=timeout), timeout)
+
+
+def check_sensorthings(settings: Any, *, timeout: float = 5.0) -> CheckResult:
+    """The twin's service root, with exactly the uplink's HTTP client: TLS, client
+    certificate and token/basic credentials as configured in ``[uplinks.sensorthings_http]``."""
+    import asyncio
+
+    from edge.uplinks.sensorthings_http import SensorThingsConfigError, build_http_client
+
+    label = f"twin {settings.base_url}"
+
+    async def get() -> httpx.Response:
+        async with build_http_client(settings) as http:
+            return await http.get(settings.base_url, timeout=timeout)
+
     try:
-        response = httpx.get(url, verify=verify, timeout=timeout)
+        return _http_check(label, lambda: asyncio.run(get()), timeout)
+    except SensorThingsConfigError as exc:
+        return _fail(label, str(exc), "check auth.token_file / password_file (mode 0600)")
+    except (OSError, ssl.SSLError) as exc:
+        return _fail(label, f"cannot load TLS files: {exc}", "check the tls paths in the config")
+
+
+def _http_check(label: str, request: Callable[[], httpx.Response], timeout: float) -> CheckResult:
+    try:
+        response = request()
     except httpx.ConnectError as exc:
         cause = str(exc)
         if "CERTIFICATE_VERIFY_FAILED" in cause:
@@ -439,7 +464,8 @@ def check_http_endpoint(
     except httpx.TimeoutException:
         return _fail(label, f"no answer within {timeout:.0f} s", "check the network / URL")
     except httpx.HTTPError as exc:
-        return _fail(label, f"HTTP error: {exc}", "check the URL")
+        return _fail(label, f"HTTP error: {type(exc).__name__}: {exc}",
+                     "the server refused the TLS session (client certificate?) or the URL is wrong")
     version = response.extensions.get("http_version", b"").decode() if response.extensions else ""
     if response.status_code in (401, 403):
         return _fail(label, f"HTTP {response.status_code}: credentials refused",
@@ -514,8 +540,7 @@ def run_doctor(config_path: Path, options: DoctorOptions | None = None) -> list[
             if files.cert_file:
                 results.append(check_certificate(files.cert_file, files.key_file, clock=opts.clock))
     if sta is not None:
-        results.append(check_http_endpoint(sta.base_url, _tls_files(getattr(sta, "tls", None)),
-                                           timeout=opts.timeout_s))
+        results.append(check_sensorthings(sta, timeout=opts.timeout_s))
     return results
 
 

@@ -181,3 +181,73 @@ def test_twin_check_with_client_certificate(mtls_server: tuple[str, CertificateA
     assert no_cert.status == "fail"
     untrusted = check_http_endpoint(url, TlsFiles(), timeout=3)
     assert untrusted.status == "fail" and "not trusted" in untrusted.detail
+
+
+@pytest.fixture
+def token_server() -> Iterator[tuple[str, str]]:
+    """A real HTTP server that answers 200 only with the right bearer token."""
+    token = "tok-" + "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+
+    class Guarded(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.headers.get("Authorization") == f"Bearer {token}"
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        do_HEAD = do_GET
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Guarded)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1.1", token
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_doctor_uses_the_uplink_token_and_never_shows_it(
+    token_server: tuple[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from provisioning.doctor import DoctorOptions, run_doctor
+
+    caplog.set_level(logging.DEBUG)
+    url, token = token_server
+    token_file = write_secret(tmp_path / "twin.token", token.encode())
+    config = tmp_path / "gw.toml"
+
+    def run(token_path: Path) -> list:
+        config.write_text(f"""
+[gateway]
+id = "gw-tok"
+data_dir = "{tmp_path}"
+
+[[sources]]
+name = "pm"
+type = "sds011"
+port = "/dev/null"
+
+[uplinks.sensorthings_http]
+base_url = "{url}"
+auth = {{ type = "bearer", token_file = "{token_path}" }}
+""")
+        return run_doctor(config, DoctorOptions(ntp_synchronized=lambda: True, timeout_s=3))
+
+    good = {r.name.split()[0]: r for r in run(token_file)}
+    assert good["twin"].status == "pass", good["twin"]
+    assert good["clock"].status == "pass"  # compared with the twin's Date header
+    wrong = write_secret(tmp_path / "wrong.token", b"tok-wrong-wrong-wrong")
+    bad = {r.name.split()[0]: r for r in run(wrong)}
+    assert bad["twin"].failed and "credentials refused" in bad["twin"].detail
+    missing = {r.name.split()[0]: r for r in run(tmp_path / "absent.token")}
+    assert missing["twin"].failed and "token" in missing["twin"].detail
+    shown = " ".join(f"{r.detail} {r.fix}" for r in [*good.values(), *bad.values()])
+    assert token not in shown and token not in caplog.text
+    assert "tok-wrong" not in caplog.text
