@@ -70,6 +70,8 @@ def fit(
     out: Annotated[Path, Opt(help="Artefact JSON to write.")],
     input_: Annotated[list[str] | None, Opt("--input", help="Co-input NAME=COLUMN[:QUANTITY] "
                                             "from the sensor file, e.g. humidity=RH. Repeat.")] = None,
+    extra: Annotated[list[str] | None, Opt(help="Column carried along for the report only "
+                                           "(not a model input), e.g. humidity=RH. Repeat.")] = None,
     sensor_time: Annotated[str, Opt(help="Sensor time column(s), comma-separated.")] = "time",
     sensor_time_format: Annotated[str | None, Opt(help="strptime format; default ISO 8601.")] = None,
     sensor_tz: Annotated[str, Opt(help="Time zone of naive sensor timestamps.")] = "UTC",
@@ -109,8 +111,13 @@ def fit(
         if conv not in ("begin", "end"):
             raise _fail(f"{opt} {conv!r}: allowed values are 'begin' and 'end'")
     inputs = [("signal", signal, quantity), *(_parse_input(t) for t in input_ or [])]
+    extras = [_parse_input(t) for t in extra or []]
+    clash = {n for n, _, _ in extras} & {n for n, _, _ in inputs}
+    if clash:
+        raise _fail(f"--extra names {sorted(clash)} are already model inputs")
     na_values = ("", "NA", "NaN", "nan", "null", "-", *(na or []))
-    s_spec = TableSpec(sensor, {n: c for n, c, _ in inputs}, tuple(sensor_time.split(",")),
+    s_spec = TableSpec(sensor, {n: c for n, c, _ in [*inputs, *extras]},
+                       tuple(sensor_time.split(",")),
                        sensor_time_format, sensor_tz, sensor_convention,  # type: ignore[arg-type]
                        None, sensor_sep, sensor_decimal, na_values, sensor_flag_column,
                        tuple(sensor_flag_ok or ()))
@@ -166,7 +173,8 @@ def fit(
     typer.echo(f"wrote {out} (sha256 {saved.sha256})")
     if train_days is not None:
         test = ~train
-        ev = evaluate(saved, t[test], {n: X[test, j] for j, (n, _, _) in enumerate(inputs)}, y[test])
+        ev = evaluate(saved, t[test], {n: X[test, j] for j, (n, _, _) in enumerate(inputs)},
+                      y[test], {n: (q, data.values[n][test]) for n, _, q in extras})
         _print_metrics("hold-out", ev.metrics_cal)
         typer.echo(f"  inputs outside fitted range: {100 * ev.out_of_range.mean():.1f} % of samples")
         if show_candidates:
@@ -175,7 +183,8 @@ def fit(
         if report_dir:
             typer.echo(f"report: {write_report(saved, ev, report_dir)}")
     elif report_dir:
-        ev = evaluate(saved, t, {n: X[:, j] for j, (n, _, _) in enumerate(inputs)}, y)
+        ev = evaluate(saved, t, {n: X[:, j] for j, (n, _, _) in enumerate(inputs)}, y,
+                      {n: (q, data.values[n]) for n, _, q in extras})
         typer.echo(f"report (in-sample): {write_report(saved, ev, report_dir)}")
 
 
@@ -213,11 +222,16 @@ def _load(artefact: Path) -> Artefact:
         raise _fail(str(exc)) from None
 
 
-def _aligned_for(art: Artefact, data: Path) -> Aligned:
+def _aligned_for(art: Artefact, data: Path) -> tuple[Aligned, dict[str, tuple[str, np.ndarray]]]:
+    """The aligned data, plus T/RH columns named by their quantity code for the residual plots."""
+    names = [i.name for i in art.inputs]
     try:
-        return read_aligned(data, [*(i.name for i in art.inputs), "reference"])
-    except DataError as exc:
+        header = data.read_text(encoding="utf-8").split("\n", 1)[0].strip().split(",")
+        extra = [h for h in header if h in ("temperature", "humidity") and h not in names]
+        aligned = read_aligned(data, [*names, "reference", *extra])
+    except (DataError, OSError) as exc:
         raise _fail(str(exc)) from None
+    return aligned, {h: (h, aligned.values[h]) for h in extra}
 
 
 @app.command()
@@ -229,8 +243,8 @@ def report(
 ) -> None:
     """Write an HTML report with figures and metrics for an artefact on aligned data."""
     art = _load(artefact)
-    aligned = _aligned_for(art, data)
-    ev = evaluate(art, aligned.start_s, aligned.values, aligned.values["reference"])
+    aligned, extras = _aligned_for(art, data)
+    ev = evaluate(art, aligned.start_s, aligned.values, aligned.values["reference"], extras)
     _print_metrics("calibrated", ev.metrics_cal)
     typer.echo(f"report: {write_report(art, ev, out_dir)}")
 
@@ -244,7 +258,7 @@ def check(
 ) -> None:
     """Detect drift of a deployed calibration; exit 0 keep, 1 adjust-offset or refit."""
     art = _load(artefact)
-    aligned = _aligned_for(art, data)
+    aligned, _ = _aligned_for(art, data)
     ev = evaluate(art, aligned.start_s, aligned.values, aligned.values["reference"])
     result = drift_check(art, ev, tolerance)
     if as_json:

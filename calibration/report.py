@@ -41,17 +41,29 @@ class Evaluation:
     out_of_range: np.ndarray
     metrics_raw: dict[str, float]
     metrics_cal: dict[str, float]
+    env: dict[str, tuple[str, np.ndarray]]  # name → (quantity, values): T/RH for residual plots
+
+
+ENV_QUANTITIES = ("temperature", "humidity")
 
 
 def evaluate(artefact: Artefact, t: np.ndarray, values: dict[str, np.ndarray],
-             reference: np.ndarray) -> Evaluation:
+             reference: np.ndarray,
+             extras: dict[str, tuple[str, np.ndarray]] | None = None) -> Evaluation:
+    """Apply the artefact to aligned data. ``extras``: T/RH columns that are not model inputs
+    but are wanted in the residual plots (name → (quantity, values))."""
     X = _input_matrix(artefact, values)
     cal = predict(artefact.model, X)
     ok = np.isfinite(cal)
     X, cal, ref, tt = X[ok], cal[ok], reference[ok], t[ok]
+    env = {s.name: (s.quantity, X[:, j]) for j, s in enumerate(artefact.inputs)
+           if s.quantity in ENV_QUANTITIES}
+    for name, (qty, arr) in (extras or {}).items():
+        if qty in ENV_QUANTITIES and name not in env:
+            env[name] = (qty, arr[ok])
     return Evaluation(
         tt, ref, X[:, 0], cal, X, out_of_range_mask(artefact, X),
-        metrics(ref, X[:, 0], artefact.quantity), metrics(ref, cal, artefact.quantity),
+        metrics(ref, X[:, 0], artefact.quantity), metrics(ref, cal, artefact.quantity), env,
     )
 
 
@@ -100,15 +112,15 @@ def _figures(ev: Evaluation, artefact: Artefact, out_dir: Path) -> list[str]:
     files.append("timeseries.png")
     plt.close(fig)
 
-    env = [(j, s) for j, s in enumerate(artefact.inputs) if s.quantity in ("humidity", "temperature")]
+    env = sorted(ev.env.items(), key=lambda kv: kv[1][0], reverse=True)  # temperature first
     if env:
         resid = ev.calibrated - ev.reference
         fig, axes = plt.subplots(1, len(env), figsize=(5 * len(env), 4), squeeze=False)
-        for ax, (j, spec) in zip(axes[0], env, strict=True):
-            ax.scatter(ev.X[:, j], resid, s=3, alpha=0.4)
+        for ax, (name, (qty, column)) in zip(axes[0], env, strict=True):
+            ax.scatter(column, resid, s=3, alpha=0.4)
             ax.axhline(0, color="black", lw=1)
-            env_unit = QUANTITIES[spec.quantity].unit_symbol
-            ax.set(title=f"Residual vs {spec.name}", xlabel=f"{spec.name} ({env_unit})",
+            env_unit = QUANTITIES[qty].unit_symbol
+            ax.set(title=f"Residual vs {name}", xlabel=f"{name} ({env_unit})",
                    ylabel=f"calibrated − reference ({unit})")
         fig.tight_layout()
         fig.savefig(out_dir / "residuals_env.png", dpi=110)

@@ -23,6 +23,7 @@ UCI_TIME = [
 CO_ARGS = [
     "fit", "--sensor", str(UCI), "--reference", str(UCI), "--signal", "PT08.S1(CO)",
     "--input", "s2=PT08.S2(NMHC):mox_response", "--input", "temperature=T",
+    "--extra", "humidity=RH",
     "--ref-column", "CO(GT)", "--quantity", "co", *UCI_TIME, "--train-days", "28",
     "--id", "uci-co", "--sensor-model", "PT08",
 ]
@@ -30,6 +31,7 @@ NO2_ARGS = [
     "fit", "--sensor", str(UCI), "--reference", str(UCI), "--signal", "PT08.S4(NO2)",
     "--input", "s1=PT08.S1(CO):mox_response", "--input", "s2=PT08.S2(NMHC):mox_response",
     "--input", "s3=PT08.S3(NOx):mox_response", "--input", "s5=PT08.S5(O3):mox_response",
+    "--extra", "temperature=T", "--extra", "humidity=RH",  # report only: residual plots
     "--ref-column", "NO2(GT)", "--quantity", "no2", *UCI_TIME, "--train-days", "28",
     "--id", "uci-no2", "--sensor-model", "PT08",
 ]
@@ -61,9 +63,14 @@ def test_co_automatic_choice_beats_the_random_forest_baseline(co_fit: tuple[Path
 
 
 def test_no2_automatic_choice_beats_the_multilinear_baseline(tmp_path: Path) -> None:
-    result = runner.invoke(app, [*NO2_ARGS, "--out", str(tmp_path / "no2.json")])
+    result = runner.invoke(app, [*NO2_ARGS, "--out", str(tmp_path / "no2.json"),
+                                 "--report-dir", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
     assert _r2(result.output) > 0.70
+    # T and RH are not model inputs here, but the report still plots residuals against them
+    assert (tmp_path / "report" / "residuals_env.png").stat().st_size > 20_000
+    assert [i.name for i in load_artefact(tmp_path / "no2.json").inputs] == [
+        "signal", "s1", "s2", "s3", "s5"]
 
 
 def test_report_renders_figures(co_fit: tuple[Path, str]) -> None:
