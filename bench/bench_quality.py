@@ -1,0 +1,183 @@
+"""Cost of the quality stage per observation, against baselines measured in the same run.
+
+    .venv/bin/python bench/bench_quality.py [--batches 4000] [--repeats 5]
+
+Workload, per batch (one "second" of a gateway): a PMS5003-style frame (pm1/pm2_5/pm10 and
+their CF=1 twins, six particle counts: 12 observations), temperature + humidity, and a CO
+value with its anomaly model (LiteRT): 15 observations per batch.
+
+Printed: µs per observation (time inside ``process``, best of interleaved repeats, since the
+machine is shared) and the ratio to (c), for (a) a pass-through stage (the call and the
+loop, nothing checked), (b) QualityStage with rules only, (c) rules + LiteRT model, and, if
+``ioos_qc`` is installed (``pip install ioos_qc``; not a project dependency), (d) the same
+four single-stream QARTOD tests done with ioos_qc the way a streaming gateway would have to
+call it (on the last few values of each stream at every new value) and (e) ioos_qc over whole
+arrays at once (batch mode: not causal, for reference). Also the resident memory that
+loading LiteRT and the model adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.model import Datastream, Observation, Provenance
+from edge.quality.settings import QualitySettings
+from edge.quality.stage import QualityStage
+
+PROV = Provenance(sensor_model="bench")
+PMS = ("pm1", "pm2_5", "pm10", "pm1_cf1", "pm2_5_cf1", "pm10_cf1",
+       "nc0_3", "nc0_5", "nc1", "nc2_5", "nc5", "nc10")
+T0 = 1_700_000_000_000
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def workload(n_batches: int, seed: int = 0) -> list[list[tuple[Datastream, float, int]]]:
+    rng = np.random.default_rng(seed)
+    streams = {c: Datastream("gw", "pms", c) for c in PMS}
+    t_ds, h_ds, co_ds = (Datastream("gw", "aq", c) for c in ("temperature", "humidity", "co"))
+    level = 12.0 + np.cumsum(rng.normal(0, 0.2, n_batches))
+    batches = []
+    for i in range(n_batches):
+        ms = T0 + i * 1000
+        pm25 = max(0.5, float(level[i]))
+        vals = {"pm1": pm25 * 0.7, "pm2_5": pm25, "pm10": pm25 * 1.3, "pm1_cf1": pm25 * 0.7,
+                "pm2_5_cf1": pm25, "pm10_cf1": pm25 * 1.3, "nc0_3": pm25 * 90,
+                "nc0_5": pm25 * 30, "nc1": pm25 * 6, "nc2_5": pm25, "nc5": pm25 * 0.2,
+                "nc10": pm25 * 0.05}
+        batch = [(streams[c], round(v + rng.normal(0, 0.3), 1), ms) for c, v in vals.items()]
+        batch.append((t_ds, 15 + 3 * math.sin(i / 600) + rng.normal(0, 0.05), ms))
+        batch.append((h_ds, 60 + 10 * math.sin(i / 900) + rng.normal(0, 0.2), ms))
+        batch.append((co_ds, 1.0 + 0.5 * math.sin(i / 300) + rng.normal(0, 0.03), ms))
+        batches.append(batch)
+    return batches
+
+
+class PassThrough:
+    def process(self, observations: list[Observation]) -> list[Observation]:
+        return observations
+
+
+def time_stage(stage: object, batches: list[list[tuple[Datastream, float, int]]]) -> float:
+    """CPU seconds spent inside ``stage.process`` (observations are built outside the timer).
+
+    Process CPU time, not wall time: other jobs on this shared machine do not count.
+    """
+    total = 0.0
+    process = stage.process  # type: ignore[attr-defined]
+    gc.disable()
+    try:
+        for batch in batches:
+            obs = [Observation(ds, v, ms, PROV) for ds, v, ms in batch]
+            t = time.process_time()
+            process(obs)
+            total += time.process_time() - t
+    finally:
+        gc.enable()
+    return total
+
+
+def ioos_streaming(batches: list[list[tuple[Datastream, float, int]]], window: int) -> float:
+    from ioos_qc import qartod
+
+    hist: dict[Datastream, tuple[list[float], list[float]]] = {}
+    total = 0.0
+    for batch in batches:
+        for ds, v, ms in batch:
+            vals, times = hist.setdefault(ds, ([], []))
+            vals.append(v)
+            times.append(ms / 1000.0)
+            if len(vals) > window:
+                del vals[0], times[0]
+            t = time.process_time()
+            if len(vals) >= 3:
+                qartod.gross_range_test(vals, fail_span=(0, 1000), suspect_span=(0, 500))
+                qartod.spike_test(vals, suspect_threshold=5.0, fail_threshold=10.0)
+                qartod.rate_of_change_test(vals, times, threshold=5.0)
+                qartod.flat_line_test(vals, times, suspect_threshold=30, fail_threshold=120,
+                                      tolerance=0.0)
+            total += time.process_time() - t
+    return total
+
+
+def ioos_batch(batches: list[list[tuple[Datastream, float, int]]]) -> float:
+    from ioos_qc import qartod
+
+    cols: dict[Datastream, tuple[list[float], list[float]]] = {}
+    for batch in batches:
+        for ds, v, ms in batch:
+            vals, times = cols.setdefault(ds, ([], []))
+            vals.append(v)
+            times.append(ms / 1000.0)
+    t = time.process_time()
+    for vals, times in cols.values():
+        qartod.gross_range_test(vals, fail_span=(0, 1000), suspect_span=(0, 500))
+        qartod.spike_test(vals, suspect_threshold=5.0, fail_threshold=10.0)
+        qartod.rate_of_change_test(vals, times, threshold=5.0)
+        qartod.flat_line_test(vals, times, suspect_threshold=30, fail_threshold=120,
+                              tolerance=0.0)
+    return time.process_time() - t
+
+
+def best_of(repeats: int, make: object, batches: list) -> float:  # type: ignore[type-arg]
+    """Fastest of ``repeats`` fresh runs: the machine is shared, the minimum is the cost."""
+    return min(time_stage(make(), batches) for _ in range(repeats))  # type: ignore[operator]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=4000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    batches = workload(args.batches)
+    n_obs = sum(len(b) for b in batches)
+    print(f"workload: {len(batches)} batches, {n_obs} observations "
+          f"({n_obs // len(batches)} per batch), best of {args.repeats} runs")
+
+    rules_cfg = QualitySettings.model_validate({"ml": {"enabled": False}})
+    ml_cfg = QualitySettings()
+    rss0 = rss_kib()
+    ml_stage = QualityStage(ml_cfg)  # first LiteRT load in this process
+    rss1 = rss_kib()
+    times = {"base": [], "rules": [], "ml": []}  # type: dict[str, list[float]]
+    for _ in range(args.repeats):  # interleaved, so load from other processes hits all alike
+        times["base"].append(time_stage(PassThrough(), batches))
+        times["rules"].append(time_stage(QualityStage(rules_cfg), batches))
+        times["ml"].append(time_stage(QualityStage(ml_cfg), batches))
+    base, rules, ml = (min(times[k]) for k in ("base", "rules", "ml"))
+    per = 1e6 / n_obs
+    rows = [
+        ("(a) pass-through stage", base),
+        ("(b) QualityStage, rules only", rules),
+        ("(c) QualityStage, rules + LiteRT model", ml),
+    ]
+    try:
+        small = batches[: max(1, len(batches) // 10)]
+        n_small = sum(len(b) for b in small)
+        rows.append(("(d) ioos_qc, streaming (4 tests on last 120 values)",
+                     min(ioos_streaming(small, 120) for _ in range(2)) * n_obs / n_small))
+        rows.append(("(e) ioos_qc, whole arrays at once (not causal)",
+                     min(ioos_batch(batches) for _ in range(args.repeats))))
+    except ImportError:
+        print("(ioos_qc not installed: `pip install ioos_qc` adds the reference rows)")
+    print(f"{'':55s} {'µs/obs':>8s} {'÷ (c)':>8s}")
+    for label, seconds in rows:
+        print(f"{label:55s} {seconds * per:8.2f} {seconds / ml:8.2f}")
+    print(f"ML: {ml_stage.ml_status}")
+    print(f"resident memory added by loading LiteRT + model: {(rss1 - rss0) / 1024:.1f} MiB")
+    print("budget: ≤ 20 µs/obs for the whole stage, ≤ 30 MiB for the runtime")
+
+
+if __name__ == "__main__":
+    main()
