@@ -232,7 +232,7 @@ def ca_revoke(
     ca_dir: CaDir,
     reason: Annotated[str, typer.Option(help="Why, for the records.")] = "unspecified",
 ) -> None:
-    """Revoke and rewrite the CRL; then reload the broker (it reads the CRL at start)."""
+    """Revoke and rewrite the CRL; then reload the broker (SIGHUP) so it uses the new CRL."""
     ca = _open_ca(ca_dir)
     try:
         rows = ca.revoke(selector, reason)
@@ -240,7 +240,8 @@ def ca_revoke(
         raise _fail(str(exc)) from None
     for row in rows:
         console.print(f"[green]✓[/green] revoked {row.common_name} serial {row.serial}")
-    console.print(f"  CRL: {ca.crl_path} — copy it to the broker and restart/reload Mosquitto")
+    console.print(f"  CRL: {ca.crl_path} — copy it to the broker, then "
+                  "`systemctl reload mosquitto` (SIGHUP)")
 
 
 @ca_app.command("crl")

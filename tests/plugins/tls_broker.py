@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -151,10 +152,21 @@ class TlsBroker:
         self.stop()
         self.start()
 
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its config and the CRL without dropping the port."""
+        assert self.process is not None
+        before = self.log_text().count("Reloading config")
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while self.log_text().count("Reloading config") == before:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto did not reload:\n{self.log_text()}")
+            time.sleep(0.02)
+
     def revoke(self, selector: str) -> None:
-        """Revoke a client (CN or hex serial) and restart the broker so it loads the new CRL."""
+        """Revoke a client (CN or hex serial) and reload the broker so it uses the new CRL."""
         self.ca.revoke(selector)
-        self.restart()
+        self.reload()
 
 
 @contextlib.contextmanager

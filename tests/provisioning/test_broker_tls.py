@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiomqtt
 import paho.mqtt.client as mqtt
+import pytest
 
 from provisioning.ca import CertificateAuthority
 from provisioning.identity import create_identity, load_csr
@@ -168,3 +169,17 @@ def test_certificate_from_another_ca_is_refused(tls_broker: TlsBroker, tmp_path:
     write_public(ident.cert, rogue.chain_pem(cert))
     creds = ClientCreds("gw-a", tls_broker.ca.cert_path, ident.cert, ident.key, cert.serial_number)
     _assert_refused(tls_broker, creds, "certificate verify failed")
+
+
+async def test_open_session_is_cut_only_by_restart(tls_broker: TlsBroker) -> None:
+    """A reload refuses new sessions of a revoked certificate but keeps an open one."""
+    gw = tls_broker.client("gw-stolen")
+    async with _client(tls_broker, gw) as client:
+        tls_broker.revoke("gw-stolen")  # CRL rewritten + SIGHUP
+        await client.publish("duet/v1/gw-stolen/obs", b"still open", qos=1)  # not re-checked
+        tls_broker.restart()
+        with pytest.raises(aiomqtt.MqttError):
+            for _ in range(50):  # the broker closed the socket; bounded wait for paho to see it
+                await client.publish("duet/v1/gw-stolen/obs", b"x", qos=1, timeout=1)
+                await asyncio.sleep(0.1)
+    _assert_refused(tls_broker, gw, "certificate verify failed")
