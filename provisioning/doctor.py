@@ -300,7 +300,8 @@ def check_certificate(
                      "the clock is probably wrong: see the clock check")
     if days < 0:
         return _fail(name, f"{info.subject_cn}: expired on {info.not_after:%Y-%m-%d}",
-                     "request a new certificate: `duet-edge provision init --renew`, sign the CSR")
+                     "renew: sign gateway.csr again (`provision ca sign`), then "
+                     "`provision install-cert`")
     if key_file is not None:
         problem = _key_problem(Path(key_file), certs[0])
         if problem:
