@@ -36,9 +36,9 @@ def test_bme280_datasheet_worked_example() -> None:
 def test_calibration_block_parsing_incl_packed_h4_h5() -> None:
     cal = bme280.Calibration(CAL_A, CAL_B)
     c = emusensors.CAL
-    assert (cal.T1, cal.T2, cal.T3, cal.P9) == (c["T1"], c["T2"], c["T3"], c["P9"])
-    assert (cal.H1, cal.H2, cal.H3, cal.H4, cal.H5, cal.H6) == (
-        c["H1"], c["H2"], c["H3"], c["H4"], c["H5"], c["H6"])
+    assert (c["T1"], c["T2"], c["T3"], c["P9"]) == (cal.T1, cal.T2, cal.T3, cal.P9)
+    assert (
+        c["H1"], c["H2"], c["H3"], c["H4"], c["H5"], c["H6"]) == (cal.H1, cal.H2, cal.H3, cal.H4, cal.H5, cal.H6)
     neg = dict(c, H4=-100, H5=-7, H6=-3)
     a, b = emusensors.calib_blocks(neg)
     cal2 = bme280.Calibration(a, b)
