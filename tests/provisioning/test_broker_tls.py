@@ -183,3 +183,19 @@ async def test_open_session_is_cut_only_by_restart(tls_broker: TlsBroker) -> Non
                 await client.publish("duet/v1/gw-stolen/obs", b"x", qos=1, timeout=1)
                 await asyncio.sleep(0.1)
     _assert_refused(tls_broker, gw, "certificate verify failed")
+
+
+async def test_gateway_cannot_take_over_another_gateways_session(tls_broker: TlsBroker) -> None:
+    """Client ids are forced to the certificate identity: reusing B's id does not kick B."""
+    gw_a = tls_broker.client("gw-a")
+    gw_b = tls_broker.client("gw-b")
+    rx = tls_broker.client("receiver-twin", role="receiver")
+    async with _client(tls_broker, rx) as receiver, _client(tls_broker, gw_b) as b:
+        await receiver.subscribe("duet/v1/+/obs", qos=1)
+        hijack = aiomqtt.Client(tls_broker.host, tls_broker.port, identifier="gw-b",
+                                tls_params=_tls(gw_a, str(gw_a.ca_file)), timeout=TIMEOUT_S)
+        async with hijack:
+            await b.publish("duet/v1/gw-b/obs", b"still here", qos=1, timeout=TIMEOUT_S)
+            seen = await _collect_until(receiver, "duet/v1/gw-b/obs")
+    assert seen == ["duet/v1/gw-b/obs"]
+    assert "as gw-a (" in tls_broker.log_text()  # A's session is named after A's certificate
