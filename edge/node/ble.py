@@ -85,6 +85,7 @@ class NodeBleSource:
         self.scanner_backend = scanner_backend
         self.dedupe = AdvertDeduper(int(self.options.dedupe_window_s * 1000))
         self.counts: Counter[str] = Counter()
+        self._last_heard = 0.0
 
     def observations(self, ctx: SourceContext, address: str,
                      advert: NodeAdvert) -> list[Observation]:
@@ -101,6 +102,7 @@ class NodeBleSource:
 
     def handle(self, ctx: SourceContext, device: BLEDevice, data: AdvertisementData) -> None:
         """Detection callback body: decode, de-duplicate, emit. Never raises."""
+        self._last_heard = asyncio.get_running_loop().time()
         try:
             advert = decode_node_advert(data.manufacturer_data)
         except P.ProtocolError as exc:
@@ -127,10 +129,16 @@ class NodeBleSource:
             kwargs["backend"] = self.scanner_backend
         if self.options.adapter:
             kwargs["bluez"] = {"adapter": self.options.adapter}
+        loop = asyncio.get_running_loop()
+        stall = self.options.stall_timeout_s
         async with BleakScanner(**kwargs):
             ctx.health.set_state("connected", "scanning")
+            self._last_heard = loop.time()
             while True:
-                await asyncio.sleep(3600)
+                await asyncio.sleep(min(stall / 4, 5.0))
+                if loop.time() - self._last_heard > stall:
+                    # a removed adapter goes silent without an error: let the runtime restart us
+                    raise TimeoutError(f"no BLE advertisement for {stall:.0f} s")
 
 
 def build_node_ble(settings: Any, gateway_id: str) -> NodeBleSource:

@@ -27,6 +27,7 @@ from firmware import nodeproto as P
 log = logging.getLogger("duet.node")
 
 SYNC_INTERVAL_MS = 2000
+TIME_RESYNC_MS = 3_600_000  # nodes have no RTC: re-send the time with an ack once an hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class NodeSession:
         self.accepted_upto: int | None = None  # highest accepted (maybe uncommitted) sequence
         self._streams: dict[tuple[int, str], tuple[Datastream, Provenance]] = {}
         self._last_sync_ms: int | None = None
+        self._last_time_ms: int | None = None
 
     # ------------------------------------------------------------------ input
     def feed(self, data: bytes) -> FeedResult:
@@ -133,7 +135,7 @@ class NodeSession:
             # (a re-hello while accepted batches still wait for their commit keeps them:
             # otherwise their resend would be accepted a second time)
             self.accepted_upto = mark
-        result.replies.append(P.encode_message({"type": "time", "epoch_ms": self.clock_ms()}))
+        result.replies.append(self._time_frame())
         result.replies.append(P.encode_message({"type": "ack", "seq": mark or 0}))
 
     def _batch(self, msg: dict[str, Any], result: FeedResult) -> None:
@@ -200,10 +202,20 @@ class NodeSession:
 
     # ------------------------------------------------------------------ after commit
     def committed(self, node_id: str, seq: int) -> bytes:
-        """Persist the node's mark (its batches up to ``seq`` are committed) and build the ack."""
+        """Persist the node's mark (its batches up to ``seq`` are committed) and build the ack
+        (preceded by the time when the node's clock was last set more than an hour ago)."""
         firmware = self.node.firmware if self.node else ""
         self.hwm.set(node_id, seq, firmware)
-        return P.encode_message({"type": "ack", "seq": seq})
+        ack = P.encode_message({"type": "ack", "seq": seq})
+        last = self._last_time_ms
+        if last is not None and self.clock_ms() - last >= TIME_RESYNC_MS:
+            return self._time_frame() + ack
+        return ack
+
+    def _time_frame(self) -> bytes:
+        now = self.clock_ms()
+        self._last_time_ms = now
+        return P.encode_message({"type": "time", "epoch_ms": now})
 
     # ------------------------------------------------------------------ gateway requests
     @staticmethod

@@ -52,6 +52,10 @@ class NodeBleOptions(BaseModel):
         120.0, gt=0, le=3600,
         description="An advert with the same (node, sequence byte) within this window is a repeat.",
     )
+    stall_timeout_s: float = Field(
+        600.0, gt=0, le=86400,
+        description="No advertisement at all for this long: restart the scan (adapter gone).",
+    )
     adapter: str | None = Field(
         None, description="Bluetooth adapter, e.g. hci0 (default: the system's)."
     )

@@ -92,3 +92,13 @@ def test_factory_reads_options() -> None:
     assert source.dedupe.window_ms == 30_000
     with pytest.raises(ValueError, match="dedupe_window_s"):
         build_node_ble(SimpleNamespace(name="ble-nodes", options={"dedupe_window_s": -1}), "gw")
+
+
+async def test_silent_radio_ends_the_scan_for_a_restart() -> None:
+    radio = ReplayRadio()
+    health = SourceHealth("ble-nodes")
+    source = NodeBleSource("ble-nodes", "gw",
+                           NodeBleOptions.model_validate({"stall_timeout_s": 0.2}),
+                           scanner_backend=radio.scanner_backend())
+    with pytest.raises(TimeoutError, match="no BLE advertisement"):
+        await asyncio.wait_for(source.run(SourceContext("gw", lambda _o: None, health)), 5)

@@ -130,3 +130,16 @@ def test_garbage_between_frames_is_counted_not_fatal() -> None:
     assert s.node is not None
     assert s.bad["oversize"] == 1
     assert sum(s.bad.values()) == 2
+
+
+def test_time_is_resent_with_an_ack_once_an_hour() -> None:
+    clock = [NOW]
+    s = NodeSession("gw", "nodes", HwmStore(":memory:"), lambda: clock[0])
+    s.feed(P.encode_message(HELLO))
+    s.feed(batch(1, 1))
+    assert [P.decode_message(f)["type"] for f in P.FrameReader().feed(s.committed("n1", 1))] == [
+        "ack"]
+    clock[0] += 3_600_000
+    s.feed(batch(2, 2))
+    frames = [P.decode_message(f) for f in P.FrameReader().feed(s.committed("n1", 2))]
+    assert frames == [{"type": "time", "epoch_ms": NOW + 3_600_000}, {"type": "ack", "seq": 2}]
