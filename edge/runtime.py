@@ -66,10 +66,17 @@ def build_uplinks(config: GatewayConfig) -> dict[str, Any]:
 
         uplinks["mqtt"] = MqttUplink(config.uplinks.mqtt, config.gateway.id)
     if config.uplinks.sensorthings_http is not None:
+        from edge.sensorthings import GeoPoint
         from edge.uplinks.sensorthings_http import SensorThingsHttpUplink
 
+        gw = config.gateway
+        location = (
+            GeoPoint(gw.longitude, gw.latitude)
+            if gw.latitude is not None and gw.longitude is not None
+            else None
+        )
         uplinks["sensorthings_http"] = SensorThingsHttpUplink(
-            config.uplinks.sensorthings_http, config.gateway.id, config.gateway.data_dir
+            config.uplinks.sensorthings_http, gw.id, gw.data_dir, location=location
         )
     return uplinks
 
@@ -258,7 +265,7 @@ class Gateway:
         )
 
     # ------------------------------------------------------------------ status
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, Any]:
         oldest = self.outbox.oldest_unsent_ms()
         c = self.outbox.counters
         return {

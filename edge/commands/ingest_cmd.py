@@ -25,6 +25,11 @@ def ingest(
     forward_sta: str | None = typer.Option(
         None, help="Also forward to a SensorThings server (base URL, e.g. https://frost/v1.1)."
     ),
+    gateway_locations: Path | None = typer.Option(
+        None,
+        help="JSON {gateway id: [lon, lat]} for --forward-sta: SensorThings servers derive "
+        "each Observation's FeatureOfInterest from the gateway's Location.",
+    ),
     log_format: str = typer.Option("json", help="json or text"),
 ) -> None:
     """Receive compact batches from gateways, validate, de-duplicate and store them."""
@@ -41,7 +46,7 @@ def ingest(
     if forward_sta:
         from edge.ingest.sta_forward import StaForwarder
 
-        forward = StaForwarder.from_url(forward_sta, store.parent)
+        forward = StaForwarder.from_url(forward_sta, store.parent, gateway_locations)
     asyncio.run(_serve(Receiver(settings, forward=forward)))
 
 

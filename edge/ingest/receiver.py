@@ -97,12 +97,12 @@ class Receiver:
         while stop is None or not stop.is_set():
             try:
                 await self._session()
-            except aiomqtt.MqttError as exc:
+            except Exception as exc:  # broker gone, or forwarding failed: the message stays unacked
                 self.subscribed.clear()
                 self.counters.reconnects += 1
                 delay = backoff.next_delay()
                 log.warning(
-                    "receiver lost the broker; reconnecting",
+                    "receiver session ended (broker or forwarding failure); reconnecting",
                     extra={
                         "event": "ingest_disconnected",
                         "reason": str(exc),
@@ -112,6 +112,13 @@ class Receiver:
                 await asyncio.sleep(delay)
 
     async def _session(self) -> None:
+        if self.forward is not None and hasattr(self.forward, "__aenter__"):
+            async with self.forward:
+                await self._subscribe_and_handle()
+        else:
+            await self._subscribe_and_handle()
+
+    async def _subscribe_and_handle(self) -> None:
         async with self._client() as client:
             await client.subscribe(self.topic, qos=1)
             self.subscribed.set()

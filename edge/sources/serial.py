@@ -63,7 +63,10 @@ class SerialSource:
             sensor_model=self.desc.model, sensor_serial=settings.serial_number
         )
         self._interval_ms = int(settings.interval_s * 1000)
-        self._last_emit_ms: int | None = None
+        # At or below the sensor's own rate every frame is an observation; above it, frames
+        # are subsampled by time (or averaged, with ``average = true``).
+        self._every_frame = settings.interval_s <= self.desc.default_interval_s
+        self._last_slot: int | None = None
         self._window: _Window | None = None
         options: dict[str, Any] = settings.options
         self.silence_timeout_s = float(
@@ -131,8 +134,8 @@ class SerialSource:
             health.frames_ok += 1
             if self.settings.average:
                 out.extend(self._average(frame, now))
-            elif self._last_emit_ms is None or now - self._last_emit_ms >= self._interval_ms * 0.9:
-                self._last_emit_ms = now
+            elif self._every_frame or now // self._interval_ms != self._last_slot:
+                self._last_slot = now // self._interval_ms  # the first frame of each interval
                 prov = self._provenance
                 streams = self._streams
                 out.extend(
