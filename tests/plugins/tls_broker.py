@@ -10,6 +10,9 @@ directly::
     broker.revoke("gw-a")                     # CRL rewritten, broker restarted on the same port
 
 The configuration is rendered from ``provisioning/mosquitto/`` — the same files we ship.
+The broker forces the MQTT client id to the certificate CN: two connections open at the same
+time need two identities (e.g. ``receiver-twin`` and ``receiver-probe``), otherwise the second
+takes over the first one's session.
 """
 
 from __future__ import annotations
