@@ -24,6 +24,7 @@ from dbus_fast import Message, MessageType, PropertyAccess, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import (
     DBusBool,
+    DBusBytes,
     DBusDict,
     DBusInt16,
     DBusObjectPath,
@@ -36,6 +37,7 @@ _ManufacturerData = Annotated[dict[int, Variant], DBusSignature("a{qv}")]
 _StrList = Annotated[list[str], DBusSignature("as")]
 
 ADAPTER_PATH = "/org/bluez/hci0"
+SERVICE_UUID = "0000fce0-0000-1000-8000-00805f9b34fb"
 
 _BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -143,9 +145,54 @@ class _MonitorManager(ServiceInterface):
         self._owner.patterns.pop(application, None)
 
 
+class _GattService(ServiceInterface):
+    def __init__(self, device_path: str, uuid: str) -> None:
+        super().__init__("org.bluez.GattService1")
+        self.device_path, self.uuid = device_path, uuid
+
+    @dbus_property(access=PropertyAccess.READ)
+    def UUID(self) -> DBusStr:
+        return self.uuid
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Device(self) -> DBusObjectPath:
+        return self.device_path
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Primary(self) -> DBusBool:
+        return True
+
+
+class _GattCharacteristic(ServiceInterface):
+    def __init__(self, service_path: str, uuid: str, values: list[bytes]) -> None:
+        super().__init__("org.bluez.GattCharacteristic1")
+        self.service_path, self.uuid, self.values = service_path, uuid, values
+
+    @dbus_property(access=PropertyAccess.READ)
+    def UUID(self) -> DBusStr:
+        return self.uuid
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Service(self) -> DBusObjectPath:
+        return self.service_path
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Flags(self) -> _StrList:
+        return ["read"]
+
+    @dbus_method()
+    def ReadValue(self, options: DBusDict) -> DBusBytes:
+        return self.values.pop(0) if len(self.values) > 1 else self.values[0]
+
+
 class _Device(ServiceInterface):
     def __init__(self, address: str, name: str | None, rssi: int, mfr: dict[int, bytes]) -> None:
         super().__init__("org.bluez.Device1")
+        self.owner: FakeBlueZ | None = None
+        self.path = ""
+        self.connected = False
+        self.resolved = False
+        self.gatt_objects: list[str] = []
         # not "name": ServiceInterface.name is the D-Bus interface name
         self.bd_address = address
         self.local_name = name
@@ -180,6 +227,44 @@ class _Device(ServiceInterface):
     def UUIDs(self) -> _StrList:
         return []
 
+    @dbus_property(access=PropertyAccess.READ)
+    def Connected(self) -> DBusBool:
+        return self.connected
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ServicesResolved(self) -> DBusBool:
+        return self.resolved
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Paired(self) -> DBusBool:
+        return True
+
+    @dbus_method()
+    def Connect(self) -> None:
+        assert self.owner is not None and self.owner.bus is not None
+        self.owner.connects += 1
+        table = self.owner.gatt.get(self.bd_address, {})
+        self.connected = True
+        self.emit_properties_changed({"Connected": True})
+        service_path = f"{self.path}/service000c"
+        self.owner.bus.export(service_path, _GattService(self.path, SERVICE_UUID))
+        self.gatt_objects = [service_path]
+        for i, (uuid, values) in enumerate(table.items()):
+            char_path = f"{service_path}/char{0x0d + 2 * i:04x}"
+            self.owner.bus.export(char_path, _GattCharacteristic(service_path, uuid, values))
+            self.gatt_objects.insert(0, char_path)
+        self.resolved = True
+        self.emit_properties_changed({"ServicesResolved": True})
+
+    @dbus_method()
+    def Disconnect(self) -> None:
+        assert self.owner is not None and self.owner.bus is not None
+        for path in self.gatt_objects:
+            self.owner.bus.unexport(path)
+        self.gatt_objects = []
+        self.connected = self.resolved = False
+        self.emit_properties_changed({"ServicesResolved": False, "Connected": False})
+
 
 class FakeBlueZ:
     """Owns ``org.bluez`` on the bus at ``address``; see the module docstring."""
@@ -191,6 +276,8 @@ class FakeBlueZ:
         self.discovering = 0
         self.client: str | None = None  # unique name of the last caller (the scanner)
         self.monitor_paths: list[str] = []
+        self.gatt: dict[str, dict[str, list[bytes]]] = {}  # address -> uuid -> read values
+        self.connects = 0
         self.patterns: dict[str, list[tuple[int, int, bytes]]] = {}
         self.discovery_filters: list[dict[str, Any]] = []
         self._adapter: _Adapter | None = None
@@ -270,6 +357,7 @@ class FakeBlueZ:
         device = self._devices.get(path)
         if device is None:
             device = _Device(address, name, rssi, mfr)
+            device.owner, device.path = self, path
             self._devices[path] = device
             self.bus.export(path, device)  # InterfacesAdded
         else:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from edge.ble import BleReading, BleScanner, BleSettings
+from edge.codecs import aranet4
 
 from .fake_bluez import FakeBlueZ, PrivateBus, dbus_daemon_available
 
@@ -25,6 +26,7 @@ pytestmark = [
 
 R5 = "0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F"
 TAG = "CB:B8:33:4C:88:4F"
+ARA = "D0:1B:5A:00:11:22"
 
 
 def ruuvi5(seq: int) -> dict[int, bytes]:
@@ -148,3 +150,33 @@ async def test_passive_scan_registers_or_patterns(private_bus: PrivateBus) -> No
         assert fake.monitor_paths == []  # UnregisterMonitor on exit
     finally:
         await fake.stop()
+
+
+async def test_aranet4_gatt_poll_over_dbus(bluez: FakeBlueZ) -> None:
+    """Integrations off: the advert has no readings, the poll reads f0cd3001 over GATT."""
+    record = bytes.fromhex("43049f018b27350c023c001000")  # official vector, bytes 8-20
+    bluez.gatt[ARA] = {aranet4.CURRENT_READINGS_UUID: [record]}
+    settings = fast(scanning_mode="active", gatt_timeout_s=5,
+                    gatt_poll=[{"address": ARA, "interval_s": 0.2}])
+
+    async def advertise_forever() -> None:
+        while True:
+            bluez.advertise(ARA, "Aranet4 1B5A0", -70, {0x0702: bytes.fromhex("0105030100050001")})
+            await asyncio.sleep(0.1)
+
+    async with BleScanner(settings) as scanner:
+        advertiser = asyncio.create_task(advertise_forever())
+        try:
+            got = await take(scanner, 2, timeout=15)
+            async with asyncio.timeout(10):
+                while bluez.connects < 2:
+                    await asyncio.sleep(0.02)
+        finally:
+            advertiser.cancel()
+    by_via = {r.via: r for r in got}
+    assert by_via["advertisement"].frame.skip_reason == "integrations-off"
+    gatt = by_via["gatt"].frame
+    assert {r.quantity: r.value for r in gatt.readings} == {
+        "co2": 1091.0, "temperature": 20.75, "pressure": 101230.0, "humidity": 53.0
+    }
+    assert scanner.stats.gatt_errors == 0
