@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,7 @@ from provisioning.identity import (
     IdentityPaths,
     check_gateway_id,
     create_identity,
+    give_to,
     key_matches_cert,
     load_certificates,
     load_csr,
@@ -76,6 +78,7 @@ def init(
     config: Annotated[Path, typer.Option(help="Config file to write.")] = DEFAULT_CONFIG,
     inventory_dir: Annotated[Path | None, typer.Option(help="Write a fleet record here.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing identity and config.")] = False,
+    owner: Annotated[str | None, typer.Option(help="Service user that will own the key.")] = None,
 ) -> None:
     """Create this gateway's identity (key 0600 + CSR) and a complete starting config."""
     gid = gateway_id or new_gateway_id()
@@ -88,6 +91,13 @@ def init(
         raise _fail(str(exc)) from None
     if config.exists() and not force:
         raise _fail(f"{config} exists; use --force to replace it")
+    if owner is not None:
+        import pwd
+
+        try:
+            pwd.getpwnam(owner)
+        except KeyError:
+            raise _fail(f"no such user {owner!r} (create the service account first)") from None
     paths = IdentityPaths(identity_dir)
     spec = starter.StarterSpec(
         gateway_id=gid, identity=paths, sources=sources, broker_host=broker_host,
@@ -105,6 +115,11 @@ def init(
         except IdentityError as exc:
             raise _fail(str(exc)) from None
     write_public(config, text.encode())
+    if owner is not None:
+        try:
+            give_to(paths, owner)
+        except IdentityError as exc:
+            raise _fail(str(exc)) from None
     if inventory_dir is not None:
         inventory.write_record(inventory_dir, gid, name=name or None, latitude=latitude,
                                longitude=longitude, config=str(config))
@@ -138,6 +153,10 @@ def install_cert(
     write_public(paths.cert, cert.read_bytes())
     if ca is not None:
         write_public(paths.ca, ca.read_bytes())
+    key_stat = paths.key.stat()
+    for path in (paths.cert, paths.ca):
+        if path.exists() and os.geteuid() == 0:  # same owner as the key (the service user)
+            os.chown(path, key_stat.st_uid, key_stat.st_gid)
     info = read_cert_expiry(paths.cert)
     console.print(f"[green]✓[/green] installed {paths.cert}: CN={info.subject_cn}, "
                   f"valid until {info.not_after:%Y-%m-%d}")

@@ -13,6 +13,7 @@ Layout of an identity directory (default ``/etc/duet-edge/identity``)::
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -123,6 +124,22 @@ def create_identity(directory: Path, gateway_id: str, *, overwrite: bool = False
     csr = build_csr(key, gateway_id)
     write_public(paths.csr, csr.public_bytes(serialization.Encoding.PEM))
     return paths
+
+
+def give_to(paths: IdentityPaths, user: str) -> None:
+    """Make ``user`` (the gateway service account) own the identity directory and files.
+
+    The key stays 0600: only that user (and root) can read it.
+    """
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise IdentityError(f"no such user {user!r} (create the service account first)") from None
+    for path in (paths.directory, paths.key, paths.csr, paths.cert, paths.ca):
+        if path.exists():
+            os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:

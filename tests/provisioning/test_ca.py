@@ -141,3 +141,26 @@ def test_expired_certificates_are_reported(tmp_path: Path) -> None:
     info = read_cert_expiry(path)
     assert not info.is_valid_at() and info.remaining_days() < 0
     assert ca.issued()[0].state() == "expired"
+
+
+def test_init_gives_the_key_to_the_service_user(tmp_path: Path) -> None:
+    import pwd
+
+    from typer.testing import CliRunner
+
+    from provisioning.cli import app
+
+    nobody = pwd.getpwnam("nobody")
+    result = CliRunner().invoke(app, [
+        "init", "--broker-host", "mqtt.example", "--gateway-id", "gw-own",
+        "--identity-dir", str(tmp_path / "id"), "--config", str(tmp_path / "gw.toml"),
+        "--data-dir", str(tmp_path / "data"), "--owner", "nobody"])
+    assert result.exit_code == 0, result.output
+    key = tmp_path / "id" / "gateway.key"
+    assert (key.stat().st_uid, _mode(key)) == (nobody.pw_uid, 0o600)
+    assert (tmp_path / "id").stat().st_uid == nobody.pw_uid
+    bad = CliRunner().invoke(app, [
+        "init", "--broker-host", "m", "--gateway-id", "gw-own2", "--identity-dir",
+        str(tmp_path / "id2"), "--config", str(tmp_path / "gw2.toml"), "--owner", "no-such-user"])
+    assert bad.exit_code == 1 and "no such user" in bad.output
+    assert not (tmp_path / "id2").exists()  # refused before anything was created
