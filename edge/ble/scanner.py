@@ -41,7 +41,7 @@ from bleak.assigned_numbers import AdvertisementDataType
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
-from bleak.exc import BleakDBusError, BleakError
+from bleak.exc import BleakCharacteristicNotFoundError, BleakDBusError, BleakError
 
 from edge.backoff import Backoff
 from edge.ble.settings import BleSettings, GattPollDevice
@@ -451,7 +451,12 @@ class BleScanner:
                 backend=self._client_backend,
             )
             async with client:
-                data = bytes(await client.read_gatt_char(aranet4.CURRENT_READINGS_UUID))
+                try:
+                    data = bytes(await client.read_gatt_char(aranet4.CURRENT_READINGS_UUID))
+                except BleakCharacteristicNotFoundError:  # older firmware: no interval/age
+                    data = bytes(
+                        await client.read_gatt_char(aranet4.CURRENT_READINGS_SHORT_UUID)
+                    )
         now = self._now()
         self.stats.gatt_reads += 1
         state.last_seen, state.gatt_reads = now, state.gatt_reads + 1

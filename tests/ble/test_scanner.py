@@ -416,3 +416,13 @@ def test_reading_measured_at_and_device_id() -> None:
     tag = BleReading("11:22:33:44:55:66", None, -70, "ruuvi",
                      ruuvi.decode(bytes.fromhex(R5)), 1000.0)
     assert tag.measured_at == 1000.0 and tag.device_id == TAG
+
+
+async def test_gatt_poll_falls_back_to_f0cd1503() -> None:
+    short = bytes.fromhex(ARANET)[8:17]
+    radio = ReplayRadio(gatt={ARA: {aranet4.CURRENT_READINGS_SHORT_UUID: [short]}})
+    settings = fast(sensors=[], gatt_poll=[{"address": ARA, "interval_s": 30}])
+    async with BleScanner(settings, client_backend=radio.client_backend()) as scanner:
+        got = await take(scanner, 1)
+    assert got[0].frame.readings == aranet4.decode_readings(short).readings
+    assert "age_s" not in got[0].frame.info and scanner.stats.gatt_errors == 0
