@@ -6,7 +6,9 @@ For every decoder: N valid frames are concatenated and fed (a) one frame per ``f
 as a serial reader at 1 Hz would, and (b) in 4 KiB chunks, as after a backlog. The baseline
 is a bare ``struct.unpack_from`` of the same frames (no sync, no checksum, no objects; for the
 text protocol of the OPS243 a bare ``json.loads`` of the line), measured in the same run; the
-ratio says what framing, checksums and ``Frame``/``Reading`` objects cost.
+ratio says what framing, checksums and ``Frame``/``Reading`` objects cost. Times are CPU time
+of this process (``time.process_time``), best of 9, so other load on the machine inflates them
+less than wall-clock time would.
 """
 
 from __future__ import annotations
@@ -82,9 +84,9 @@ CASES = [
 def _best(fn: Callable[[], int], repeat: int = 9) -> float:
     best = float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     return best
 
 

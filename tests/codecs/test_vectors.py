@@ -91,3 +91,17 @@ def test_scd30_expect_names_short_replies() -> None:
     assert frame.kind == "data_ready" and frame.info["ready"] is True
     (frame,) = dec.feed(scd30.read_reply(b"\x00\x01"))  # expectation is used once
     assert frame.kind == "register"
+
+
+def test_fast_reading_constructor_builds_ordinary_frozen_readings() -> None:
+    import dataclasses
+
+    from edge.codecs import pms5003, sps30
+    from edge.codecs.base import Reading
+
+    for make in (pms5003._new_reading, sps30._reading):
+        r = make("pm2_5", 12.5)
+        assert type(r) is Reading and r == Reading("pm2_5", 12.5)
+        assert hash(r) == hash(Reading("pm2_5", 12.5)) and repr(r) == repr(Reading("pm2_5", 12.5))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            r.value = 1.0  # type: ignore[misc]
