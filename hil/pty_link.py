@@ -145,9 +145,13 @@ class PtyLink:
 
     def wait_readable(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for client bytes (returns at once if no client is attached)."""
-        if self._master is None:
+        master = self._master
+        if master is None:
             return False
-        ready, _, _ = select.select([self._master], [], [], max(0.0, timeout))
+        try:
+            ready, _, _ = select.select([master], [], [], max(0.0, timeout))
+        except (OSError, ValueError):  # closed by unplug() in another thread meanwhile
+            return False
         return bool(ready)
 
     def __enter__(self) -> PtyLink:

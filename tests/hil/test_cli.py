@@ -43,6 +43,26 @@ def test_cli_runs_until_sigterm(tmp_path: Path) -> None:
     assert not link.exists()
 
 
+def test_cli_unplug_schedule_replugs_and_reports(tmp_path: Path) -> None:
+    link = tmp_path / "duet-pms"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hil.emulators", "pms5003", "--link", str(link), "--rate", "20",
+         "--faults", "unplug@0.3:0.2"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("pms5003 emulator on /dev/pts/")
+        assert proc.stdout.readline().strip() == "unplugged"
+        replugged = proc.stdout.readline().strip()
+        assert replugged.startswith("replugged at /dev/pts/")
+        assert os.readlink(link) == replugged.removeprefix("replugged at ")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0
+
+
 def test_fault_spec_errors_name_the_item() -> None:
     assert [f.kind for f in parse_faults("garbage@1,unplug@5:2")] == ["garbage", "unplug"]
     with pytest.raises(ValueError, match=r"'smoke@1'.*allowed: garbage"):

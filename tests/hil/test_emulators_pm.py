@@ -204,3 +204,18 @@ async def test_asyncio_serial_reader(emulator: Factory) -> None:
         pass
     finally:
         writer.close()
+
+
+def test_rapid_unplug_replug_keeps_the_emulator_alive(emulator: Factory) -> None:
+    emu = emulator("sds011", interval_s=0.005)
+    for _ in range(15):
+        with open_port(emu) as port:
+            port.read(32)
+        emu.unplug()
+        time.sleep(0.01)
+        emu.replug()
+    with open_port(emu) as port:
+        dec = sds011.Sds011Decoder()
+        frames = read_frames(port, dec, lambda f: len(_data(f)) >= 5)
+    assert len(_data(frames)) >= 5
+    assert emu._thread is not None and emu._thread.is_alive()
