@@ -202,7 +202,7 @@ class Node:
             if not n:
                 break
             for i in range(n):
-                self.radar.feed_byte(buf[i])
+                self.radar.feed_byte(buf[i], now)
 
     # ---- interval end
     def _close_interval(self, now):

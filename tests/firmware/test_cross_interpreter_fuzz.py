@@ -6,9 +6,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge.traffic import Detection, TrafficSettings, aggregate
 from firmware import nodeproto as P
 from hil.micropython_vm import MicroPythonVM
 
@@ -74,7 +76,29 @@ def test_pm_parsers_never_crash_nor_emit_zero_frames(data: bytes, name: str) -> 
 @given(st.binary(max_size=300))
 def test_radar_parser_never_crashes(data: bytes) -> None:
     counter = traffic.Counter("lft")
-    counted = sum(1 for b in data if counter.feed_byte(b))
-    assert counter.lft + counter.rgt == counted
-    v = counter.v85()
-    assert v is None or 1 <= v <= traffic.HIST_MAX
+    for i, b in enumerate(data):
+        counter.feed_byte(b, i * 100)
+    records = {r[1]: r[2] for r in counter.records(0, 0, 1000, 1.0)}
+    assert records["traffic_count"] == sum(records[c] for c in traffic.CLASSES)
+    cars = records["car"]
+    hist = sum(records[f"car_speed_hist_{10 * i}"] for i in range(traffic.HIST_BINS))
+    assert hist == 0 if cars == 0 else abs(hist - 100) < 0.2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 59_000), st.floats(-150, 150)), max_size=60))
+def test_node_counting_equals_gateway_aggregation(reports: list[tuple[int, float]]) -> None:
+    """The firmware's counter and edge.traffic.aggregate agree on the same reports."""
+    reports = sorted(reports)
+    counter = traffic.Counter("lft")
+    for t, v in reports:
+        counter.report(abs(v), v >= 0, t)
+    got = {r[1]: r[2] for r in counter.records(0, 0, 60_000, 1.0)}
+    # the node keeps speeds in 0.1 km/h steps
+    detections = [Detection(t / 1000, round(abs(v), 1), "lft" if v >= 0 else "rgt")
+                  for t, v in reports]
+    want = {r.quantity: r.value for r in aggregate(detections, 0.0,
+                                                   TrafficSettings(interval_s=60)).readings()}
+    assert set(got) == set(want)
+    for code, value in want.items():
+        assert got[code] == pytest.approx(value, abs=0.011), code

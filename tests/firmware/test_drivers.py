@@ -132,10 +132,14 @@ def test_pm_command_bytes() -> None:
 def test_radar_lines(vm: MicroPythonVM) -> None:
     text = '12.5\r\n-30.0\n{"Units":"km-h"}\r\nabc\r\n{"speed":88.0,"direction":"outbound"}\r\n\r\n'
     got = vm.call_json(
-        "[sum(1 for b in " + repr(text.encode()) + " if c.feed_byte(b)), c.lft, c.rgt, c.bad,"
-        " list(c.classes), c.v85()]",
+        "[sum(1 for b in " + repr(text.encode()) + " if c.feed_byte(b, 5000)), c.bad,"
+        " c.records(0, 0, 60000, 1.0)]",
         "import traffic\nc = traffic.Counter('lft')")
-    counted, lft, rgt, bad, classes, v85 = got
-    assert (counted, lft, rgt, bad) == (3, 1, 2, 1)
-    assert classes == [0, 1, 0, 1, 0, 0, 0, 1]
-    assert v85 == 89
+    reports, bad, records = got
+    values = {r[1]: r[2] for r in records}
+    assert (reports, bad) == (3, 1)
+    # same-side reports within 1 s are one object: 12.5 (lft); -30 and 88 outbound merge (rgt)
+    assert values["traffic_count"] == 2
+    assert (values["bike_lft"], values["car_rgt"]) == (1, 1)
+    assert values["car_speed_hist_80"] == 100.0
+    assert values["v85"] == 88.0

@@ -6,12 +6,11 @@ Cross-side: frames the firmware encodes under MicroPython are decoded by the gat
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 
 from edge.node.session import AcceptedBatch, NodeSession
 from edge.node.store import HwmStore
+from edge.traffic import Detection, TrafficSettings, aggregate
 from firmware import nodeproto as P
 from tests.firmware.conftest import EmulatedNode
 
@@ -187,22 +186,24 @@ def test_battery_node_deep_sleeps_between_measurements(node: EmulatedNode) -> No
     assert seqs == sorted(set(seqs)) and len(seqs) >= 2
 
 
-def test_traffic_node_counts_sides_speed_classes_and_v85(node: EmulatedNode) -> None:
-    speeds = [32.0, -45.5, 51.0, 28.0, -62.0, 75.5, 49.0, -8.0, 33.0, 41.0]
+def test_traffic_node_gives_the_gateways_telraam_fields(node: EmulatedNode) -> None:
+    """Same detections → the firmware's interval equals edge.traffic.aggregate's."""
+    speeds = [32.0, -45.5, 51.0, 28.0, -62.0, 75.5, 49.0, -8.0, 33.0, 41.0, 3.0, -0.5, 125.0,
+              20.0, -24.0]
     objects = [(1000 + i * 2000, v) for i, v in enumerate(speeds)]
+    objects.insert(3, (objects[2][0] + 400, 55.0))  # the radar repeats one object, faster
     node.setup(kind="traffic", cfg={"interval_s": 60}, objects=objects)
     gw = Gateway()
     converse(node, gw, 62_000)
     assert len(gw.batches) == 1
     got = {o.stream.quantity_code: o.result for o in gw.batches[0].observations}
-    assert got["traffic_count"] == 10
-    assert got["traffic_count_lft"] == 7  # positive = inbound = lft (config "inbound")
-    assert got["traffic_count_rgt"] == 3
-    classes = Counter(min(int(abs(v) // 10), 7) * 10 for v in speeds)
-    for lo in range(0, 80, 10):
-        assert got[f"speed_class_{lo}"] == classes.get(lo, 0)
-    ranked = sorted(int(abs(v)) for v in speeds)
-    assert got["v85"] == ranked[8] + 1  # 9 of 10 objects needed; upper edge of the 1 km/h bin
+    detections = [Detection(t / 1000, abs(v), "lft" if v >= 0 else "rgt") for t, v in objects]
+    want = {r.quantity: r.value for r in aggregate(detections, 0.0, TrafficSettings(
+        interval_s=60)).readings()}
+    assert set(got) == set(want)
+    for code, value in want.items():
+        assert got[code] == pytest.approx(value, abs=0.01), code
+    assert got["traffic_count"] == 14  # 16 reports: one merged, one (0.5 km/h) clutter
 
 
 def test_traffic_node_reads_json_reports(node: EmulatedNode) -> None:
@@ -211,4 +212,4 @@ def test_traffic_node_reads_json_reports(node: EmulatedNode) -> None:
     gw = Gateway()
     converse(node, gw, 32_000)
     got = {o.stream.quantity_code: o.result for o in gw.batches[0].observations}
-    assert (got["traffic_count_lft"], got["traffic_count_rgt"]) == (1, 1)
+    assert (got["car_lft"], got["bike_rgt"]) == (1, 1)
