@@ -357,7 +357,7 @@ class BleScanner:
         self._seen[address] = device
         state.name, state.sensor, state.rssi, state.last_seen = name, sensor, adv.rssi, now
         state.adverts += 1
-        frame = self._decode(sensor, payload)
+        frame = self._decode(sensor, payload, name)
         if frame is None:
             return
         if self._is_duplicate(state, sensor, frame, payload, now):
@@ -377,11 +377,11 @@ class BleScanner:
                 return sensor, bytes(data)
         return None, None
 
-    def _decode(self, sensor: str, payload: bytes) -> Frame | None:
+    def _decode(self, sensor: str, payload: bytes, name: str | None) -> Frame | None:
         try:
             if sensor == "ruuvi":
                 return ruuvi.decode(payload)
-            return aranet4.decode_advertisement(payload)
+            return aranet4.decode_advertisement(payload, name)
         except (ruuvi.BadPayload, aranet4.BadPayload) as exc:
             self.stats.bad[f"{sensor}:{exc.reason}"] += 1
             return None

@@ -6,7 +6,8 @@ Pure functions. Facts follow repository ``Anrijs/Aranet4-Python`` (``aranet4/cli
 - advertisement: manufacturer id 0x0702, present only with "Smart Home integrations" on
   (firmware ≥ 1.2.0). Byte 0 flags (b0 disconnected, b2–3 calibration state, b4 DFU, b5
   integrations), bytes 1–3 firmware patch/minor/major, 4–7 unknown, 8–20 the current-readings
-  record below, byte 21 a counter (⚠ meaning inferred, used only for de-duplication);
+  record below, byte 21 a counter (⚠ meaning inferred, used only for de-duplication).
+  Aranet2 / Aranet Radiation / Aranet Radon share the company id: see :func:`is_aranet4`;
 - GATT ``f0cd3001-…``: current readings ``<HHHBBBHH`` (CO2 ppm, temperature raw/20 °C,
   pressure raw/10 hPa, humidity %, battery %, status colour, interval s, age s);
   ``f0cd1503-…``: the first six fields only.
@@ -31,6 +32,7 @@ CURRENT_READINGS_SHORT_UUID = "f0cd1503-95da-4f4b-9ac8-aa55d312af0c"
 _FULL = struct.Struct("<HHHBBBHH")  # 13 bytes
 _SHORT = struct.Struct("<HHHBBB")  # 9 bytes
 _STATUS = {1: "green", 2: "yellow", 3: "red"}
+_ARANET4_ADVERT_LENGTHS = (7, 22)
 _CALIBRATION = {0: "idle", 1: "end-request", 2: "in-progress", 3: "error"}
 
 
@@ -78,22 +80,38 @@ def decode_readings(record: bytes) -> Frame:
     return Frame(kind="data", readings=tuple(readings), skip_reason=skip, info=info)
 
 
-def decode_advertisement(payload: bytes) -> Frame:
-    """Decode manufacturer data 0x0702 (company id stripped).
+def is_aranet4(payload: bytes, name: str | None = None) -> bool:
+    """Tell an Aranet4 from the other SAF Tehnika sensors sharing company id 0x0702.
 
-    An advertisement from a device with integrations off carries flags and version only: it
-    is returned with ``skip_reason="integrations-off"`` (use GATT polling for that device).
+    Aranet2 / Aranet Radiation / Aranet Radon payloads start with a model byte (1, 2, 3) before
+    the flags; an Aranet4's has none. As in Aranet4-Python: trust an advertised name
+    ("Aranet4 …" vs "Aranet2 …", "Aranet☢ …", "AranetRn …"), else the Aranet4 payload lengths
+    (7 bytes with integrations off, 22 with them on); passive scans often carry no name.
+    """
+    if name and name.startswith("Aranet"):
+        return name.startswith("Aranet4")
+    return len(payload) in _ARANET4_ADVERT_LENGTHS
+
+
+def decode_advertisement(payload: bytes, name: str | None = None) -> Frame:
+    """Decode manufacturer data 0x0702 (company id stripped) from an Aranet4.
+
+    An advertisement from a device with integrations off (or firmware before 1.2.0) carries
+    flags and version only: it is returned with ``skip_reason="integrations-off"`` (use GATT
+    polling for that device). Other Aranet models raise ``BadPayload("other-model")``.
     """
     if len(payload) < 4:
         raise BadPayload("short")
+    if not is_aranet4(payload, name):
+        raise BadPayload("other-model")
     flags = payload[0]
     info: dict[str, object] = {
         "flags": flags,
         "firmware": f"{payload[3]}.{payload[2]}.{payload[1]}",
-        "integrations": bool(flags & 0x20),
+        "integrations": bool(flags & 0x20) and len(payload) >= 21,
         "calibration_state": _CALIBRATION[(flags >> 2) & 0x03],
     }
-    if not flags & 0x20 or len(payload) < 21:
+    if not info["integrations"]:
         return Frame(kind="data", skip_reason="integrations-off", info=info)
     frame = decode_readings(payload[8:21])
     info.update(frame.info)

@@ -161,7 +161,7 @@ async def test_aranet4_gatt_poll_over_dbus(bluez: FakeBlueZ) -> None:
 
     async def advertise_forever() -> None:
         while True:
-            bluez.advertise(ARA, "Aranet4 1B5A0", -70, {0x0702: bytes.fromhex("0105030100050001")})
+            bluez.advertise(ARA, "Aranet4 1B5A0", -70, {0x0702: bytes.fromhex("01000201000000")})
             await asyncio.sleep(0.1)
 
     async with BleScanner(settings) as scanner:

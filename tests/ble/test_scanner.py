@@ -227,9 +227,13 @@ async def test_bad_payloads_counted_not_raised() -> None:
         await radio.wait_scanning()
         radio.emit(AdvertRecord(0, TAG, None, -60, {0x0499: b"\x05\x01"}))
         radio.emit(AdvertRecord(0, ARA, None, -60, {0x0702: b""}))
+        aranet2 = bytes.fromhex("01210404010000000000990100000a02003b007800520064")
+        radio.emit(AdvertRecord(0, "C1:00:00:00:00:02", None, -60, {0x0702: aranet2}))
+        radio.emit(AdvertRecord(0, "C1:00:00:00:00:03", "Aranet2 278F8", -60,
+                                {0x0702: bytes.fromhex(ARANET)}))
         radio.emit(ruuvi5(1))
         await take(scanner, 1)
-    assert scanner.stats.bad == {"ruuvi:short": 1, "aranet4:short": 1}
+    assert scanner.stats.bad == {"ruuvi:short": 1, "aranet4:short": 1, "aranet4:other-model": 2}
 
 
 def _clock(step: float) -> Iterator[float]:
@@ -293,7 +297,7 @@ async def test_closing_ends_a_consumer_in_another_task() -> None:
 async def test_gatt_poll_connects_with_the_advertised_device() -> None:
     record = bytes.fromhex(ARANET)[8:21]
     radio = ReplayRadio(gatt={ARA: {aranet4.CURRENT_READINGS_UUID: [record]}})
-    off = AdvertRecord(0, ARA, "Aranet4 1B5A0", -70, {0x0702: bytes.fromhex("0105030100050001")})
+    off = AdvertRecord(0, ARA, "Aranet4 1B5A0", -70, {0x0702: bytes.fromhex("01000201000000")})
     settings = fast(gatt_poll=[{"address": ARA, "interval_s": 0.01}])
     async with BleScanner(
         settings, scanner_backend=radio.scanner_backend(), client_backend=radio.client_backend()
