@@ -443,7 +443,11 @@ def check_sensorthings(settings: Any, *, timeout: float = 5.0) -> CheckResult:
 
     async def get() -> httpx.Response:
         async with build_http_client(settings) as http:
-            return await http.get(settings.base_url, timeout=timeout)
+            # Service roots answer with or without the trailing slash, depending on the server.
+            response = await http.get(settings.base_url + "/", timeout=timeout)
+            if response.status_code == 404:
+                response = await http.get(settings.base_url, timeout=timeout)
+            return response
 
     try:
         return _http_check(label, lambda: asyncio.run(get()), timeout)

@@ -1,7 +1,7 @@
 """The technician flow end to end, through the CLI, against a real TLS Mosquitto.
 
-CA → init → sign → install-cert → doctor → the gateway's own MQTT uplink uploads over TLS
-→ a receiver gets the batch → revoke → the broker refuses the gateway → label, inventory,
+CA → init → sign → install-cert → register at a real SensorThings server (dry-run, twice) →
+doctor → the gateway's own MQTT uplink uploads over TLS → a receiver gets the batch → revoke → the broker refuses the gateway → label, inventory,
 signed config bundle. Logging is captured at DEBUG for the whole run, and every byte of
 output is scanned for private key material.
 """
@@ -28,8 +28,8 @@ from edge.outbox import Outbox
 from edge.uplinks import UplinkHealth, UplinkPort
 from edge.uplinks.mqtt import MqttUplink
 from provisioning.cli import app
+from tests.plugins.sta_server import sta_server  # noqa: F401  (fixture)
 from tests.plugins.tls_broker import TlsBroker
-from tests.provisioning.test_doctor import http_server  # noqa: F401  (fixture)
 
 runner = CliRunner()
 
@@ -97,7 +97,8 @@ def _secret_needles(paths: list[Path]) -> list[str]:
 
 @pytest.mark.timeout(90)
 def test_technician_flow_end_to_end(
-    tmp_path: Path, tls_broker: TlsBroker, http_server: str, caplog: pytest.LogCaptureFixture  # noqa: F811
+    tmp_path: Path, tls_broker: TlsBroker, sta_server: str,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     out: list[str] = []
@@ -110,7 +111,7 @@ def test_technician_flow_end_to_end(
                       "--gateway-id", "gw-flow", "--identity-dir", ident, "--config", config,
                       "--data-dir", tmp_path / "data", "--source", "pm=sds011:/dev/null",
                       "--name", "Gent school", "--latitude", "51.04", "--longitude", "3.72",
-                      "--inventory-dir", records))
+                      "--inventory-dir", records, "--twin-url", sta_server))
     assert (ident / "gateway.key").stat().st_mode & 0o777 == 0o600
     out.append(invoke("init", "--broker-host", "x", "--gateway-id", "gw-flow",
                       "--identity-dir", ident, "--config", tmp_path / "other.toml", ok=False))
@@ -119,9 +120,18 @@ def test_technician_flow_end_to_end(
                       "--identity-dir", ident))
     out.append(invoke("expiry", ident / "gateway.crt"))
     assert "gw-flow" in out[-1]
-    report = invoke("doctor", "--config", config, "--time-url", http_server, "--timeout", "3")
+    plan = invoke("register", "--config", config, "--dry-run")
+    out.append(plan)
+    assert "would create" in plan
+    out.append(invoke("register", "--config", config, "--inventory-dir", records))
+    out.append(invoke("register", "--config", config))  # idempotent
+    assert "would create" not in invoke("register", "--config", config, "--dry-run")
+    report = invoke("doctor", "--config", config, "--timeout", "3", "--json")
     out.append(report)
-    assert "FAIL" not in report and "MQTT session accepted" in report
+    results = {r["name"].split(" ")[0]: r for r in json.loads(report)}
+    assert [r for r in results.values() if r["status"] == "fail"] == []
+    assert "MQTT session accepted" in results["broker"]["detail"]
+    assert results["twin"]["status"] == "pass" and "of " + sta_server in results["clock"]["detail"]
 
     got = asyncio.run(_upload_through_gateway_uplink(config, tmp_path, tls_broker))
     assert got == ["duet/v1/gw-flow/obs:gw-flow:5"]
@@ -129,8 +139,7 @@ def test_technician_flow_end_to_end(
     out.append(invoke("ca", "list", "--ca-dir", ca_dir))
     out.append(invoke("ca", "revoke", "gw-flow", "--ca-dir", ca_dir, "--reason", "stolen"))
     tls_broker.reload()  # what `systemctl reload mosquitto` does: SIGHUP re-reads the CRL
-    report = invoke("doctor", "--config", config, "--time-url", http_server, "--timeout", "3",
-                    "--json", ok=False)
+    report = invoke("doctor", "--config", config, "--timeout", "3", "--json", ok=False)
     out.append(report)
     failed = {r["name"].split(" ")[0]: r for r in json.loads(report) if r["status"] == "fail"}
     assert list(failed) == ["broker"] and "revoked" in failed["broker"]["fix"]
@@ -142,6 +151,7 @@ def test_technician_flow_end_to_end(
     out.append(inv)
     [row] = [r for r in json.loads(inv) if r["gateway_id"] == "gw-flow"]
     assert row["state"] == "revoked" and row["name"] == "Gent school" and row["latitude"] == 51.04
+    assert row["twin"] == sta_server
 
     keys = tmp_path / "signing"
     out.append(invoke("bundle", "keygen", "--out-dir", keys))
