@@ -247,3 +247,7 @@ DESCRIPTOR = register(
 # What a polling source sends: nothing at start, then POLL every interval.
 START_COMMANDS: tuple[bytes, ...] = ()
 POLL_COMMAND: bytes | None = cmd_read()
+
+# No sleep mode (the NDIR lamp pulses on its own): nothing to send for duty cycling.
+SLEEP_COMMANDS: tuple[bytes, ...] = ()
+WAKE_COMMANDS: tuple[bytes, ...] = ()

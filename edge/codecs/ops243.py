@@ -298,3 +298,7 @@ DESCRIPTOR = register(
 # Sent once after opening: JSON output, per-object reports, km/h.
 START_COMMANDS: tuple[bytes, ...] = (cmd_json(True), cmd_object_reports(True), cmd_units("kmh"))
 POLL_COMMAND: bytes | None = None
+
+# A traffic radar is not duty-cycled (it would miss vehicles): nothing to send.
+SLEEP_COMMANDS: tuple[bytes, ...] = ()
+WAKE_COMMANDS: tuple[bytes, ...] = ()

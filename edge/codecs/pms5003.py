@@ -273,3 +273,7 @@ DESCRIPTOR = register(
 # (Passive mode: send cmd_passive_mode() once, then poll with cmd_passive_read().)
 START_COMMANDS: tuple[bytes, ...] = ()
 POLL_COMMAND: bytes | None = None
+
+# Duty cycling (spares the fan): what a source sends to sleep and to wake the sensor.
+SLEEP_COMMANDS: tuple[bytes, ...] = (cmd_sleep(),)
+WAKE_COMMANDS: tuple[bytes, ...] = (cmd_wake(),)

@@ -343,3 +343,7 @@ DESCRIPTOR = register(
 # What a polling source sends: start continuous measurement once, then read every interval.
 START_COMMANDS: tuple[bytes, ...] = (cmd_start_continuous(0),)
 POLL_COMMAND: bytes | None = cmd_read_measurement()
+
+# Duty cycling: stop / restart continuous measurement (reads in between return the last value).
+SLEEP_COMMANDS: tuple[bytes, ...] = (cmd_stop_continuous(),)
+WAKE_COMMANDS: tuple[bytes, ...] = (cmd_start_continuous(0),)

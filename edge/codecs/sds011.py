@@ -305,3 +305,7 @@ DESCRIPTOR = register(
 # that wants query mode sends cmd_report_mode(query=True) and polls with cmd_query_data().)
 START_COMMANDS: tuple[bytes, ...] = ()
 POLL_COMMAND: bytes | None = None
+
+# Duty cycling (spares the laser): what a source sends to sleep and to wake the sensor.
+SLEEP_COMMANDS: tuple[bytes, ...] = (cmd_sleep(),)
+WAKE_COMMANDS: tuple[bytes, ...] = (cmd_wake(),)

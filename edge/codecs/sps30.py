@@ -394,3 +394,7 @@ DESCRIPTOR = register(
 # What a polling source sends: start once, then read every interval.
 START_COMMANDS: tuple[bytes, ...] = (cmd_wake(), cmd_start_measurement())
 POLL_COMMAND: bytes | None = cmd_read_measured_values()
+
+# Duty cycling: sleep is only allowed in idle mode, so stop first; wake then start again.
+SLEEP_COMMANDS: tuple[bytes, ...] = (cmd_stop_measurement(), cmd_sleep())
+WAKE_COMMANDS: tuple[bytes, ...] = (cmd_wake(), cmd_start_measurement())

@@ -197,3 +197,35 @@ async def test_asyncio_polling_sps30(emulator: Factory) -> None:
         assert got == [s.values for s in emu.sent_values if s.values][:3]
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("sensor", ["sds011", "pms5003", "sps30"])
+def test_duty_cycle_commands_stop_and_resume_data(emulator: Factory, sensor: str) -> None:
+    emu = emulator(sensor, interval_s=0.01)
+    codec = importlib.import_module(f"edge.codecs.{sensor}")
+
+    def data_within(port: serial.Serial, dec: StreamDecoder, seconds: float) -> int:
+        n = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if codec.POLL_COMMAND:
+                port.write(codec.POLL_COMMAND)
+            time.sleep(0.015)
+            n += sum(1 for f in dec.feed(port.read(4096)) if f.kind == "data" and f.readings)
+        return n
+
+    with open_port(emu, timeout=0) as port:
+        dec = emu.descriptor.decoder()
+        for cmd in codec.START_COMMANDS:
+            port.write(cmd)
+        assert data_within(port, dec, 0.3) > 0
+        for cmd in codec.SLEEP_COMMANDS:
+            port.write(cmd)
+            time.sleep(0.02)
+        time.sleep(0.05)
+        port.reset_input_buffer()
+        assert data_within(port, dec, 0.3) == 0
+        for cmd in codec.WAKE_COMMANDS:
+            port.write(cmd)
+            time.sleep(0.02)
+        assert data_within(port, dec, 0.5) > 0
