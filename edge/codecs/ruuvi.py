@@ -3,6 +3,7 @@
 Pure functions over the manufacturer-data payload *after* the 2-byte company id, as bleak
 hands it over in ``AdvertisementData.manufacturer_data[0x0499]``. Supported formats:
 
+- 3 (RAWv1, older RuuviTag firmware, 14 bytes; it has no "not available" values),
 - 5 (RAWv2, RuuviTag, 24 bytes),
 - 6 (Ruuvi Air, BT4 legacy advertisement, 20 bytes),
 - E1 (Ruuvi Air, BT5 extended advertisement, 40 bytes).
@@ -90,6 +91,23 @@ def _decode_v5(payload: bytes) -> Frame:
     return _frame(readings, info)
 
 
+def _decode_v3(payload: bytes) -> Frame:
+    """RAWv1 (repository ruuvi/ruuvi-sensor-protocols, dataformat_03.md)."""
+    if len(payload) < 14:
+        raise BadPayload("short")
+    hum, t_int, t_frac, pres = struct.unpack_from(">BBBH", payload, 1)
+    acc = struct.unpack_from(">hhh", payload, 6)
+    (battery_mv,) = struct.unpack_from(">H", payload, 12)
+    temp = (t_int & 0x7F) + t_frac / 100
+    readings = [
+        Reading("temperature", round(-temp if t_int & 0x80 else temp, 2)),
+        Reading("humidity", hum * 0.5),
+        Reading("pressure", float(pres + 50000)),
+        Reading("battery_voltage", battery_mv / 1000),
+    ]
+    return _frame(readings, {"format": 3, "acceleration_mg": acc})
+
+
 def _decode_v6(payload: bytes) -> Frame:
     if len(payload) < 20:
         raise BadPayload("short")
@@ -169,7 +187,7 @@ def _frame(readings: list[Reading], info: dict[str, object]) -> Frame:
     return Frame(kind="data", readings=tuple(readings), skip_reason=skip, info=info)
 
 
-_FORMATS = {0x05: _decode_v5, 0x06: _decode_v6, 0xE1: _decode_e1}
+_FORMATS = {0x03: _decode_v3, 0x05: _decode_v5, 0x06: _decode_v6, 0xE1: _decode_e1}
 
 
 def decode(payload: bytes) -> Frame:
@@ -211,7 +229,7 @@ class RuuviDecoder:
 DESCRIPTOR = register(
     SensorDescriptor(
         name="ruuvi",
-        model="RuuviTag (format 5) / Ruuvi Air (formats 6, E1)",
+        model="RuuviTag (formats 3, 5) / Ruuvi Air (formats 6, E1)",
         manufacturer="Ruuvi Innovations",
         interface="ble",
         quantities=(
