@@ -165,3 +165,29 @@ def test_clean_stream_decodes_every_frame(sensor: str, data: st.DataObject, n: i
     frames = dec.feed(b"".join(p[0] for p in pairs))
     assert [_readings(f) for f in frames] == [pytest.approx(p[1]) for p in pairs]
     assert dec.stats.frames_bad == 0
+
+
+@pytest.mark.parametrize("sensor", ["sds011", "pms5003", "sps30", "mhz19b", "scd30", "ops243"])
+@_FUZZ
+@given(data=st.binary(max_size=64))
+def test_command_parsers_never_raise(sensor: str, data: bytes) -> None:
+    """What an emulator (or a sniffer) does with random host bytes: reject, never crash."""
+    import importlib
+
+    mod = importlib.import_module(f"edge.codecs.{sensor}")
+    parsed = mod.parse_command(data)
+    assert parsed is None or isinstance(parsed, mod.Command)
+
+
+@_FUZZ
+@given(data=st.binary(max_size=300), header=st.binary(min_size=1, max_size=3),
+       length=st.integers(3, 20))
+def test_split_fixed_is_bounded_and_lossless_for_commands(
+    data: bytes, header: bytes, length: int
+) -> None:
+    from hil.emulators.base import split_fixed
+
+    buf = bytearray(data)
+    out = split_fixed(buf, header, max(length, len(header)))
+    assert all(c.startswith(header) and len(c) == max(length, len(header)) for c in out)
+    assert len(buf) <= len(data)
