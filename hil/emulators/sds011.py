@@ -13,9 +13,9 @@ from hil.emulators.base import SensorEmulator, split_fixed
 class Sds011Emulator(SensorEmulator):
     """An SDS011 on a pseudo-terminal.
 
-    Sleeping, the sensor only answers the sleep/work command (as the real one does). In query
-    mode it sends a data frame only when asked. A working period of n minutes sends one frame
-    every ``n * minute_s`` seconds.
+    Sleeping, it only answers the sleep/work command (common drivers wake the sensor before
+    any other command, so nothing relies on more). In query mode it sends a data frame only
+    when asked. A working period of n minutes sends one frame every ``n * minute_s`` seconds.
     """
 
     descriptor = codec.DESCRIPTOR
