@@ -430,3 +430,28 @@ async def test_gatt_poll_falls_back_to_f0cd1503() -> None:
         got = await take(scanner, 1)
     assert got[0].frame.readings == aranet4.decode_readings(short).readings
     assert "age_s" not in got[0].frame.info and scanner.stats.gatt_errors == 0
+
+
+def test_docs_config_example_is_valid() -> None:
+    import re
+    import tomllib
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "ble.md").read_text()
+    block = re.search(r"```toml\n(\[ble\].*?)```", text, re.S)
+    assert block is not None
+    settings = BleSettings.model_validate(tomllib.loads(block.group(1))["ble"])
+    assert settings.gatt_poll[0].address == "D0:1B:5A:00:11:22"
+    assert settings.allow == ["CB:B8:33:4C:88:4F", "Aranet4 1B5A0"]
+
+
+def test_settings_errors_name_key_value_and_choices() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as err:
+        BleSettings.model_validate(
+            {"scanning_mode": "sniff", "gatt_poll": [{"address": "nope"}], "colour": 1}
+        )
+    text = str(err.value)
+    assert "scanning_mode" in text and "'sniff'" in text and "'passive' or 'active'" in text
+    assert "gatt_poll.0.address" in text and "AA:BB:CC:DD:EE:FF" in text
+    assert "colour" in text and "Extra inputs are not permitted" in text
