@@ -97,11 +97,11 @@ class Counter:
 
     def report(self, kmh, inbound, now):
         """One per-object report at node time ``now`` (ms)."""
-        if kmh < MIN_SPEED:
+        tenths = int(kmh * 10 + 0.5)  # speeds are kept in 0.1 km/h steps
+        if tenths < MIN_SPEED * 10:
             return
         self.reports += 1
         side = 0 if inbound == self.inbound_lft else 1
-        tenths = int(kmh * 10 + 0.5)
         if tenths > 65535:
             tenths = 65535
         pend = self.pend_speed[side]
