@@ -160,48 +160,75 @@ class VerifiedBundle:
 
 
 def verify_bundle(data: bytes, anchors: dict[str, Ed25519PublicKey]) -> VerifiedBundle:
-    """Parse and verify a bundle; raise :class:`BundleError` naming the first problem."""
+    """Parse and verify a bundle; raise :class:`BundleError` naming the first problem.
+
+    Untrusted input: every shape is checked before use, and nothing else than
+    :class:`BundleError` escapes (property-tested with arbitrary mutations).
+    """
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleError(f"bundle is {len(data)} bytes, over the {MAX_BUNDLE_BYTES} limit")
-    try:
-        doc = json.loads(data)
-        manifest = doc["manifest"]
-        sig = doc["signature"]
-        encoded = doc["files"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BundleError(f"not a duet bundle: {exc}") from None
-    if doc.get("format") != FORMAT:
-        raise BundleError(f"unsupported bundle format {doc.get('format')!r}; expected {FORMAT}")
-    if sig.get("alg") != "Ed25519":
-        raise BundleError(f"unsupported signature algorithm {sig.get('alg')!r}")
-    anchor = anchors.get(str(sig.get("key_id")))
+    manifest, sig, encoded = _parse_envelope(data)
+    anchor = anchors.get(sig["key_id"])
     if anchor is None:
         raise BundleError(
-            f"signed by key {sig.get('key_id')!r}, which is not in the trust anchor "
+            f"signed by key {sig['key_id']!r}, which is not in the trust anchor "
             f"(trusted: {', '.join(sorted(anchors))})"
         )
     try:
         anchor.verify(base64.b64decode(sig["value"], validate=True), _canonical(manifest))
     except (InvalidSignature, ValueError) as exc:
         raise BundleError("signature does not verify: the bundle was tampered with") from exc
-    files = _checked_files(manifest, encoded)
-    return VerifiedBundle(
-        kind=str(manifest["kind"]),
-        version=int(manifest["version"]),
-        gateway_id=str(manifest["gateway_id"]),
-        created=str(manifest["created"]),
-        key_id=str(sig["key_id"]),
-        files=files,
-    )
+    try:
+        files = _checked_files(manifest, encoded)
+        return VerifiedBundle(
+            kind=_typed(manifest, "kind", str),
+            version=_typed(manifest, "version", int),
+            gateway_id=_typed(manifest, "gateway_id", str),
+            created=_typed(manifest, "created", str),
+            key_id=sig["key_id"],
+            files=files,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, BundleError):
+            raise
+        raise BundleError(f"malformed signed manifest: {type(exc).__name__}: {exc}") from None
 
 
-def _checked_files(manifest: dict[str, Any], encoded: dict[str, str]) -> dict[str, bytes]:
-    listed = manifest.get("files", {})
-    if set(listed) != set(encoded):
+def _parse_envelope(data: bytes) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"not a duet bundle (not JSON: {exc})") from None
+    if not isinstance(doc, dict):
+        raise BundleError("not a duet bundle (top level is not an object)")
+    if doc.get("format") != FORMAT:
+        raise BundleError(f"unsupported bundle format {doc.get('format')!r}; expected {FORMAT}")
+    manifest, sig, encoded = doc.get("manifest"), doc.get("signature"), doc.get("files")
+    if not (isinstance(manifest, dict) and isinstance(sig, dict) and isinstance(encoded, dict)):
+        raise BundleError("not a duet bundle (manifest, signature and files must be objects)")
+    if sig.get("alg") != "Ed25519":
+        raise BundleError(f"unsupported signature algorithm {sig.get('alg')!r}")
+    if not isinstance(sig.get("key_id"), str) or not isinstance(sig.get("value"), str):
+        raise BundleError("signature key_id and value must be strings")
+    return manifest, {"key_id": sig["key_id"], "value": sig["value"]}, encoded
+
+
+def _typed(obj: dict[str, Any], key: str, kind: type) -> Any:
+    value = obj[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BundleError(f"manifest {key} must be a {kind.__name__}")
+    return value
+
+
+def _checked_files(manifest: dict[str, Any], encoded: dict[str, Any]) -> dict[str, bytes]:
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or set(listed) != set(encoded):
         raise BundleError("the files in the bundle differ from the signed manifest")
     files: dict[str, bytes] = {}
     for name, meta in listed.items():
         _check_name(name)
+        if not isinstance(encoded[name], str):
+            raise BundleError(f"file {name!r} is not base64 text")
         content = base64.b64decode(encoded[name], validate=True)
         if hashlib.sha256(content).hexdigest() != meta["sha256"]:
             raise BundleError(f"file {name!r} does not match its signed SHA-256")

@@ -9,6 +9,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from provisioning.bundles import (
     BundleError,
@@ -151,3 +153,45 @@ def test_two_trust_anchors_allow_key_rotation(tmp_path: Path, keys: tuple[Path, 
     store.apply(_bundle(priv, 1), "config")
     store.apply(_bundle(new_priv, 2), "config")
     assert store.current_version("config") == 2
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_bundles_never_verify_and_only_raise_bundle_error(
+    keys: tuple[Path, Path], data: st.DataObject
+) -> None:
+    """Any byte-level change to a signed bundle is refused with BundleError, never a crash."""
+    priv, trust = keys
+    anchors = load_trust_anchors(trust)
+    original = _bundle(priv, 3)
+    raw = bytearray(original)
+    kind = data.draw(st.sampled_from(["flip", "truncate", "insert", "json"]))
+    if kind == "flip":
+        pos = data.draw(st.integers(0, len(raw) - 1))
+        raw[pos] ^= data.draw(st.integers(1, 255))
+    elif kind == "truncate":
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
+    elif kind == "insert":
+        pos = data.draw(st.integers(0, len(raw)))
+        raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
+    else:
+        doc = json.loads(original)
+        path = data.draw(st.sampled_from([("manifest", "version"), ("manifest", "gateway_id"),
+                                          ("manifest", "kind"), ("signature", "key_id"),
+                                          ("signature", "value"), ("format",)]))
+        value = data.draw(st.one_of(st.integers(), st.text(max_size=20), st.none()))
+        target = doc
+        for key in path[:-1]:
+            target = target[key]
+        if target.get(path[-1]) == value:
+            return
+        target[path[-1]] = value
+        raw = bytearray(json.dumps(doc).encode())
+    if bytes(raw) == original:
+        return
+    try:
+        verified = verify_bundle(bytes(raw), anchors)
+    except BundleError:
+        return
+    # Only whitespace-level changes outside the signed content may still verify.
+    assert verified == verify_bundle(original, anchors)
