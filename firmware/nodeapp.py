@@ -88,6 +88,8 @@ class Node:
         self.batches = 0
         self.adv_seq = 0
         self.sleep_requested = None
+        self.faults = []  # sensor problems found at start, reported once connected
+        self.errors = 0
         slots = []
         divisors = []
         if self.kind == "traffic":
@@ -116,7 +118,11 @@ class Node:
                 import bme280
 
                 b = cfg["i2c"]
-                self.bme = bme280.BME280(hw.i2c(b[0], b[1], b[2]), cfg["bme280_addr"])
+                try:
+                    self.bme = bme280.BME280(hw.i2c(b[0], b[1], b[2]), cfg["bme280_addr"])
+                except OSError as exc:  # missing or broken: run without it, tell the gateway
+                    self.faults.append("bme280: " + str(exc))
+            if self.bme is not None:
                 idx = len(self.inventory)
                 self.inventory.append([self.bme.name, self.bme.model, list(self.bme.quantities)])
                 self.bme_slot0 = len(slots)
@@ -136,6 +142,8 @@ class Node:
             self.node_id, FIRMWARE_VERSION, self.kind, self.inventory, cfg, boot,
         )
         self.link.on_config = self.apply_config
+        for fault in self.faults:
+            self.link.log("error", "sensor", fault)
         self.wdt = hw.watchdog(cfg["wdt_s"] * 1000)
         now = self.clock.now()
         self.istart = now
@@ -266,5 +274,10 @@ def main():
     node = Node()
     tick = node.cfg["tick_ms"]
     while True:
-        node.step()
+        try:
+            node.step()
+        except Exception as exc:  # keep sampling; a real hang is the watchdog's job
+            node.errors += 1
+            if node.errors <= 10 or node.errors % 1000 == 0:
+                node.link.log("error", "step", type(exc).__name__ + ": " + str(exc))
         hw.sleep_ms(tick)

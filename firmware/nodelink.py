@@ -16,6 +16,7 @@ SEQ_FILE = "seq.bin"
 SEQ_BLOCK = 16
 HELLO_RETRY_MS = 2000
 MAX_SILENT_RESENDS = 3
+MAX_PENDING_LOGS = 4
 RING_MAGIC = b"DR1"
 _ENTRY = ">IBqH"  # seq, has wall-clock time, time (epoch ms or uptime ms), records length
 
@@ -37,6 +38,7 @@ class Link:
         self.connected = False
         self.last_send = None
         self.silent = 0
+        self.pending_logs = []
         self.on_config = None  # callback(cfg) after an accepted CFG update
         self.stats = {"rx_bad": 0, "resends": 0, "dropped": 0, "acks": 0, "sent": 0}
         self.next_seq = 1
@@ -87,7 +89,12 @@ class Link:
         self.hello_at = now
 
     def log(self, level, code, text):
-        self._send({"type": "log", "level": level, "code": code, "text": text})
+        """Send a log frame now, or once connected (at most MAX_PENDING_LOGS are kept)."""
+        msg = {"type": "log", "level": level, "code": code, "text": text[:120]}
+        if self.connected:
+            self._send(msg)
+        elif len(self.pending_logs) < MAX_PENDING_LOGS:
+            self.pending_logs.append(msg)
 
     def _batch_frame(self, entry, now):
         body = {1: entry[0], 4: P.RawCBOR(entry[3]), 5: self.ring[0][0]}
@@ -203,6 +210,9 @@ class Link:
             if len(self.ring) != before:
                 self._persist()
         if first_contact:
+            for msg in self.pending_logs:
+                self._send(msg)
+            self.pending_logs = []
             self.last_send = None  # (re)send everything pending now
             if self.ring:
                 self._send_window(now)

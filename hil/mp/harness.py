@@ -51,8 +51,9 @@ def boot():
         state["pmemu"] = emusensors.PMSensor(board.uart(conf["pm_uart"][0], 0, 0, 0),
                                              state["pm"], state["pm_values"], state["ramp"])
         state["pmemu"].next_ms = board.clock.t
-        state["bme"] = emusensors.BME280(*state["env"])
-        board.i2c.devices[conf["bme280_addr"]] = state["bme"]
+        if state["env"] is not None:  # env=None: no BME280 on the bus
+            state["bme"] = emusensors.BME280(*state["env"])
+            board.i2c.devices[conf["bme280_addr"]] = state["bme"]
         state["radar"] = None
     state["link"] = board.uart(conf["link_uart"][0], 0, 0, 0)
     state["node"] = nodeapp.Node(conf, state["boots"])

@@ -213,3 +213,14 @@ def test_traffic_node_reads_json_reports(node: EmulatedNode) -> None:
     converse(node, gw, 32_000)
     got = {o.stream.quantity_code: o.result for o in gw.batches[0].observations}
     assert (got["car_lft"], got["bike_rgt"]) == (1, 1)
+
+
+def test_missing_bme280_is_reported_and_the_node_keeps_measuring(node: EmulatedNode) -> None:
+    node.setup(kind="air", cfg={"interval_s": 20, "pm_on_s": 20, "pm_warmup_s": 0}, env=None)
+    gw = Gateway()
+    converse(node, gw, 22_000)
+    assert [(log["level"], log["code"]) for log in gw.logs] == [("error", "sensor")]
+    assert "bme280" in str(gw.logs[0]["text"])
+    assert gw.session.node is not None
+    assert [s[0] for s in gw.session.node.sensors] == ["sds011"]
+    assert {o.stream.quantity_code for o in gw.batches[0].observations} == {"pm2_5", "pm10"}
