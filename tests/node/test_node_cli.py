@@ -85,3 +85,22 @@ def test_decode_command() -> None:
     bad = runner.invoke(app, ["node", "decode", "0511030000"])
     assert bad.exit_code == 1
     assert json.loads(bad.output)["error"] == "cobs"
+
+
+def test_source_factories_build_both_sources(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from edge.node import source_factories
+    from edge.node.ble import NodeBleSource
+    from edge.node.serial_source import NodeSerialSource
+
+    factories = source_factories()
+    serial = factories["node_serial"](SimpleNamespace(
+        name="n", port="/dev/ttyUSB1", baudrate=None,
+        options={"state_path": str(tmp_path / "nodes.db")}), "gw")
+    assert isinstance(serial, NodeSerialSource) and serial.baudrate == 115200
+    ble = factories["node_ble"](SimpleNamespace(name="b", options={}), "gw")
+    assert isinstance(ble, NodeBleSource)
+    with pytest.raises(ValueError, match="state_pth"):
+        factories["node_serial"](SimpleNamespace(name="n", port="/dev/x", baudrate=None,
+                                                 options={"state_pth": "x"}), "gw")
