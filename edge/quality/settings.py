@@ -138,7 +138,35 @@ DEFAULT_THRESHOLDS: dict[str, dict[str, Any]] = {
     "pressure": {"fail_min": 30000, "fail_max": 110000, "suspect_min": 95000,
                  "suspect_max": 105000, "spike_min_abs": 200.0,
                  "flat_line_suspect": 120, "flat_line_fail": 600},
+    "voc_index": {"fail_min": 1, "fail_max": 500, "flat_line_suspect": 120,
+                  "flat_line_fail": 600},
+    "nox_index": {"fail_min": 1, "fail_max": 500, "flat_line_suspect": 120,
+                  "flat_line_fail": 600, "flat_line_min_level": 1.0},
+    "sound_level": {"fail_min": 0, "fail_max": 150, "suspect_min": 20, "suspect_max": 130},
+    "illuminance": {"fail_min": 0, "fail_max": 200000, "flat_line_min_level": 1.0},
+    "battery_voltage": {"fail_min": 0, "fail_max": 6, "flat_line_suspect": 1000,
+                        "flat_line_fail": 10000},
+    "v85": {"fail_min": 0, "fail_max": 250, "suspect_max": 150, "flat_line_min_level": 0.0},
+    "speed": {"fail_min": 0, "fail_max": 300, "suspect_max": 200, "flat_line_min_level": 0.0},
+    "uptime": {"fail_min": 0, "fail_max": 1, "flat_line_suspect": 1000,
+               "flat_line_fail": 10000},
 }
+
+# Counts per interval (traffic): zero is a normal run at night, and bursts are real traffic.
+COUNT_DEFAULTS: dict[str, Any] = {
+    "fail_min": 0, "spike_suspect": 30.0, "spike_fail": 60.0, "spike_min_abs": 20.0,
+    "flat_line_min_level": 0.0, "flat_line_suspect": 48, "flat_line_fail": 96,
+}
+
+
+def default_thresholds(code: str) -> dict[str, Any]:
+    """The documented defaults of one quantity (count quantities share COUNT_DEFAULTS)."""
+    if code in DEFAULT_THRESHOLDS:
+        return DEFAULT_THRESHOLDS[code]
+    known = QUANTITIES.get(code)
+    if known is not None and known.unit == "{count}":
+        return COUNT_DEFAULTS
+    return {}
 
 
 class ColocatedPair(BaseModel):
@@ -225,7 +253,7 @@ class QualitySettings(BaseModel):
             if isinstance(override, QuantityThresholds):
                 merged[code] = override
             elif isinstance(override, dict):
-                merged[code] = {**DEFAULT_THRESHOLDS.get(code, {}), **override}
+                merged[code] = {**default_thresholds(code), **override}
             else:
                 merged[code] = override
         return merged
@@ -235,4 +263,4 @@ class QualitySettings(BaseModel):
         found = self.quantities.get(code)
         if found is not None:
             return found
-        return QuantityThresholds(**DEFAULT_THRESHOLDS.get(code, {}))
+        return QuantityThresholds(**default_thresholds(code))

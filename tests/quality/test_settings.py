@@ -12,7 +12,7 @@ def test_defaults_per_quantity() -> None:
     s = QualitySettings()
     assert s.thresholds("pm2_5").fail_max == DEFAULT_THRESHOLDS["pm2_5"]["fail_max"]
     assert s.thresholds("humidity").rate_of_change_max == 0.2
-    generic = s.thresholds("voc_index")  # no table entry: generic defaults
+    generic = s.thresholds("mox_response")  # no table entry: generic defaults
     assert generic.fail_min is None and generic.spike_suspect == 8.0
 
 
@@ -46,3 +46,24 @@ def test_gateway_config_includes_quality_section() -> None:
     assert GatewayConfig.model_fields["quality"].annotation is not None
     schema = str(GatewayConfig.model_json_schema())
     assert "QualitySettings" in schema
+
+
+def test_count_quantities_share_count_defaults() -> None:
+    from edge.quality.settings import COUNT_DEFAULTS
+
+    th = QualitySettings().thresholds("car")
+    assert th.flat_line_min_level == 0.0 and th.fail_min == 0
+    assert th.spike_suspect == COUNT_DEFAULTS["spike_suspect"]
+
+
+def test_zero_traffic_at_night_is_not_a_stuck_counter() -> None:
+    from edge.model import QC_PASS
+    from edge.quality.stage import QualityStage
+
+    from .conftest import T0, make_obs
+
+    stage = QualityStage(QualitySettings.model_validate({"ml": {"enabled": False}}))
+    counts = [0.0] * 200
+    batch = [make_obs("telraam", "bike", c, T0 + i * 900_000) for i, c in enumerate(counts)]
+    stage.process(batch)
+    assert {o.quality.tests["flat_line"] for o in batch if o.quality} == {QC_PASS}
