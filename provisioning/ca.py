@@ -108,8 +108,10 @@ class CertificateAuthority:
     # --- lifecycle -------------------------------------------------------------------
     @classmethod
     def create(
-        cls, directory: Path, name: str = "duet-edge lab CA", days: int = 3650
+        cls, directory: Path, name: str = "duet-edge lab CA", days: int = 3650,
+        passphrase: bytes | None = None,
     ) -> CertificateAuthority:
+        """A new CA; with ``passphrase`` the key file is encrypted (recommended outside labs)."""
         directory = ensure_private_dir(Path(directory))
         if (directory / "ca.key").exists():
             raise CAError(f"{directory} already holds a CA; use it, or pick another directory")
@@ -142,7 +144,12 @@ class CertificateAuthority:
             .add_extension(ski, critical=False)
             .sign(key, hashes.SHA256())
         )
-        write_secret(directory / "ca.key", private_key_pem(key))
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(passphrase) if passphrase
+            else serialization.NoEncryption()
+        )
+        write_secret(directory / "ca.key", key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
         write_public(directory / "ca.crt", cert.public_bytes(serialization.Encoding.PEM))
         ca = cls(directory, key, cert)
         ca._write_index([])
@@ -150,23 +157,37 @@ class CertificateAuthority:
         return ca
 
     @classmethod
-    def open(cls, directory: Path) -> CertificateAuthority:
+    def open(cls, directory: Path, passphrase: bytes | None = None) -> CertificateAuthority:
         directory = Path(directory)
         key_path, cert_path = directory / "ca.key", directory / "ca.crt"
         if not key_path.exists() or not cert_path.exists():
             raise CAError(
                 f"{directory} is not a CA directory (run `duet-edge provision ca create` first)"
             )
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        try:
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=passphrase)
+        except TypeError:
+            raise CAError(f"{key_path} is encrypted: give its passphrase "
+                          "(--passphrase-env VAR)") from None
+        except ValueError:
+            raise CAError(f"cannot decrypt {key_path}: wrong passphrase?") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise CAError(f"{key_path}: expected an ECDSA key")
         return cls(directory, key, x509.load_pem_x509_certificate(cert_path.read_bytes()))
 
     # --- index -----------------------------------------------------------------------
     def issued(self) -> list[IssuedCert]:
-        if not self.index_path.exists():
+        return self.read_issued(self.directory)
+
+    @staticmethod
+    def read_issued(directory: Path) -> list[IssuedCert]:
+        """The index alone (no key needed): for listings and inventories."""
+        index = Path(directory) / "index.json"
+        if not index.exists():
+            if not (Path(directory) / "ca.crt").exists():
+                raise CAError(f"{directory} is not a CA directory")
             return []
-        rows = json.loads(self.index_path.read_text(encoding="utf-8"))
+        rows = json.loads(index.read_text(encoding="utf-8"))
         return [IssuedCert(**row) for row in rows]
 
     def _write_index(self, rows: list[IssuedCert]) -> None:

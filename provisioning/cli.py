@@ -52,6 +52,10 @@ DEFAULT_IDENTITY = Path("/etc/duet-edge/identity")
 DEFAULT_CONFIG = Path("/etc/duet-edge/gateway.toml")
 DEFAULT_DATA = Path("/var/lib/duet-edge")
 CaDir = Annotated[Path, typer.Option("--ca-dir", help="The CA directory.")]
+PassEnv = Annotated[
+    str | None,
+    typer.Option("--passphrase-env", help="Environment variable holding the CA key passphrase."),
+]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -180,9 +184,18 @@ def expiry(cert: Annotated[Path, typer.Argument(help="A PEM certificate (chain).
 
 
 # --- CA --------------------------------------------------------------------------------
-def _open_ca(ca_dir: Path) -> CertificateAuthority:
+def _passphrase(env: str | None) -> bytes | None:
+    if env is None:
+        return None
+    value = os.environ.get(env, "")
+    if not value:
+        raise _fail(f"environment variable {env} is empty or not set")
+    return value.encode()
+
+
+def _open_ca(ca_dir: Path, passphrase_env: str | None = None) -> CertificateAuthority:
     try:
-        return CertificateAuthority.open(ca_dir)
+        return CertificateAuthority.open(ca_dir, _passphrase(passphrase_env))
     except CAError as exc:
         raise _fail(str(exc)) from None
 
@@ -192,10 +205,12 @@ def ca_create(
     ca_dir: CaDir,
     name: Annotated[str, typer.Option(help="CA common name.")] = "duet-edge lab CA",
     days: Annotated[int, typer.Option(help="CA validity in days.")] = 3650,
+    passphrase_env: PassEnv = None,
 ) -> None:
-    """Create a CA (key 0600, self-signed certificate, empty CRL)."""
+    """Create a CA (key 0600, encrypted with --passphrase-env; certificate; empty CRL)."""
     try:
-        ca = CertificateAuthority.create(ca_dir, name=name, days=days)
+        ca = CertificateAuthority.create(ca_dir, name=name, days=days,
+                                         passphrase=_passphrase(passphrase_env))
     except CAError as exc:
         raise _fail(str(exc)) from None
     console.print(f"[green]✓[/green] CA {name!r} in {ca_dir}; trust anchor: {ca.cert_path}")
@@ -209,9 +224,10 @@ def ca_sign(
     role: Annotated[str, typer.Option(help=f"One of {', '.join(ROLES)}.")] = "gateway",
     days: Annotated[int, typer.Option(help="Validity in days.")] = 365,
     host: Annotated[list[str] | None, typer.Option(help="Server DNS name / IP.")] = None,
+    passphrase_env: PassEnv = None,
 ) -> None:
     """Sign a CSR; writes the certificate chain (leaf + CA)."""
-    ca = _open_ca(ca_dir)
+    ca = _open_ca(ca_dir, passphrase_env)
     try:
         cert = ca.sign_csr(load_csr(csr), role, days, hosts=tuple(host or ()))  # type: ignore[arg-type]
     except (CAError, IdentityError) as exc:
@@ -229,11 +245,12 @@ def ca_issue(
     role: Annotated[str, typer.Option(help="receiver or server.")] = "receiver",
     days: Annotated[int, typer.Option(help="Validity in days.")] = 365,
     host: Annotated[list[str] | None, typer.Option(help="Server DNS name / IP.")] = None,
+    passphrase_env: PassEnv = None,
 ) -> None:
     """Issue a key and certificate for a broker or receiver (gateways use `init`)."""
     if role == "gateway":
         raise _fail("gateways create their own key: run `provision init` on the gateway")
-    ca = _open_ca(ca_dir)
+    ca = _open_ca(ca_dir, passphrase_env)
     try:
         key_pem, cert = ca.issue_key_and_cert(common_name, role, days,  # type: ignore[arg-type]
                                               hosts=tuple(host or ()))
@@ -250,9 +267,10 @@ def ca_revoke(
     selector: Annotated[str, typer.Argument(help="Hex serial, or a CN (revokes all its certs).")],
     ca_dir: CaDir,
     reason: Annotated[str, typer.Option(help="Why, for the records.")] = "unspecified",
+    passphrase_env: PassEnv = None,
 ) -> None:
     """Revoke and rewrite the CRL; then reload the broker (SIGHUP) so it uses the new CRL."""
-    ca = _open_ca(ca_dir)
+    ca = _open_ca(ca_dir, passphrase_env)
     try:
         rows = ca.revoke(selector, reason)
     except CAError as exc:
@@ -264,9 +282,13 @@ def ca_revoke(
 
 
 @ca_app.command("crl")
-def ca_crl(ca_dir: CaDir, days: Annotated[int, typer.Option(help="CRL validity.")] = 30) -> None:
+def ca_crl(
+    ca_dir: CaDir,
+    days: Annotated[int, typer.Option(help="CRL validity.")] = 30,
+    passphrase_env: PassEnv = None,
+) -> None:
     """Re-issue the CRL (do this before its next-update date, e.g. from cron)."""
-    path = _open_ca(ca_dir).write_crl(days)
+    path = _open_ca(ca_dir, passphrase_env).write_crl(days)
     console.print(f"[green]✓[/green] {path} valid for {days} days")
 
 
@@ -274,7 +296,11 @@ def ca_crl(ca_dir: CaDir, days: Annotated[int, typer.Option(help="CRL validity."
 def ca_list(ca_dir: CaDir) -> None:
     """Every certificate issued, with its state and expiry."""
     table = Table("CN", "role", "serial", "not after", "state")
-    for row in _open_ca(ca_dir).issued():
+    try:
+        rows = CertificateAuthority.read_issued(ca_dir)
+    except CAError as exc:
+        raise _fail(str(exc)) from None
+    for row in rows:
         state = row.state()
         colour = {"valid": "green", "expired": "yellow", "revoked": "red"}[state]
         table.add_row(row.common_name, row.role, row.serial[:16], row.not_after[:10],
@@ -291,9 +317,10 @@ def broker_config(
     port: Annotated[int, typer.Option(help="TLS listener port.")] = 8883,
     receiver: Annotated[list[str] | None, typer.Option(help="Receiver CNs (receiver-…).")] = None,
     run_as: Annotated[str, typer.Option(help="User Mosquitto drops to.")] = "mosquitto",
+    passphrase_env: PassEnv = None,
 ) -> None:
     """Render the shipped Mosquitto config (TLS, client certs, ACL) with a server cert."""
-    ca = _open_ca(ca_dir)
+    ca = _open_ca(ca_dir, passphrase_env)
     server_key = out_dir / "server.key"
     if not server_key.exists():
         key_pem, cert = ca.issue_key_and_cert(host[0], "server", hosts=tuple(host))

@@ -45,7 +45,7 @@ def collect(ca_dir: Path | None = None, records_dir: Path | None = None) -> list
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     if ca_dir is not None:
-        for cert in CertificateAuthority.open(Path(ca_dir)).issued():
+        for cert in CertificateAuthority.read_issued(Path(ca_dir)):
             if cert.role == "server":
                 continue
             row: dict[str, Any] = dict(records.get(cert.common_name, {}))

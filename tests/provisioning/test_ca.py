@@ -164,3 +164,31 @@ def test_init_gives_the_key_to_the_service_user(tmp_path: Path) -> None:
         str(tmp_path / "id2"), "--config", str(tmp_path / "gw2.toml"), "--owner", "no-such-user"])
     assert bad.exit_code == 1 and "no such user" in bad.output
     assert not (tmp_path / "id2").exists()  # refused before anything was created
+
+
+def test_ca_key_encrypted_with_a_passphrase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from provisioning.cli import app
+
+    runner = CliRunner()
+    secret = "correct horse battery staple 42"
+    monkeypatch.setenv("DUET_CA_PASS", secret)
+    monkeypatch.setenv("WRONG_PASS", "nope")
+    ca_dir = str(tmp_path / "ca")
+    outputs = [runner.invoke(app, ["ca", "create", "--ca-dir", ca_dir,
+                                   "--passphrase-env", "DUET_CA_PASS"])]
+    assert outputs[-1].exit_code == 0, outputs[-1].output
+    assert b"ENCRYPTED PRIVATE KEY" in (tmp_path / "ca" / "ca.key").read_bytes()
+    csr = create_identity(tmp_path / "gw", "gw-enc").csr
+    outputs.append(runner.invoke(app, ["ca", "sign", str(csr), "--ca-dir", ca_dir]))
+    assert outputs[-1].exit_code == 1 and "encrypted" in outputs[-1].output
+    outputs.append(runner.invoke(app, ["ca", "sign", str(csr), "--ca-dir", ca_dir,
+                                       "--passphrase-env", "WRONG_PASS"]))
+    assert outputs[-1].exit_code == 1 and "wrong passphrase" in " ".join(outputs[-1].output.split())
+    outputs.append(runner.invoke(app, ["ca", "sign", str(csr), "--ca-dir", ca_dir,
+                                       "--passphrase-env", "DUET_CA_PASS"]))
+    assert outputs[-1].exit_code == 0, outputs[-1].output
+    outputs.append(runner.invoke(app, ["ca", "list", "--ca-dir", ca_dir]))  # no key needed
+    assert outputs[-1].exit_code == 0 and "gw-enc" in outputs[-1].output
+    assert all(secret not in r.output for r in outputs)
