@@ -19,8 +19,9 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
 DataOpt = Annotated[
     Path | None,
-    typer.Option("--data", help="UCI Air Quality CSV or a CSV with timestamp + quantity columns "
-                 "(default: the UCI copy shipped with duet-edge)."),
+    typer.Option("--data", help="UCI Air Quality CSV, the twin receiver's store (.db, with "
+                 "--sensor), or a CSV with timestamp + quantity columns (default: the UCI copy "
+                 "in the repository)."),
 ]
 
 
@@ -49,6 +50,9 @@ def train(
     train_fraction: Annotated[float, typer.Option(min=0.05, max=0.9)] = 0.25,
     val_fraction: Annotated[float, typer.Option(min=0.02, max=0.5)] = 0.10,
     name: Annotated[str | None, typer.Option(help="Artefact name.")] = None,
+    sensor: Annotated[
+        str | None, typer.Option(help="With a twin store (.db) as --data: the sensor to use.")
+    ] = None,
 ) -> None:
     """Train the window autoencoder on clean data and write model.tflite + model.json."""
     from edge.quality.ml import save_artefact
@@ -65,7 +69,10 @@ def train(
         val_fraction=val_fraction,
     )
     started = time.perf_counter()
-    series = load_series(data)
+    try:
+        series = load_series(data, sensor)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     missing = [c for c in (quantity, *cfg.co_features) if c not in series.values]
     if missing:
         raise typer.BadParameter(

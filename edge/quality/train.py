@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,8 +42,13 @@ class Series:
     values: dict[str, np.ndarray]
 
 
-def load_series(path: Path | None) -> Series:
-    """UCI file (default) or a CSV with ``timestamp`` (ISO 8601 or epoch ms) + quantity columns."""
+def load_series(path: Path | None, sensor: str | None = None) -> Series:
+    """UCI file (default), the twin receiver's SQLite store (``.db``/``.sqlite``, one
+    ``sensor``), or a CSV with ``timestamp`` (ISO 8601 or epoch ms) + quantity columns."""
+    if path is not None and path.suffix in (".db", ".sqlite", ".sqlite3"):
+        if not sensor:
+            raise ValueError("a twin store holds many sensors: say which one (--sensor)")
+        return load_twin_store(path, sensor)
     if path is None or _is_uci(path):
         data = uci.load(path)
         return Series(data.times_ms, data.values)
@@ -58,6 +65,34 @@ def load_series(path: Path | None) -> Series:
         np.asarray(times, np.int64)[order],
         {k: np.asarray(v, np.float64)[order] for k, v in cols.items()},
     )
+
+
+def load_twin_store(path: Path, sensor: str) -> Series:
+    """Observations of ``sensor`` as received by the twin (edge/ingest/store.py), one column per
+    quantity, one row per phenomenon time. Values the gateway flagged suspect or worse are
+    left out (NaN): training wants clean history.
+    """
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = con.execute(
+            "SELECT phenomenon_ms, quantity, result, quality FROM observation WHERE sensor=? "
+            "ORDER BY phenomenon_ms, seq", (sensor,)
+        ).fetchall()
+    finally:
+        con.close()
+    if not rows:
+        raise ValueError(f"{path}: no observations of sensor {sensor!r}")
+    times = sorted({int(r[0]) for r in rows})
+    index = {t: i for i, t in enumerate(times)}
+    cols: dict[str, np.ndarray] = {}
+    for ms, code, result, quality in rows:
+        if quality and int(json.loads(quality).get("agg", 2)) in (3, 4):
+            continue
+        col = cols.get(code)
+        if col is None:
+            col = cols[code] = np.full(len(times), np.nan)
+        col[index[int(ms)]] = float(result)
+    return Series(np.asarray(times, np.int64), cols)
 
 
 def _is_uci(path: Path) -> bool:

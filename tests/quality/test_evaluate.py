@@ -88,3 +88,38 @@ def test_cli_rejects_unknown_fault() -> None:
     res = CliRunner().invoke(app, ["evaluate", "--faults", "gremlins"])
     assert res.exit_code != 0
     assert "gremlins" in res.output
+
+
+def test_train_from_twin_store(tmp_path: Path) -> None:
+    """The receiver's SQLite store is training data; flagged rows are left out."""
+    import math
+    import sqlite3
+
+    from edge.ingest.store import ReceiverStore
+
+    db = tmp_path / "twin.db"
+    ReceiverStore(db).db.close()
+    con = sqlite3.connect(db)
+    rows = []
+    t0 = 1_700_000_000_000
+    for i in range(400):
+        t = t0 + i * 3_600_000
+        values = {"co": 1 + 0.5 * math.sin(i / 4), "temperature": 10 + math.sin(i / 24),
+                  "humidity": 70 + 5 * math.cos(i / 24)}
+        for k, (code, v) in enumerate(values.items()):
+            agg = 4 if (code == "co" and i == 50) else 1
+            rows.append((f"{i}-{k}", "gw", 3 * i + k, "aq", code, "-", t, None, t, v, None,
+                         json.dumps({"agg": agg}), "{}", t))
+    con.executemany("INSERT INTO observation VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    con.commit()
+    con.close()
+    out = tmp_path / "m"
+    res = CliRunner().invoke(app, ["train", "--data", str(db), "--sensor", "aq", "--out",
+                                   str(out), "--epochs", "3", "--train-fraction", "0.5"])
+    assert res.exit_code == 0, res.output
+    from edge.quality.train import load_series as load
+
+    series = load(db, "aq")
+    assert np.isnan(series.values["co"][50]) and not np.isnan(series.values["co"][51])
+    res = CliRunner().invoke(app, ["train", "--data", str(db), "--out", str(out)])
+    assert res.exit_code != 0 and "--sensor" in res.output
