@@ -141,6 +141,7 @@ def _optional_model(module: str, name: str) -> Any:
 StaHttpSettings: Any = _optional_model("edge.uplinks.sensorthings_http", "SensorThingsHttpSettings")
 CalibrationSettings: Any = _optional_model("calibration.settings", "CalibrationSettings")
 QualitySettings: Any = _optional_model("edge.quality.settings", "QualitySettings")
+WebSettings: Any = _optional_model("edge.web.settings", "WebSettings")
 
 
 class UplinkSettings(Strict):
@@ -170,6 +171,7 @@ class GatewayConfig(Strict):
     quality: QualitySettings | None = None
     runtime: RuntimeSettings = RuntimeSettings()
     log: LogSettings = LogSettings()
+    web: WebSettings | None = None
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> GatewayConfig:

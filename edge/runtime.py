@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib
 import logging
 import signal
 import time
@@ -153,6 +154,8 @@ class Gateway:
     # ------------------------------------------------------------------ tasks
     async def run(self, stop: asyncio.Event) -> None:
         tasks: list[asyncio.Task[None]] = []
+        if self.config.web is not None:  # status page: sees every batch from the first one
+            tasks.append(importlib.import_module("edge.web").start(self, tasks))
         for source in self.sources:
             ctx = SourceContext(self.gateway_id, self.emit, self.source_health[source.name])
             tasks.append(

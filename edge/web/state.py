@@ -1,0 +1,174 @@
+"""In-memory view of what the gateway measured: latest values and a bounded 24 h history.
+
+:class:`LiveState` is registered as a ``Gateway.listeners`` callable, so it sees every batch
+after the pipeline stages, on the event loop, without touching the outbox. Memory is bounded:
+at most ``max_streams`` datastreams, each with ``history_s / bucket_s`` buckets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edge.model import QC_NOT_EVALUATED, QC_PASS, Observation, Provenance, Quality
+
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class Bucket:
+    start_ms: int
+    total: float
+    count: int
+    low: float
+    high: float
+
+    def add(self, value: float) -> None:
+        self.total += value
+        self.count += 1
+        self.low = min(self.low, value)
+        self.high = max(self.high, value)
+
+    def as_list(self) -> list[float | int]:
+        return [self.start_ms, round(self.total / self.count, 4), self.low, self.high]
+
+
+@dataclass(slots=True)
+class StreamState:
+    """One datastream: its latest observation and per-bucket means."""
+
+    sensor: str
+    quantity: str
+    value: float
+    raw: float | None
+    phenomenon_ms: int
+    phenomenon_end_ms: int | None
+    quality: Quality | None
+    provenance: Provenance
+    updated_ms: int
+    count: int = 0
+    flagged_since: dict[str, int] = field(default_factory=dict)  # test → first flagged ms
+    buckets: deque[Bucket] = field(default_factory=deque)
+
+    @property
+    def time_ms(self) -> int:
+        return self.phenomenon_end_ms if self.phenomenon_end_ms is not None else self.phenomenon_ms
+
+
+class RateMeter:
+    """Observations per second over a sliding window of one-second slots."""
+
+    def __init__(self, window_s: int = 300, clock: Clock = time.time) -> None:
+        self._slots: deque[list[int]] = deque(maxlen=window_s)
+        self._clock = clock
+        self._window_s = window_s
+        self.started = clock()
+
+    def add(self, count: int) -> None:
+        second = int(self._clock())
+        if self._slots and self._slots[-1][0] == second:
+            self._slots[-1][1] += count
+        else:
+            self._slots.append([second, count])
+
+    def per_second(self) -> float:
+        now = self._clock()
+        horizon = now - self._window_s
+        total = sum(c for s, c in self._slots if s >= horizon)
+        span = min(self._window_s, max(1.0, now - self.started))
+        return total / span
+
+
+class LiveState:
+    """Keeps the latest value and 24 h of bucket means per datastream; call it with batches."""
+
+    def __init__(
+        self,
+        *,
+        bucket_s: int = 60,
+        history_s: int = 24 * 3600,
+        max_streams: int = 256,
+        clock: Clock = time.time,
+    ) -> None:
+        self.bucket_ms = bucket_s * 1000
+        self.history_ms = history_s * 1000
+        self.max_buckets = max(1, history_s // bucket_s)
+        self.max_streams = max_streams
+        self.streams: dict[tuple[str, str], StreamState] = {}
+        self.dropped_streams = 0
+        self.rate = RateMeter(clock=clock)
+        self._clock = clock
+
+    def __call__(self, observations: list[Observation]) -> None:
+        now_ms = int(self._clock() * 1000)
+        self.rate.add(len(observations))
+        for obs in observations:
+            self._one(obs, now_ms)
+
+    def _one(self, obs: Observation, now_ms: int) -> None:
+        key = (obs.stream.sensor_id, obs.stream.quantity_code)
+        st = self.streams.get(key)
+        if st is None:
+            if len(self.streams) >= self.max_streams:
+                self.dropped_streams += 1
+                return
+            st = StreamState(
+                key[0], key[1], obs.result, obs.raw_result, obs.phenomenon_ms,
+                obs.phenomenon_end_ms, obs.quality, obs.provenance, now_ms,
+            )
+            self.streams[key] = st
+        elif obs.phenomenon_ms >= st.phenomenon_ms:
+            st.value = obs.result
+            st.raw = obs.raw_result
+            st.phenomenon_ms = obs.phenomenon_ms
+            st.phenomenon_end_ms = obs.phenomenon_end_ms
+            st.quality = obs.quality
+            st.provenance = obs.provenance
+            st.updated_ms = now_ms
+            self._track_flags(st, obs.quality, obs.phenomenon_ms)
+        st.count += 1
+        self._bucket(st, obs.phenomenon_ms, obs.result)
+
+    @staticmethod
+    def _track_flags(st: StreamState, quality: Quality | None, at_ms: int) -> None:
+        """Remember since when each test has flagged this stream without interruption."""
+        if quality is None:
+            st.flagged_since.clear()
+            return
+        for test, flag in quality.tests.items():
+            if flag in (QC_PASS, QC_NOT_EVALUATED):
+                st.flagged_since.pop(test, None)
+            else:
+                st.flagged_since.setdefault(test, at_ms)
+        for test in [t for t in st.flagged_since if t not in quality.tests]:
+            del st.flagged_since[test]
+
+    def _bucket(self, st: StreamState, at_ms: int, value: float) -> None:
+        if value != value:  # NaN
+            return
+        start = at_ms - at_ms % self.bucket_ms
+        buckets = st.buckets
+        if buckets and buckets[-1].start_ms == start:
+            buckets[-1].add(value)
+            return
+        if buckets and start < buckets[-1].start_ms:
+            for b in buckets:  # late value: fold into its bucket if we still have it
+                if b.start_ms == start:
+                    b.add(value)
+                    return
+            return
+        buckets.append(Bucket(start, value, 1, value, value))
+        while len(buckets) > self.max_buckets or (
+            buckets and buckets[0].start_ms < start - self.history_ms
+        ):
+            buckets.popleft()
+
+    # ------------------------------------------------------------------ reading
+    def stream(self, sensor: str, quantity: str) -> StreamState | None:
+        return self.streams.get((sensor, quantity))
+
+    def last_data_ms(self, sensor: str) -> int | None:
+        times = [s.updated_ms for (name, _q), s in self.streams.items() if name == sensor]
+        return max(times) if times else None
