@@ -495,6 +495,33 @@ def check_config(path: Path) -> CheckResult:
     return _ok(name, "valid")
 
 
+# --- signed bundles ----------------------------------------------------------------------
+def check_bundles(security: Any) -> CheckResult:
+    """The bundle trust anchor loads and the store is writable (``[security.bundles]``)."""
+    from provisioning.bundles import BundleError, BundleStore, load_trust_anchors
+
+    name = "signed bundles"
+    bundles = getattr(security, "bundles", None)
+    if bundles is None:
+        return _warn(name, "no [security.bundles] trust anchor: config pushes are refused",
+                     "add [security.bundles] trust_anchor = <PEM with the Ed25519 public key>")
+    try:
+        anchors = load_trust_anchors(bundles.trust_anchor)
+    except (OSError, BundleError, ValueError) as exc:
+        return _fail(name, f"trust anchor unusable: {exc}",
+                     "install the public key from `provision bundle keygen` (trust.pem)")
+    store = Path(bundles.store_dir)
+    probe = store if store.exists() else store.parent
+    if not os.access(probe, os.W_OK):
+        return _fail(name, f"{probe} is not writable", f"create {store} owned by the service user")
+    active = BundleStore(store, "", anchors)
+    versions = ", ".join(
+        f"{kind} v{active.current_version(kind)}" for kind in ("config", "calibration")
+        if active.current_version(kind) is not None
+    ) or "none applied yet"
+    return _ok(name, f"{len(anchors)} trusted key(s) ({', '.join(anchors)}); active: {versions}")
+
+
 # --- the whole run ---------------------------------------------------------------------
 @dataclass
 class DoctorOptions:
@@ -546,6 +573,9 @@ def run_doctor(config_path: Path, options: DoctorOptions | None = None) -> list[
                 results.append(check_certificate(files.cert_file, files.key_file, clock=opts.clock))
     if sta is not None:
         results.append(check_sensorthings(sta, timeout=opts.timeout_s))
+    security = getattr(config, "security", None)  # once edge.config includes [security]
+    if security is not None:
+        results.append(check_bundles(security))
     return results
 
 

@@ -251,3 +251,20 @@ auth = {{ type = "bearer", token_file = "{token_path}" }}
     shown = " ".join(f"{r.detail} {r.fix}" for r in [*good.values(), *bad.values()])
     assert token not in shown and token not in caplog.text
     assert "tok-wrong" not in caplog.text
+
+
+def test_doctor_bundle_check(tmp_path: Path) -> None:
+    from provisioning.doctor import check_bundles
+
+    assert check_bundles(SecuritySettings()).status == "warn"
+    broken = SecuritySettings(bundles=BundleSettings(trust_anchor=tmp_path / "missing.pem",
+                                                     store_dir=tmp_path / "store"))
+    result = check_bundles(broken)
+    assert result.failed and "trust anchor unusable" in result.detail
+    generate_signing_key(tmp_path / "k.key", tmp_path / "trust.pem")
+    good = SecuritySettings(bundles=BundleSettings(trust_anchor=tmp_path / "trust.pem",
+                                                   store_dir=tmp_path / "store"))
+    assert check_bundles(good).status == "pass"
+    apply_bundle_message(sign_bundle("calibration", 4, {"a.json": b"{}"},
+                                     load_signing_key(tmp_path / "k.key")), good, "gw-1")
+    assert "calibration v4" in check_bundles(good).detail
