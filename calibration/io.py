@@ -122,7 +122,9 @@ def read_table(spec: TableSpec) -> Table:
         other = _detect_sep(lines[0], wanted)
         hint = ""
         if other != sep:
-            hint = f"; the header looks {_sep_name(other)}-separated: try separator {_sep_name(other)}"
+            hint = (
+                f"; the header looks {_sep_name(other)}-separated: try separator {_sep_name(other)}"
+            )
         shown = ", ".join(repr(h) for h in header[:20] if h)
         raise DataError(
             f"{spec.path}: column(s) {', '.join(repr(m) for m in missing)} not found with separator "
@@ -155,8 +157,13 @@ def read_table(spec: TableSpec) -> Table:
     if not starts:
         raise DataError(f"{spec.path}: no data rows")
     start = np.asarray(starts, dtype=float)
-    return Table(start, {k: np.asarray(v, dtype=float) for k, v in cols.items()}, str(spec.path),
-                 dropped, skipped)
+    return Table(
+        start,
+        {k: np.asarray(v, dtype=float) for k, v in cols.items()},
+        str(spec.path),
+        dropped,
+        skipped,
+    )
 
 
 def _cell(row: list[str], i: int) -> str:
@@ -234,8 +241,9 @@ def interval_starts(table: Table, spec: TableSpec, period_s: int) -> np.ndarray:
     return table.start_s
 
 
-def resample(start_s: np.ndarray, values: dict[str, np.ndarray], period_s: int,
-             min_count: int = 1) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def resample(
+    start_s: np.ndarray, values: dict[str, np.ndarray], period_s: int, min_count: int = 1
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Average each column into ``period_s`` bins (NaNs ignored; < min_count values → NaN)."""
     bins = np.floor(start_s / period_s) * period_s
     uniq, inverse = np.unique(bins, return_inverse=True)
@@ -255,15 +263,20 @@ def _fmt(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def align(sensor: TableSpec, reference: TableSpec, period_s: int = 3600,
-          min_count: int = 1) -> Aligned:
+def align(
+    sensor: TableSpec, reference: TableSpec, period_s: int = 3600, min_count: int = 1
+) -> Aligned:
     """Read both CSVs, resample to ``period_s`` and join them; drop bins with any gap."""
     s_tab, r_tab = read_table(sensor), read_table(reference)
     overlapping = set(sensor.columns) & set(reference.columns)
     if overlapping:
-        raise DataError(f"roles {sorted(overlapping)} are mapped in both the sensor and reference files")
+        raise DataError(
+            f"roles {sorted(overlapping)} are mapped in both the sensor and reference files"
+        )
     s_t, s_v = resample(interval_starts(s_tab, sensor, period_s), s_tab.values, period_s, min_count)
-    r_t, r_v = resample(interval_starts(r_tab, reference, period_s), r_tab.values, period_s, min_count)
+    r_t, r_v = resample(
+        interval_starts(r_tab, reference, period_s), r_tab.values, period_s, min_count
+    )
     common, si, ri = np.intersect1d(s_t, r_t, return_indices=True)
     if common.size == 0:
         raise DataError(
@@ -298,8 +311,9 @@ def write_aligned(aligned: Aligned, path: Path) -> None:
 
 def read_aligned(path: Path, roles: Sequence[str], period_s: int = 3600) -> Aligned:
     """Read a file written by :func:`write_aligned` (or any CSV with time_utc + role columns)."""
-    spec = TableSpec(path=path, columns={r: r for r in roles}, time_columns=("time_utc",), sep=",",
-                     decimal=".")
+    spec = TableSpec(
+        path=path, columns={r: r for r in roles}, time_columns=("time_utc",), sep=",", decimal="."
+    )
     table = read_table(spec)
     ok = np.ones(table.start_s.size, dtype=bool)
     for v in table.values.values():
@@ -320,17 +334,21 @@ def export_outbox(db_path: Path, out_csv: Path) -> int:
     """
     import sqlite3
 
+    from edge.outbox import iter_unsent
+
     if not db_path.is_file():
         raise DataError(f"{db_path}: no such outbox database")
-    uri = f"file:{db_path}?mode=ro"
     try:
-        db = sqlite3.connect(uri, uri=True)
-        rows = db.execute(
-            "SELECT o.t, d.sensor, d.quantity, COALESCE(o.raw, o.v) FROM obs o "
-            "JOIN datastream d ON d.id = o.ds ORDER BY o.t, o.seq"
-        ).fetchall()
-        db.close()
-    except sqlite3.Error as exc:
+        rows = sorted(
+            (
+                o.phenomenon_ms,
+                o.stream.sensor_id,
+                o.stream.quantity_code,
+                o.raw_result if o.raw_result is not None else o.result,
+            )
+            for o in iter_unsent(db_path)
+        )
+    except (sqlite3.Error, ValueError, KeyError) as exc:
         raise DataError(f"{db_path}: not a readable duet-edge outbox ({exc})") from None
     keys = sorted({f"{sensor}/{qty}" for _, sensor, qty, _ in rows})
     col = {k: i for i, k in enumerate(keys)}
