@@ -176,7 +176,7 @@ class QualityStage:
             self._latest[(ds.sensor_id, code)] = x
         ml = state.ml
         if ml is not None and math.isfinite(x):
-            worst = max(worst, self._score(ml, x, ms, worst, tests, scores))
+            worst = max(worst, self._score(ml, x, ms, tests, scores))
         else:
             tests["ml_anomaly"] = QC_NOT_EVALUATED
         q = obs.quality
@@ -187,8 +187,9 @@ class QualityStage:
             q.scores.update(scores)
             q.aggregate = aggregate_flag(q.aggregate, worst)
 
-    def _score(self, ml: _MlStream, x: float, ms: int, worst: int, tests: dict[str, int],
+    def _score(self, ml: _MlStream, x: float, ms: int, tests: dict[str, int],
                scores: dict[str, float]) -> int:
+        """Push ``x`` into the stream's window and score it once the window is full."""
         latest = self._latest
         co = [latest.get(key, math.nan) for key in ml.co_keys]
         if any(v != v for v in co):  # NaN: co-measured value not seen yet
