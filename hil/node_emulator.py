@@ -125,8 +125,7 @@ def main() -> None:
     parser.add_argument("--link", help="stable symlink to create for the port")
     parser.add_argument("--speed", type=float, default=10.0, help="node seconds per wall second")
     args = parser.parse_args()
-    objects = [(i * 1500, (25 + i % 40) * (1 if i % 3 else -1)) for i in range(1, 100000)]
-    extra: dict[str, Any] = {"objects": objects} if args.kind == "traffic" else {}
+    extra: dict[str, Any] = {"radar_every_ms": 1500} if args.kind == "traffic" else {}
     emu = NodeEmulator(args.kind, {"interval_s": args.interval, "pm_on_s": args.interval},
                        link_path=args.link, node_ms_per_tick=int(args.speed * 100), tick_s=0.1,
                        **extra)

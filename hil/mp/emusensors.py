@@ -182,14 +182,26 @@ class PMSensor:
 class Radar:
     """OPS243 on a fake UART: emits one report line per scheduled object."""
 
-    def __init__(self, uart, objects, json_lines=False):
+    def __init__(self, uart, objects, json_lines=False, every_ms=0):
         self.uart = uart
         self.objects = list(objects)  # [(time ms, signed km/h)], sorted
         self.json = json_lines
         self.commands = []
+        # every_ms > 0: endless traffic, one object per every_ms, speeds from a small LCG
+        self.every_ms = every_ms
+        self.next_ms = every_ms
+        self.seed = 12345
         uart.listener = self.commands.append
 
+    def _generated(self, now):
+        while self.every_ms and now >= self.next_ms:
+            self.seed = (self.seed * 1103515245 + 12345) & 0x7FFFFFFF
+            v = 3 + self.seed % 90
+            self.objects.append((self.next_ms, v if self.seed & 0x100 else -v))
+            self.next_ms += self.every_ms
+
     def tick(self, now):
+        self._generated(now)
         while self.objects and self.objects[0][0] <= now:
             _, v = self.objects.pop(0)
             if self.json:

@@ -11,7 +11,8 @@ state = {}
 
 
 def setup(kind="air", cfg=None, pm="sds011", pm_values=(12.5, 20.0, 25.0), env=(21.5, 48.0, 101325.0),
-          objects=(), json_lines=False, uid=b"\x24\x0a\xc4\x12\x34\x56", pm_ramp_ms=0):
+          objects=(), json_lines=False, uid=b"\x24\x0a\xc4\x12\x34\x56", pm_ramp_ms=0,
+          radar_every_ms=0):
     board = fakehw.install(uid)
     conf = dict(nodecfg.DEFAULTS)
     conf["kind"] = kind
@@ -31,6 +32,7 @@ def setup(kind="air", cfg=None, pm="sds011", pm_values=(12.5, 20.0, 25.0), env=(
     state["objects"] = list(objects)
     state["json"] = json_lines
     state["ramp"] = pm_ramp_ms
+    state["radar_every"] = radar_every_ms
     state["boots"] = 0
     boot()
 
@@ -45,7 +47,7 @@ def boot():
     conf = nodecfg.load()
     if state["kind"] == "traffic":
         state["radar"] = emusensors.Radar(board.uart(conf["radar_uart"][0], 0, 0, 0),
-                                          state["objects"], state["json"])
+                                          state["objects"], state["json"], state["radar_every"])
         state["pmemu"] = None
     else:
         state["pmemu"] = emusensors.PMSensor(board.uart(conf["pm_uart"][0], 0, 0, 0),

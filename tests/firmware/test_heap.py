@@ -49,6 +49,8 @@ def test_heap_used_by_firmware() -> None:
         empty_step = vm.call_json("_per(n.step)")
         frame_step = vm.call_json("_per(lambda: (u.rx.extend(fr), n.step()))")
         fake_uart = vm.call_json("_per(lambda: (u.rx.extend(fr), u.readinto(buf)))")
+        vm.exec("h.setup(kind='traffic', cfg={'interval_s': 60})\nh.run(1000)")
+        m5 = _alloc(vm)
     heap = {
         "alloc_idle_step_bytes": empty_step,
         "alloc_pm_frame_step_bytes_firmware_only": frame_step - fake_uart,
@@ -56,11 +58,13 @@ def test_heap_used_by_firmware() -> None:
         "emulators_bytes": m2 - m1,
         "node_bytes": m3 - m2,
         "ring_3_batches_bytes": m4 - m3,
+        "traffic_node_bytes": m5 - m2,
         "alloc_per_step_incl_fake_uart_bytes": (per_step[4] - per_step[2]) / 100,
     }
     print(f"\n[firmware heap under MicroPython] {json.dumps(heap)}")
     # An ESP32 without PSRAM gives MicroPython ~110 KB of heap: stay well below.
     assert heap["modules_bytes"] + heap["node_bytes"] < 80 * 1024
     assert heap["ring_3_batches_bytes"] < 4 * 1024
+    assert heap["traffic_node_bytes"] < 16 * 1024
     assert heap["alloc_idle_step_bytes"] == 0  # the idle sampling loop allocates nothing
     assert heap["alloc_pm_frame_step_bytes_firmware_only"] == 0  # integers only per PM frame
