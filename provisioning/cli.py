@@ -335,7 +335,24 @@ def broker_config(
                                     run_as_user=run_as)
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    _give_broker_files(run_as, [server_key, out_dir / "crl.pem"])
     console.print(f"[green]✓[/green] {conf}; start with: mosquitto -c {conf}")
+
+
+def _give_broker_files(user: str, paths: list[Path]) -> None:
+    """Mosquitto re-reads its key and CRL as ``user`` on reload: let that user own them."""
+    import pwd
+
+    if os.geteuid() != 0:
+        return
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        console.print(f"[yellow]![/yellow] user {user!r} does not exist here; make "
+                      f"{', '.join(map(str, paths))} readable by the broker's user")
+        return
+    for path in paths:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 # --- bundles ---------------------------------------------------------------------------
