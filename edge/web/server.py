@@ -21,6 +21,7 @@ from edge.web.view import GatewayView
 log = logging.getLogger("duet.web")
 
 _CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
+_BODY_HEADERS = ("content-type", "content-length")
 _PAGES = {"/": "home.html", "/tech": "tech.html"}
 
 
@@ -113,8 +114,9 @@ class StatusServer:
         """Security headers on every response, and no configured secret ever in a body."""
         try:
             response = await handler(request)
-        except web.HTTPException as exc:
-            response = exc
+        except web.HTTPException as exc:  # answer errors as plain responses, same headers
+            kept = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
+            response = web.Response(status=exc.status, text=exc.text, headers=kept)
         response.headers.setdefault("Content-Security-Policy", _CSP)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
