@@ -1,0 +1,147 @@
+"""EAQI bands, language choice, bounded history, and the /healthz buffer-capacity estimate."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edge.config import BufferSettings, parse_config
+from edge.model import QC_PASS, QC_SUSPECT, Datastream, Observation, Provenance, Quality
+from edge.outbox import Outbox
+from edge.runtime import Counters
+from edge.sources.base import SourceHealth
+from edge.uplinks import UplinkHealth
+from edge.web import eaqi, i18n
+from edge.web.settings import WebSettings
+from edge.web.state import LiveState
+from edge.web.view import GatewayView
+
+
+@pytest.mark.parametrize(
+    ("qty", "value", "band"),
+    [
+        ("pm2_5", 0, "good"), ("pm2_5", 10, "good"), ("pm2_5", 10.1, "fair"),
+        ("pm2_5", 24.9, "moderate"), ("pm2_5", 49, "poor"), ("pm2_5", 60, "very_poor"),
+        ("pm2_5", 80, "extremely_poor"), ("pm10", 45, "moderate"), ("pm10", 151, "extremely_poor"),
+        ("no2", 40, "good"), ("no2", 100, "moderate"), ("no2", 300, "very_poor"),
+        ("pm1", 50, None), ("temperature", 20, None),
+    ],
+)
+def test_eaqi_bands(qty: str, value: float, band: str | None) -> None:
+    assert eaqi.band(qty, value) == band
+
+
+@given(st.floats(0, 2000), st.floats(0, 2000))
+def test_eaqi_band_never_improves_with_more_pollution(a: float, b: float) -> None:
+    lo, hi = sorted((a, b))
+    for qty in ("pm2_5", "pm10", "no2"):
+        low_band, high_band = eaqi.band(qty, lo), eaqi.band(qty, hi)
+        assert low_band is not None and high_band is not None
+        assert eaqi.band_level(low_band) <= eaqi.band_level(high_band)
+
+
+@pytest.mark.parametrize(
+    ("header", "lang"),
+    [
+        ("nl-BE,nl;q=0.9,en;q=0.8", "nl"), ("en-GB,en;q=0.9,nl;q=0.8", "en"),
+        ("fr-FR,fr;q=0.9", "en"), ("fr;q=1,nl;q=0.5,en;q=0.4", "nl"), ("", "en"),
+        (None, "en"), ("nl;q=0, en", "en"), ("*", "en"), ("nl;q=abc,en;q=0.1", "en"),
+    ],
+)
+def test_language_from_accept_language(header: str | None, lang: str) -> None:
+    assert i18n.pick_language(header) == lang
+
+
+def test_every_text_exists_in_both_languages() -> None:
+    assert set(i18n.TEXTS["en"]) == set(i18n.TEXTS["nl"])
+
+
+def obs(sensor: str, qty: str, value: float, ms: int, quality: Quality | None = None) -> Observation:
+    return Observation(Datastream("gw", sensor, qty), value, ms, Provenance("SDS011"), quality=quality)
+
+
+def test_history_is_bounded_to_24h_of_buckets() -> None:
+    clock = [1_000_000.0]
+    live = LiveState(bucket_s=60, history_s=3600, max_streams=2, clock=lambda: clock[0])
+    for i in range(3 * 3600):  # three hours, one value a second
+        clock[0] += 1
+        live([obs("a", "pm2_5", float(i % 7), int(clock[0] * 1000))])
+    st_a = live.stream("a", "pm2_5")
+    assert st_a is not None and len(st_a.buckets) == 60
+    assert st_a.buckets[-1].start_ms - st_a.buckets[0].start_ms == 59 * 60_000
+    live([obs("b", "pm10", 1, 0), obs("c", "pm10", 1, 0)])
+    assert len(live.streams) == 2 and live.dropped_streams == 1
+    assert 0.9 < live.rate.per_second() < 1.1
+
+
+def test_flag_duration_is_tracked_until_it_clears() -> None:
+    live = LiveState()
+    stuck = Quality()
+    stuck.set("flat_line", QC_SUSPECT)
+    live([obs("a", "pm2_5", 5, 1_000)])
+    live([obs("a", "pm2_5", 5, 2_000, stuck)])
+    live([obs("a", "pm2_5", 5, 7_202_000, stuck)])
+    st_a = live.stream("a", "pm2_5")
+    assert st_a is not None and st_a.flagged_since == {"flat_line": 2_000}
+    ok = Quality()
+    ok.set("flat_line", QC_PASS)
+    live([obs("a", "pm2_5", 6, 7_203_000, ok)])
+    assert st_a.flagged_since == {}
+
+
+def fake_gateway(tmp_path: Path, *, rate_obs: int, silent: bool) -> SimpleNamespace:
+    config = parse_config(
+        f"""
+[gateway]
+id = "gw"
+data_dir = "{tmp_path}"
+[[sources]]
+name = "a"
+type = "sds011"
+port = "/dev/null"
+[buffer]
+max_bytes = 1048576
+""")
+    outbox = Outbox(tmp_path / "o.db", BufferSettings(max_bytes=1024 * 1024), "gw")
+    health = SourceHealth("a")
+    counters = Counters()
+    counters.started_ms -= 10_000_000
+    health.last_frame_ms = None if silent else counters.started_ms + 10_000_000
+    uplink = UplinkHealth("mqtt", state="disconnected")
+    uplink.last_confirmed_ms = counters.started_ms  # down for ~10 000 s
+    return SimpleNamespace(
+        config=config, outbox=outbox, counters=counters, gateway_id="gw",
+        source_health={"a": health}, uplink_health={"mqtt": uplink}, listeners=[],
+    )
+
+
+@pytest.mark.parametrize(("rate", "healthy"), [(1, True), (20, False)])
+def test_healthz_uplink_down_longer_than_the_buffer_holds(tmp_path: Path, rate: int, healthy: bool) -> None:
+    """1 MiB at 64 B/observation: 1/s holds ~4.5 h (ok after 2.8 h down), 20/s ~14 min (not)."""
+    gw = fake_gateway(tmp_path, rate_obs=rate, silent=False)
+    live = LiveState()
+    live.rate.started -= 600
+    for _ in range(rate * 300):
+        live.rate.add(1)
+    view = GatewayView(gw, WebSettings(), live)
+    ok, doc = asyncio.run(view.health())
+    gw.outbox.close()
+    assert ok is healthy, doc
+    assert doc["uplink_down_s"] == pytest.approx(10_000, abs=5)
+    if not healthy:
+        assert doc["problems"] == ["uplink down longer than the buffer can hold"]
+        assert doc["buffer"]["holds_s"] < doc["uplink_down_s"]
+
+
+def test_healthz_fails_when_every_source_is_silent(tmp_path: Path) -> None:
+    gw = fake_gateway(tmp_path, rate_obs=0, silent=True)
+    gw.uplink_health = {}
+    view = GatewayView(gw, WebSettings(), LiveState())
+    ok, doc = asyncio.run(view.health())
+    gw.outbox.close()
+    assert not ok and doc["problems"] == ["no source produced data"]
