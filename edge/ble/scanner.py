@@ -125,6 +125,14 @@ class ScannerStats:
     skipped: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
 
+    def as_dict(self) -> dict[str, object]:
+        """Plain JSON-able snapshot for a status page or metrics."""
+        out: dict[str, object] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            out[name] = dict(value) if isinstance(value, Counter) else value
+        return out
+
 
 class ScanStalled(Exception):
     """No advertisement within ``stall_timeout_s``: BlueZ goes silent when the adapter goes."""

@@ -80,6 +80,8 @@ async def test_recording_decodes_through_scanner() -> None:
     assert stats.adverts == 11  # the Apple beacon never passes the passive or-patterns
     assert stats.duplicates == 3  # same Ruuvi sequence, E1-superseded format 6, same Aranet
     assert stats.skipped == {"ruuvi:no-valid-fields": 1}
+    snapshot = json.loads(json.dumps(stats.as_dict()))
+    assert snapshot["readings"] == 8 and snapshot["state"] == "stopped"
     tag = scanner.devices[TAG]
     assert tag.rssi == -62 and tag.readings == 3 and tag.adverts == 4 and tag.duplicates == 1
     assert all(isinstance(r.received_at, float) and r.via == "advertisement" for r in got)
