@@ -38,4 +38,7 @@ if [ "$what" = "test" ]; then
   : # (filled in by the firmware and status-page work)
   # real MicroPython (WebAssembly port, pinned in firmware/package-lock.json) for firmware tests
   npm ci --prefix firmware/ --no-audit --no-fund --loglevel=error
+  # playwright-core (driver only, pinned in tests/web/package-lock.json) for the status-page
+  # browser test; it drives Debian's chromium installed above, never downloads a browser
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/web/ --no-audit --no-fund --loglevel=error
 fi

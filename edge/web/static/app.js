@@ -4,6 +4,7 @@
   const T = JSON.parse(document.getElementById("i18n").textContent);
   const CFG = JSON.parse(document.getElementById("cfg").textContent);
   const HIDDEN = /^(nc|ncm)|_cf1$/; // particle counts and CF=1 values: technician data
+  const ORDER = ["pm2_5", "pm10", "pm1", "no2", "o3", "co2", "temperature", "humidity", "pressure"];
   let history = {};
   let token = "";
 
@@ -107,7 +108,10 @@
   function renderHome(latest) {
     const main = document.getElementById("sensors");
     const cards = latest.sensors.map((s) => {
-      const rows = s.values.filter((v) => !HIDDEN.test(v.quantity)).map((v) => valueRow(s.name, v));
+      const rank = (q) => { const i = ORDER.indexOf(q); return i < 0 ? ORDER.length : i; };
+      const shown = s.values.filter((v) => !HIDDEN.test(v.quantity));
+      shown.sort((a, b) => rank(a.quantity) - rank(b.quantity) || a.quantity.localeCompare(b.quantity));
+      const rows = shown.map((v) => valueRow(s.name, v));
       return el("section", { class: "sensor", "data-sensor": s.name }, el("h2", {}, s.name), ...rows);
     });
     if (!cards.length) cards.push(el("p", {}, t("no_data")));
