@@ -45,7 +45,7 @@ def test_calibration_block_parsing_incl_packed_h4_h5() -> None:
     assert (cal2.H4, cal2.H5, cal2.H6) == (-100, -7, -3)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(t=st.floats(-40, 85), rh=st.floats(0, 100), p=st.floats(30000, 110000))
 def test_integer_compensation_matches_float_formulas(t: float, rh: float, p: float) -> None:
     """Firmware (datasheet integer formulas) vs emulator (datasheet float formulas)."""

@@ -20,7 +20,7 @@ def _session() -> NodeSession:
     return NodeSession("gw", "nodes", STORE, lambda: 1_764_000_000_000)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=600))
 def test_random_bytes_never_crash_the_session(data: bytes) -> None:
     session = _session()
@@ -30,7 +30,7 @@ def test_random_bytes_never_crash_the_session(data: bytes) -> None:
         assert reply.endswith(b"\x00")
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_cobs_blocks_raise_only_protocol_errors(block: bytes) -> None:
     try:
@@ -49,7 +49,7 @@ cbor_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.integers(1, 8), cbor_values)
 def test_valid_frames_with_random_bodies_are_accepted_or_schema_rejected(
         mtype: int, body: object) -> None:
@@ -63,14 +63,14 @@ def test_valid_frames_with_random_bodies_are_accepted_or_schema_rejected(
     assert session.bad["internal"] == 0
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(cbor_values)
 def test_cbor_round_trip_and_cbor2_agreement(value: object) -> None:
     data = P.cbor_dumps(value)
     assert P.cbor_loads(data) == cbor2.loads(data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=40))
 def test_random_adverts_never_crash(payload: bytes) -> None:
     with contextlib.suppress(P.ProtocolError):
