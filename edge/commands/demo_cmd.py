@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import shutil
 import signal
 import socket
@@ -83,8 +84,11 @@ def _start_mosquitto(work: Path) -> tuple[subprocess.Popen[bytes] | None, int]:
     return None, 0
 
 
-def _config(work: Path, broker_port: int, sds_port: str, pms_port: str) -> GatewayConfig:
+def _config(
+    work: Path, broker_port: int, sds_port: str, pms_port: str, web_port: int = 0
+) -> GatewayConfig:
     uplink = f"[uplinks.mqtt]\nport = {broker_port}\n" if broker_port else ""
+    web = f"[web]\nport = {web_port}\n" if web_port else ""
     return parse_config(
         f"""
 [gateway]
@@ -107,7 +111,7 @@ commit_interval_s = 0.5
 
 [runtime]
 backoff_max_s = 5
-{uplink}""",
+{uplink}{web}""",
         source="demo",
     )
 
@@ -151,7 +155,8 @@ async def _demo(work: Path, duration: float, rate: float) -> int:
             port=broker_port, store_path=work / "twin.db", client_id="duet-demo-ingest"
         )
     )
-    config = _config(work, broker_port, sds.port, pms.port)
+    web_port = _free_port() if importlib.util.find_spec("aiohttp") else 0  # the `web` extra
+    config = _config(work, broker_port, sds.port, pms.port, web_port)
     uplinks: dict[str, Any] | None = (
         None if broker else {"loopback": LoopbackUplink(receiver, config.gateway.id)}
     )
@@ -169,6 +174,8 @@ async def _demo(work: Path, duration: float, rate: float) -> int:
         console.print(
             f"  broker:  Mosquitto on 127.0.0.1:{broker_port}; receiver: MQTT 5 shared subscription"
         )
+    if web_port:
+        console.print(f"  status page: [bold]http://127.0.0.1:{web_port}/[/bold] (open it in a browser)")
     console.print("  Ctrl-C to stop.\n")
     gateway_task = asyncio.create_task(gateway.run(stop))
     receiver_task = asyncio.create_task(receiver.run_forever(stop)) if broker else None
