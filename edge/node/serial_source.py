@@ -73,17 +73,34 @@ class NodeSerialSource:
             self._settle_unconfirmed(session)
 
     def _settle_unconfirmed(self, session: NodeSession) -> None:
-        """Cancelled (shutdown, port error) while batches waited for their group commit.
+        """Stopped (shutdown, port error) while batches waited for their group commit.
 
-        Their observations are already in the outbox's pending group, which the runtime commits
-        after stopping the sources; mark them so a restarted gateway does not accept the
-        node's resend a second time. (A crash never reaches here: then neither the group nor
-        the mark is written, and the resend is accepted once.)
+        Their observations are in the outbox's pending group, which the runtime commits after
+        stopping the sources. A loop callback keeps watching for that commit (at most
+        ``commit_wait_s``) and only then persists the node's mark, so a restarted gateway
+        recognises the node's resend as a duplicate. If the commit is never seen (the process
+        ends first, or crashes), the mark is not written: the node resends and the batch is
+        accepted again — never lost.
         """
-        if self._unconfirmed:
-            last = self._unconfirmed[-1]
-            session.hwm.set(last.node_id, last.seq, session.node.firmware if session.node else "")
-            self._unconfirmed = []
+        batches, self._unconfirmed = self._unconfirmed, []
+        if not batches:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.commit_wait_s
+        last = batches[-1]
+        firmware = session.node.firmware if session.node else ""
+
+        def check() -> None:
+            if all(o.sequence is not None for b in batches for o in b.observations):
+                session.hwm.set(last.node_id, last.seq, firmware)
+            elif loop.time() < deadline:
+                loop.call_later(COMMIT_POLL_S, check)
+            else:
+                log.warning("node batches not confirmed committed at stop; the node will resend",
+                            extra={"event": "node_commit_unconfirmed", "source": self.name,
+                                   "seqs": [b.seq for b in batches]})
+
+        check()
 
     async def _handle(self, ctx: SourceContext, session: NodeSession, writer: Any,
                       data: bytes) -> None:
