@@ -28,7 +28,6 @@ from edge.outbox import Outbox
 from edge.uplinks import UplinkHealth, UplinkPort
 from edge.uplinks.mqtt import MqttUplink
 from provisioning.cli import app
-from tests.plugins.sta_server import sta_server  # noqa: F401  (fixture)
 from tests.plugins.tls_broker import TlsBroker
 
 runner = CliRunner()
@@ -97,7 +96,7 @@ def _secret_needles(paths: list[Path]) -> list[str]:
 
 @pytest.mark.timeout(90)
 def test_technician_flow_end_to_end(
-    tmp_path: Path, tls_broker: TlsBroker, sta_server: str,  # noqa: F811
+    tmp_path: Path, tls_broker: TlsBroker, sta_server: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)

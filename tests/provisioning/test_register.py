@@ -9,7 +9,6 @@ import httpx
 from typer.testing import CliRunner
 
 from provisioning.cli import app
-from tests.plugins.sta_server import sta_server  # noqa: F401  (session fixture)
 
 runner = CliRunner()
 
@@ -53,7 +52,7 @@ def _count(url: str, set_name: str, prefix: str) -> int:
 
 
 def test_register_is_idempotent_and_dry_run_creates_nothing(
-    tmp_path: Path, sta_server: str  # noqa: F811
+    tmp_path: Path, sta_server: str
 ) -> None:
     gid = "gw-reg-1"
     data = tmp_path / "data"
@@ -86,7 +85,7 @@ def test_register_is_idempotent_and_dry_run_creates_nothing(
     assert "would create" not in plan
 
 
-def test_changed_sensor_needs_a_new_datastream(tmp_path: Path, sta_server: str) -> None:  # noqa: F811
+def test_changed_sensor_needs_a_new_datastream(tmp_path: Path, sta_server: str) -> None:
     gid = "gw-reg-2"
     data = tmp_path / "data"
     config = _config(tmp_path / "gw.toml", gid, sta_server, data)
