@@ -31,6 +31,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -46,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from provisioning.secrets import write_public, write_secret
 
+log = logging.getLogger("provisioning.bundles")
 FORMAT = "duet-bundle/1"
 Kind = Literal["config", "calibration"]
 KINDS: tuple[str, ...] = ("config", "calibration")
@@ -275,6 +277,19 @@ class BundleStore:
         *, allow_downgrade: bool = False,
     ) -> Applied:
         """Verify and activate a bundle; on any failure the active version is unchanged."""
+        try:
+            applied = self._apply(data, kind, validator, allow_downgrade)
+        except BundleError as exc:
+            log.warning("bundle refused, previous version kept", extra={
+                "kind": kind, "active_version": self.current_version(kind), "reason": str(exc)})
+            raise
+        log.info("bundle applied", extra={
+            "kind": kind, "version": applied.version, "previous_version": applied.previous})
+        return applied
+
+    def _apply(
+        self, data: bytes, kind: Kind, validator: Validator | None, allow_downgrade: bool
+    ) -> Applied:
         bundle = verify_bundle(data, self.anchors)
         if bundle.kind != kind:
             raise BundleError(f"expected a {kind} bundle, got a {bundle.kind} bundle")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +44,7 @@ from provisioning.secrets import ensure_private_dir, write_public, write_secret
 
 Role = Literal["gateway", "receiver", "server"]
 ROLES: tuple[str, ...] = ("gateway", "receiver", "server")
+log = logging.getLogger("provisioning.ca")
 CLOCK_SKEW = timedelta(minutes=5)  # backdate not_before: a gateway's clock may lag a little
 DEFAULT_CRL_DAYS = 30
 
@@ -244,6 +246,9 @@ class CertificateAuthority:
             )
         cert = builder.sign(self._key, hashes.SHA256())
         self._record(cert, role)
+        log.info("certificate issued", extra={
+            "cn": cn, "role": role, "serial": format(cert.serial_number, "x"),
+            "not_after": _iso(end)})
         return cert
 
     def issue_key_and_cert(
@@ -304,6 +309,9 @@ class CertificateAuthority:
             row.status, row.revoked_at, row.reason = "revoked", now, reason
         self._write_index(rows)
         self.write_crl()
+        for row in hits:
+            log.warning("certificate revoked", extra={
+                "cn": row.common_name, "serial": row.serial, "reason": reason})
         return hits
 
     def build_crl(self, days: int = DEFAULT_CRL_DAYS) -> x509.CertificateRevocationList:
