@@ -522,6 +522,12 @@ def register_cmd(
         raise _fail(f"the twin refused registration: {exc}") from None
     for key, ds_id in sorted(ids.items()):
         console.print(f"[green]✓[/green] {key} → Datastream {ds_id}")
+    try:
+        if register.write_mqtt_datastream_ids(config, ids):
+            console.print(f"  ids stored in {config} [uplinks.mqtt.datastream_ids] "
+                          "for the MQTT SensorThings mode", highlight=False, markup=False)
+    except (register.RegisterError, ConfigError) as exc:
+        raise _fail(str(exc)) from None
     if inventory_dir is not None:
         where = plan.location
         inventory.write_record(inventory_dir, plan.gateway_id, twin=plan.settings.base_url,

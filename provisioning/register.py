@@ -18,6 +18,7 @@ new Sensor and new Datastreams while the old ones keep their history.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,3 +211,50 @@ def _write_manifest(plan: Plan, datastreams: dict[str, EntityId]) -> None:
 
 def vars_fp(fp: SourceFingerprint) -> dict[str, str]:
     return {"type": fp.type, "model": fp.model, "serial_number": fp.serial_number}
+
+
+_IDS_HEADER = "[uplinks.mqtt.datastream_ids]"
+
+
+def write_mqtt_datastream_ids(config_path: Path, ids: dict[str, EntityId]) -> bool:
+    """Store ids for the MQTT uplink's SensorThings mode in ``[uplinks.mqtt.datastream_ids]``.
+
+    The table is (re)written at the end of the file, the rest of the text (comments included)
+    is kept; the result is validated with the gateway's schema before it replaces the file.
+    Returns False when the config has no MQTT uplink in ``sensorthings`` mode.
+    """
+    from edge.config import load_config, parse_config
+
+    config = load_config(config_path)
+    mqtt = config.uplinks.mqtt
+    if mqtt is None or mqtt.mode != "sensorthings":
+        return False
+    merged = {**mqtt.datastream_ids, **ids}
+    text = _without_table(Path(config_path).read_text(encoding="utf-8"), _IDS_HEADER)
+    if re.search(r"^\s*datastream_ids\s*=", text, re.M):
+        raise RegisterError(
+            f"{config_path} sets datastream_ids inline; remove that line so register can "
+            f"maintain the {_IDS_HEADER} table"
+        )
+    lines = [_IDS_HEADER, "# written by `duet-edge provision register`: '<source>/<quantity>' → id"]
+    lines += [f"{json.dumps(key)} = {json.dumps(value)}" for key, value in sorted(merged.items())]
+    new_text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
+    parse_config(new_text, source=str(config_path))
+    write_public(Path(config_path), new_text.encode())
+    return True
+
+
+def _without_table(text: str, header: str) -> str:
+    """``text`` minus the table ``header`` (up to the next table header or the end)."""
+    out: list[str] = []
+    skipping = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped == header:
+            skipping = True
+            continue
+        if skipping and stripped.startswith("["):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return "\n".join(out) + "\n"

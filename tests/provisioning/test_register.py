@@ -113,3 +113,28 @@ def test_register_without_twin_section_is_explained(tmp_path: Path) -> None:
                       'port = "/dev/ttyUSB0"\n')
     out = _run("register", "--config", config, ok=False)
     assert "[uplinks.sensorthings_http]" in out
+
+
+def test_register_stores_ids_for_the_mqtt_sensorthings_mode(
+    tmp_path: Path, sta_server: str
+) -> None:
+    from edge.config import load_config
+
+    gid = "gw-reg-3"
+    data = tmp_path / "data"
+    config = _config(tmp_path / "gw.toml", gid, sta_server, data)
+    config.write_text(config.read_text() + """
+# the broker of the city
+[uplinks.mqtt]
+host = "127.0.0.1"
+mode = "sensorthings"
+""")
+    _run("register", "--config", config, "--latitude", "51", "--longitude", "4")
+    ids = json.loads((data / "registration.json").read_text())["datastreams"]
+    stored = load_config(config).uplinks.mqtt.datastream_ids
+    assert stored == ids and set(stored) == {"pm/pm2_5", "pm/pm10"}
+    _run("register", "--config", config)  # again: same table, written once
+    text = config.read_text()
+    assert text.count("[uplinks.mqtt.datastream_ids]") == 1
+    assert "# the broker of the city" in text
+    assert load_config(config).uplinks.mqtt.datastream_ids == ids
