@@ -4,7 +4,8 @@
 
 Workload, per batch (one "second" of a gateway): a PMS5003-style frame (pm1/pm2_5/pm10 and
 their CF=1 twins, six particle counts: 12 observations), temperature + humidity, and a CO
-value with its anomaly model (LiteRT): 15 observations per batch.
+value with its anomaly model (LiteRT; CO carries hourly phenomenon times, the cadence of the
+shipped model): 15 observations per batch.
 
 Printed: µs per observation (time inside ``process``, best of interleaved repeats, since the
 machine is shared) and the ratio to (c), for (a) a pass-through stage (the call and the
@@ -59,7 +60,10 @@ def workload(n_batches: int, seed: int = 0) -> list[list[tuple[Datastream, float
         batch = [(streams[c], round(v + rng.normal(0, 0.3), 1), ms) for c, v in vals.items()]
         batch.append((t_ds, 15 + 3 * math.sin(i / 600) + rng.normal(0, 0.05), ms))
         batch.append((h_ds, 60 + 10 * math.sin(i / 900) + rng.normal(0, 0.2), ms))
-        batch.append((co_ds, 1.0 + 0.5 * math.sin(i / 300) + rng.normal(0, 0.03), ms))
+        # CO carries hourly phenomenon times: the shipped model is for hourly values, and
+        # the stage does not score a stream far off its model's cadence
+        batch.append((co_ds, 1.0 + 0.5 * math.sin(i / 30) + rng.normal(0, 0.03),
+                      T0 + i * 3_600_000))
         batches.append(batch)
     return batches
 
@@ -174,7 +178,13 @@ def main() -> None:
     print(f"{'':55s} {'µs/obs':>8s} {'÷ (c)':>8s}")
     for label, seconds in rows:
         print(f"{label:55s} {seconds * per:8.2f} {seconds / ml:8.2f}")
-    print(f"ML: {ml_stage.ml_status}")
+    scored = 0
+    for batch in batches[:200]:
+        obs = [Observation(ds, v, ms, PROV) for ds, v, ms in batch]
+        ml_stage.process(obs)
+        scored += sum(1 for o in obs if o.quality and "ml_anomaly" in o.quality.scores)
+    print(f"ML: {ml_stage.ml_status}; LiteRT scored {scored} of the 200 CO observations "
+          "in the first 200 batches (the first window fills)")
     print(f"resident memory added by loading LiteRT + model: {(rss1 - rss0) / 1024:.1f} MiB")
     print("budget: ≤ 20 µs/obs for the whole stage, ≤ 30 MiB for the runtime")
 

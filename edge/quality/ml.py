@@ -8,6 +8,10 @@ features of one window are, in this order:
 - the co-measured quantities (e.g. temperature, humidity of the same sensor), z-scored,
 - ``sin`` and ``cos`` of the UTC hour of day.
 
+A window is a number of samples, so a model is only valid at the cadence it was trained at
+(``sample_period_s``): the stage does not score streams whose usual interval is more than a
+factor of two away from it.
+
 The same function (:func:`feature_matrix`) builds training rows and, one row at a time
 (:class:`WindowFeatures`), the gateway's rows, so the two cannot disagree.
 """
@@ -46,6 +50,7 @@ class ModelArtefact:
     tflite: bytes
     layers: list[int]
     meta: dict[str, Any] = field(default_factory=dict)
+    sample_period_s: float | None = None  # cadence of the training data; None: unknown
 
     @property
     def n_features(self) -> int:
@@ -59,6 +64,7 @@ class ModelArtefact:
             "quantity": self.quantity,
             "window": {
                 "length": self.window,
+                "sample_period_s": self.sample_period_s,
                 "transform": "log1p(max(x,0)), z-score",
                 "co_features": self.co_features,
                 "time_features": ["hour_sin", "hour_cos"],
@@ -104,6 +110,11 @@ def load_artefact(folder: Path) -> ModelArtefact:
         threshold=float(meta["threshold"]),
         tflite=tflite,
         layers=[int(n) for n in meta["layers"]],
+        sample_period_s=(
+            float(meta["window"]["sample_period_s"])
+            if meta["window"].get("sample_period_s") is not None
+            else None
+        ),
         meta={k: v for k, v in meta.items() if k not in known},
     )
 

@@ -56,7 +56,8 @@ class _Month:
 
 
 class _MlStream:
-    __slots__ = ("co_keys", "features", "last_ok", "scorer", "threshold")
+    __slots__ = ("co_keys", "features", "last_ok", "max_dt_ms", "min_dt_ms", "scorer",
+                 "threshold", "warned")
 
     def __init__(self, scorer: LiteRtScorer, sensor_id: str) -> None:
         art = scorer.artefact
@@ -65,6 +66,10 @@ class _MlStream:
         self.threshold = art.threshold
         self.co_keys = [(sensor_id, code) for code in art.co_features]
         self.last_ok = math.nan
+        period = art.sample_period_s
+        self.min_dt_ms = 0.0 if period is None else period * 1000.0 / 2.0
+        self.max_dt_ms = math.inf if period is None else period * 1000.0 * 2.0
+        self.warned = False
 
 
 class _Stream:
@@ -175,7 +180,7 @@ class QualityStage:
         if code in self._co_codes and math.isfinite(x):
             self._latest[(ds.sensor_id, code)] = x
         ml = state.ml
-        if ml is not None and math.isfinite(x):
+        if ml is not None and math.isfinite(x) and self._cadence_ok(ml, state.rules, ds):
             worst = max(worst, self._score(ml, x, ms, tests, scores))
         else:
             tests["ml_anomaly"] = QC_NOT_EVALUATED
@@ -186,6 +191,21 @@ class QualityStage:
             q.tests.update(tests)
             q.scores.update(scores)
             q.aggregate = aggregate_flag(q.aggregate, worst)
+
+    @staticmethod
+    def _cadence_ok(ml: _MlStream, rules: StreamRules, ds: Datastream) -> bool:
+        """False (logged once per stream) when the stream is far off the model's cadence."""
+        typical = rules.typical_dt_ms
+        if typical <= 0 or ml.min_dt_ms <= typical <= ml.max_dt_ms:
+            return True
+        if not ml.warned:
+            ml.warned = True
+            log.warning(
+                "quality: %s arrives every %.0f s, the %s model was trained at %.0f s; "
+                "not scored", ds.key, typical / 1000.0, ml.scorer.artefact.name,
+                ml.max_dt_ms / 2000.0,
+            )
+        return False
 
     def _score(self, ml: _MlStream, x: float, ms: int, tests: dict[str, int],
                scores: dict[str, float]) -> int:

@@ -209,6 +209,7 @@ def train(series: Series, cfg: TrainConfig, name: str | None = None) -> ModelArt
         threshold=threshold,
         tflite=tflite,
         layers=dims,
+        sample_period_s=float(np.median(np.diff(series.times_ms[:n_train]))) / 1000.0,
         meta={
             "training": {
                 "seed": cfg.seed,

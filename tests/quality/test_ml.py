@@ -151,3 +151,21 @@ def test_missing_model_degrades_to_rules(tmp_path: Path,
     assert "no anomaly model" in stage.ml_status
     assert sum("anomaly detection off" in r.getMessage() for r in caplog.records) == 1
     assert {o.quality.tests["ml_anomaly"] for o in co} == {QC_NOT_EVALUATED}
+
+
+def test_stream_off_the_models_cadence_is_not_scored(
+    trained: tuple[ModelArtefact, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    artefact, folder = trained
+    assert artefact.sample_period_s == 3600.0
+    caplog.set_level(logging.WARNING, logger="edge.quality.stage")
+    stage = QualityStage(QualitySettings.model_validate({"ml": {"model_dir": str(folder)}}))
+    co = []
+    for i in range(40):  # one value a minute: the hourly model does not apply
+        t = T0 + i * 60_000
+        batch = [make_obs("aq", "temperature", 15.0, t), make_obs("aq", "humidity", 60.0, t),
+                 make_obs("aq", "co", 1.0 + 0.1 * (i % 3), t)]
+        stage.process(batch)
+        co.append(batch[2])
+    assert {o.quality.tests["ml_anomaly"] for o in co} == {QC_NOT_EVALUATED}
+    assert sum("not scored" in r.getMessage() for r in caplog.records) == 1
