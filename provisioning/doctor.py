@@ -555,7 +555,8 @@ def run_doctor(config_path: Path, options: DoctorOptions | None = None) -> list[
     reference = None
     if time_url:
         sta_tls = getattr(sta, "tls", None)
-        verify = _tls_context(_tls_files(sta_tls)) if time_url.startswith("https") else True
+        verify = _reference_context(_tls_files(sta_tls)) if time_url.startswith("https") else True
+
         def reference() -> float:
             return http_date(time_url, verify=verify, timeout=opts.timeout_s)
     results.append(check_clock(clock=opts.clock, ntp_synchronized=opts.ntp_synchronized(),
@@ -577,6 +578,20 @@ def run_doctor(config_path: Path, options: DoctorOptions | None = None) -> list[
     if security is not None:
         results.append(check_bundles(security))
     return results
+
+
+def _reference_context(files: TlsFiles) -> ssl.SSLContext | bool:
+    """TLS for reading the reference clock: our files if they load, else the system store.
+
+    Other checks report broken TLS files; the clock check should still run.
+    """
+    try:
+        return _tls_context(files)
+    except (OSError, ssl.SSLError):
+        try:
+            return _tls_context(TlsFiles(ca_file=files.ca_file))
+        except (OSError, ssl.SSLError):
+            return True
 
 
 def _tls_files(tls: Any) -> TlsFiles:

@@ -251,3 +251,23 @@ def test_doctor_on_an_invalid_config(tmp_path: Path) -> None:
     bad.write_text('[gateway]\nid = "gw/1"\n')
     [result] = run_doctor(bad)
     assert result.failed and "gateway.id" in result.detail
+
+
+def test_doctor_before_the_certificate_is_installed(tmp_path: Path, http_server: str) -> None:
+    """Right after `init`: no certificate yet. Doctor reports it instead of crashing."""
+    from provisioning.identity import create_identity
+
+    ident = create_identity(tmp_path / "id", "gw-new")
+    tls = TlsFiles(ident.ca, ident.cert, ident.key)  # ca.crt and gateway.crt do not exist yet
+    config = _write_config(tmp_path / "gateway.toml", "/dev/null", free_port(), tls, tmp_path)
+    text = config.read_text() + f'\n[uplinks.sensorthings_http]\nbase_url = "{http_server}v1.1"\n'
+    text += f'\n[uplinks.sensorthings_http.tls]\nca_file = "{ident.ca}"\n'
+    text += f'cert_file = "{ident.cert}"\nkey_file = "{ident.key}"\n'
+    config.write_text(text)
+    results = run_doctor(config, DoctorOptions(ntp_synchronized=lambda: True, timeout_s=2))
+    broker = _by_prefix(results, "broker")
+    assert broker.failed and "cannot load TLS files" in broker.detail
+    cert = _by_prefix(results, "certificate")
+    assert cert.failed and "install-cert" in cert.fix
+    twin = _by_prefix(results, "twin")
+    assert twin.failed
