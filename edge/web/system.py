@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import datetime as dt
+import functools
 import os
 import platform
 from collections.abc import Iterator
@@ -24,12 +25,16 @@ _SECRET_ENV_FIELDS = ("password_env", "token_env")
 _CERT_FIELDS = ("cert_file", "ca_file")
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
 def clock_sync() -> str:
     """'synced', 'unsynced' or 'unknown', from the kernel's adjtimex(2) clock state."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         buf = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
-        state = int(libc.adjtimex(buf))
+        state = int(_libc().adjtimex(buf))
     except (OSError, AttributeError):
         return "unknown"
     if state < 0:
@@ -105,6 +110,7 @@ def _describe_cert(path: Path, now: dt.datetime) -> dict[str, Any]:
     }
 
 
+@functools.cache
 def package_version(name: str = "duet-edge") -> str:
     try:
         return metadata.version(name)

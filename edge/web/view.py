@@ -113,6 +113,7 @@ class GatewayView:
         self.buffer = BufferReader(gateway.outbox)
         self.intervals = {s.name: float(s.interval_s) for s in gateway.config.sources}
         self._certs: tuple[float, list[dict[str, Any]]] | None = None
+        self._artefact_list: tuple[float, list[dict[str, str]]] | None = None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -266,6 +267,11 @@ class GatewayView:
             self._certs = (time.monotonic(), system.certificates(self.gateway.config))
         return self._certs[1]
 
+    def _artefacts(self) -> list[dict[str, str]]:
+        if self._artefact_list is None or time.monotonic() - self._artefact_list[0] > 60:
+            self._artefact_list = (time.monotonic(), system.model_artefacts(self.gateway.config))
+        return self._artefact_list[1]
+
     def versions(self) -> dict[str, Any]:
         nodes: dict[str, dict[str, str]] = {}
         for st in self.live.streams.values():
@@ -276,7 +282,7 @@ class GatewayView:
         return {
             "runtime": system.runtime_versions(),
             "sensors": nodes,
-            "artefacts": system.model_artefacts(self.gateway.config),
+            "artefacts": self._artefacts(),
         }
 
     def latest(self) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def test_history_is_bounded_to_24h_of_buckets() -> None:
 
 
 def test_flag_duration_is_tracked_until_it_clears() -> None:
-    live = LiveState()
+    live = LiveState(sample_s=0)
     stuck = Quality()
     stuck.set("flat_line", QC_SUSPECT)
     live([obs("a", "pm2_5", 5, 1_000)])
