@@ -118,6 +118,9 @@ def init(
             create_identity(identity_dir, gid, overwrite=force)
         except IdentityError as exc:
             raise _fail(str(exc)) from None
+    if force and paths.cert.exists():
+        paths.cert.unlink()  # issued for the replaced key: revoke it with `provision ca revoke`
+        console.print(f"  removed {paths.cert} (it belonged to the old key; revoke it)")
     write_public(config, text.encode())
     if owner is not None:
         try:
@@ -134,6 +137,10 @@ def init(
     console.print(f"  CSR          {paths.csr}  → have it signed: "
                   f"duet-edge provision ca sign {paths.csr} --ca-dir …")
     console.print(f"  config       {config}")
+    if not source:
+        console.print("  [yellow]![/yellow] " + escape(
+            "no --source given: the config lists an SDS011 on /dev/ttyUSB0 — edit [[sources]] "
+            "to match the site"))
     console.print("  next: install the signed certificate with "
                   "`duet-edge provision install-cert GATEWAY.crt --ca CA.crt`, then run "
                   "`duet-edge provision doctor`")
