@@ -31,6 +31,10 @@ _PM_CODES = frozenset((*PM_ORDER, *PM_CF1.values()))
 Scorer = Callable[[ModelArtefact], LiteRtScorer]
 
 
+def _finite(value: object) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value)
+
+
 class _Month:
     """Cache of the UTC month containing the last timestamp asked about."""
 
@@ -155,7 +159,11 @@ class QualityStage:
                 pm_groups.setdefault(key, {})[obs.stream.quantity_code] = obs
         if pm_groups:
             for group in pm_groups.values():
-                self._pm_checks(group)
+                try:
+                    self._pm_checks(group)
+                except Exception:
+                    for obs in group.values():
+                        self._internal_error(obs)
         return observations
 
     def _one(self, obs: Observation) -> None:
@@ -238,7 +246,7 @@ class QualityStage:
 
     def _pm_checks(self, group: dict[str, Observation]) -> None:
         tol = self.settings.pm_order_tolerance
-        present = [group[c] for c in PM_ORDER if c in group]
+        present = [group[c] for c in PM_ORDER if c in group and _finite(group[c].result)]
         if len(present) >= 2:
             for lo, hi in itertools.pairwise(present):
                 bad = lo.result > hi.result + tol
@@ -251,7 +259,7 @@ class QualityStage:
         tol = self.settings.pm_cf1_tolerance
         for atm_code, cf1_code in PM_CF1.items():
             atm, cf1 = group.get(atm_code), group.get(cf1_code)
-            if atm is None or cf1 is None:
+            if atm is None or cf1 is None or not (_finite(atm.result) and _finite(cf1.result)):
                 continue
             flag = QC_SUSPECT if atm.result > cf1.result + tol else QC_PASS
             for o in (atm, cf1):

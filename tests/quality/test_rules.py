@@ -191,13 +191,15 @@ def test_disabled_stage_passes_through() -> None:
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(
     st.sampled_from(["pm1", "pm2_5", "pm10", "pm2_5_cf1", "temperature", "co", "nc0_3"]),
-    st.floats(allow_nan=True, allow_infinity=True),
+    st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.none(), st.text(max_size=3)),
     st.integers(min_value=-10**12, max_value=10**13),
 ), max_size=40))
-def test_never_raises_on_bad_data(items: list[tuple[str, float, int]]) -> None:
+def test_never_raises_on_bad_data(items: list[tuple[str, object, int]]) -> None:
     s = stage(**_pair_settings())
     batch = [make_obs("a", code, v, t) for code, v, t in items]
     s.process(batch)
     for o in batch:
         assert o.quality is not None
         assert o.quality.aggregate in (QC_PASS, QC_NOT_EVALUATED, QC_SUSPECT, QC_FAIL)
+        if o.result is None:
+            assert o.quality.tests["gross_range"] == QC_FAIL
