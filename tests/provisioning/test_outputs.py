@@ -268,3 +268,24 @@ def test_doctor_bundle_check(tmp_path: Path) -> None:
     apply_bundle_message(sign_bundle("calibration", 4, {"a.json": b"{}"},
                                      load_signing_key(tmp_path / "k.key")), good, "gw-1")
     assert "calibration v4" in check_bundles(good).detail
+
+
+def test_gateway_cli_survives_without_the_provisioning_extra() -> None:
+    """Without cryptography installed, `duet-edge` works and `provision` says what to install."""
+    import sys
+
+    code = (
+        "import sys; sys.modules['cryptography'] = None\n"
+        "from typer.testing import CliRunner\n"
+        "from edge.cli import app\n"
+        "r = CliRunner().invoke(app, ['provision', 'ca', 'create', '--ca-dir', 'x'])\n"
+        "print(r.exit_code, r.output)\n"
+        "r = CliRunner().invoke(app, ['--help'])\n"
+        "print(r.exit_code)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    first, *_rest, last = out.stdout.strip().splitlines()
+    assert first.startswith("1 ") and "pip install 'duet-edge[provisioning]'" in out.stdout
+    assert last == "0"
