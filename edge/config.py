@@ -200,9 +200,11 @@ class ConfigError(Exception):
 
 def supported_source_types() -> set[str]:
     from edge.codecs.base import all_descriptors
-    from edge.sources import SOURCE_FACTORIES
+    from edge.sources import SOURCE_FACTORIES, load_builtin_sources
 
-    return {d.name for d in all_descriptors()} | set(SOURCE_FACTORIES)
+    load_builtin_sources()
+    ble_only = {d.name for d in all_descriptors() if d.interface == "ble"}  # read by the "ble" source
+    return ({d.name for d in all_descriptors()} - ble_only) | set(SOURCE_FACTORIES)
 
 
 def _is_serial_type(type_name: str) -> bool:

@@ -24,7 +24,7 @@ from edge.backoff import Backoff
 from edge.config import GatewayConfig, SourceSettings
 from edge.model import Observation
 from edge.outbox import Outbox
-from edge.sources import SOURCE_FACTORIES
+from edge.sources import SOURCE_FACTORIES, load_builtin_sources
 from edge.sources.base import SourceContext, SourceHealth
 from edge.uplinks import UplinkHealth, UplinkPort, drain_sequentially
 
@@ -52,6 +52,7 @@ class Counters:
 
 
 def build_source(settings: SourceSettings, gateway_id: str) -> Any:
+    load_builtin_sources()
     factory = SOURCE_FACTORIES.get(settings.type)
     if factory is not None:
         return factory(settings, gateway_id)

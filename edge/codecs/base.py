@@ -124,7 +124,7 @@ def all_descriptors() -> Iterable[SensorDescriptor]:
     return REGISTRY.values()
 
 
-_BUILTIN = ("sds011", "pms5003", "sps30", "mhz19b", "scd30", "ops243")
+_BUILTIN = ("sds011", "pms5003", "sps30", "mhz19b", "scd30", "ops243", "ruuvi", "aranet4")
 
 
 def _load_builtin() -> None:

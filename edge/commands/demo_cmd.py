@@ -100,11 +100,13 @@ data_dir = "{work / "gateway"}"
 name = "pm-sds011"
 type = "sds011"
 port = "{sds_port}"
+options = {{ warmup_s = 0 }}  # emulated sensors need no fan spin-up
 
 [[sources]]
 name = "pm-pms5003"
 type = "pms5003"
 port = "{pms_port}"
+options = {{ warmup_s = 0 }}
 
 [buffer]
 commit_interval_s = 0.5

@@ -9,8 +9,11 @@ sensor's silence timeout — ends ``run``; the runtime reopens it with backoff.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import time
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import serial_asyncio_fast
@@ -69,9 +72,15 @@ class SerialSource:
         self._last_slot: int | None = None
         self._window: _Window | None = None
         options: dict[str, Any] = settings.options
+        self.codec: ModuleType = importlib.import_module(f"edge.codecs.{settings.type}")
+        self.poll_command: bytes | None = getattr(self.codec, "POLL_COMMAND", None)
+        self.poll_interval_s = max(settings.interval_s, self.desc.default_interval_s)
+        self.warmup_s = float(options.get("warmup_s", self.desc.warmup_s))
         self.silence_timeout_s = float(
-            options.get("silence_timeout_s", max(10.0, 10 * self.desc.default_interval_s))
+            options.get("silence_timeout_s", max(10.0, 10 * self.poll_interval_s))
         )
+        self._sleeping = False
+        self._discard_until = 0.0  # monotonic: readings before this are warm-up
 
     @property
     def provenance(self) -> Provenance:
@@ -92,27 +101,91 @@ class SerialSource:
         ctx.health.connected_since_ms = ctx.clock_ms()
         ctx.health.set_state("connected", f"opened {port}")
         decoder = self.desc.decoder()
+        helpers: list[asyncio.Task[None]] = []
         try:
-            while True:
-                try:
-                    data = await asyncio.wait_for(reader.read(READ_CHUNK), self.silence_timeout_s)
-                except TimeoutError:
-                    raise TimeoutError(
-                        f"no bytes from {port} for {self.silence_timeout_s:.0f} s"
-                    ) from None
-                if not data:
-                    raise ConnectionError(f"{port} closed")
-                bad_before = decoder.stats.frames_bad
-                frames = decoder.feed(data)
-                self._account(ctx, decoder.stats.frames_bad - bad_before, decoder.stats.bad)
-                observations = self._observations(ctx, frames)
-                if observations:
-                    ctx.health.observations += len(observations)
-                    ctx.emit(observations)
+            self._start_warmup(ctx)
+            await self._send(writer, getattr(self.codec, "START_COMMANDS", ()))
+            if self.poll_command is not None:
+                helpers.append(asyncio.create_task(self._poll(writer)))
+            if self.settings.duty_cycle is not None:
+                helpers.append(asyncio.create_task(self._duty_cycle(ctx, writer)))
+            await self._read_loop(ctx, reader, decoder, port, helpers)
         finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             ctx.health.frames_bad.update(decoder.stats.bad)  # keep counts across reconnects
             writer.close()
             self._flush_window(ctx)
+
+    async def _read_loop(
+        self,
+        ctx: SourceContext,
+        reader: asyncio.StreamReader,
+        decoder: Any,
+        port: str,
+        helpers: list[asyncio.Task[None]],
+    ) -> None:
+        while True:
+            for task in helpers:  # a failed command writer means the port is gone
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            timeout = None if self._sleeping else self.silence_timeout_s
+            try:
+                data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
+            except TimeoutError:
+                if self._sleeping:
+                    continue
+                raise TimeoutError(
+                    f"no bytes from {port} for {self.silence_timeout_s:.0f} s"
+                ) from None
+            if not data:
+                raise ConnectionError(f"{port} closed")
+            bad_before = decoder.stats.frames_bad
+            frames = decoder.feed(data)
+            self._account(ctx, decoder.stats.frames_bad - bad_before, decoder.stats.bad)
+            observations = self._observations(ctx, frames)
+            if observations:
+                ctx.health.observations += len(observations)
+                ctx.emit(observations)
+
+    async def _send(self, writer: asyncio.StreamWriter, commands: tuple[bytes, ...]) -> None:
+        for command in commands:
+            writer.write(command)
+            await writer.drain()
+            await asyncio.sleep(0.05)  # sensors want a breath between commands
+
+    async def _poll(self, writer: asyncio.StreamWriter) -> None:
+        """Polled sensors (SPS30, MH-Z19B, SCD30) answer only when asked."""
+        assert self.poll_command is not None
+        while True:
+            if not self._sleeping:
+                writer.write(self.poll_command)
+                await writer.drain()
+            await asyncio.sleep(self.poll_interval_s)
+
+    async def _duty_cycle(self, ctx: SourceContext, writer: asyncio.StreamWriter) -> None:
+        """Measure for ``measure_s`` (warm-up included), then sleep for ``sleep_s``; forever."""
+        cycle = self.settings.duty_cycle
+        assert cycle is not None
+        while True:
+            await asyncio.sleep(cycle.measure_s)
+            if cycle.sleep_s <= 0:
+                continue
+            self._sleeping = True
+            ctx.health.set_state("sleeping", f"duty cycle: asleep for {cycle.sleep_s:g} s")
+            await self._send(writer, getattr(self.codec, "SLEEP_COMMANDS", ()))
+            self._flush_window(ctx)
+            await asyncio.sleep(cycle.sleep_s)
+            await self._send(writer, getattr(self.codec, "WAKE_COMMANDS", ()))
+            self._sleeping = False
+            self._start_warmup(ctx)
+            ctx.health.set_state("connected", "duty cycle: awake")
+
+    def _start_warmup(self, ctx: SourceContext) -> None:
+        if self.warmup_s > 0:
+            self._discard_until = time.monotonic() + self.warmup_s
+            ctx.health.set_state("warming-up", f"discarding readings for {self.warmup_s:g} s")
 
     def _account(self, ctx: SourceContext, new_bad: int, by_reason: object) -> None:
         for _ in range(min(new_bad, 50)):
@@ -131,6 +204,12 @@ class SerialSource:
             if not frame.readings:
                 health.frames_skipped += 1
                 continue
+            if self._discard_until:
+                if time.monotonic() < self._discard_until or self._sleeping:
+                    health.frames_skipped += 1  # warm-up or asleep: not an observation
+                    continue
+                self._discard_until = 0.0
+                health.set_state("connected", "warm-up over")
             health.frames_ok += 1
             if self.settings.average:
                 out.extend(self._average(frame, now))

@@ -211,6 +211,7 @@ name = "sds-1"
 type = "sds011"
 port = "{emu.port}"
 interval_s = 0.001
+options = {{ warmup_s = 0 }}
 
 [calibration]
 artefact_dir = "{d}"

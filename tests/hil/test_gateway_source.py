@@ -25,7 +25,8 @@ def _is_subsequence(got: list[float], sent: list[float]) -> bool:
 @pytest.mark.parametrize("sensor", ["sds011", "pms5003"])
 async def test_serial_source_survives_unplug_replug(emulator: Factory, sensor: str) -> None:
     emu = emulator(sensor, interval_s=0.02)
-    settings = SourceSettings(name="s1", type=sensor, port=emu.port, interval_s=0.001)
+    settings = SourceSettings(name="s1", type=sensor, port=emu.port, interval_s=0.001,
+                              options={"warmup_s": 0})
     source = SerialSource(settings, "gw-test")
     got: list[Observation] = []
     ctx = SourceContext("gw-test", got.extend, SourceHealth("s1"))

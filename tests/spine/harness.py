@@ -59,7 +59,7 @@ def gateway_config(
             f'type = "{type_}"',
             f'port = "{port}"',
             "interval_s = 0.001",
-            "options = { silence_timeout_s = 3 }",
+            "options = { silence_timeout_s = 3, warmup_s = 0 }",
             "",
         ]
     path = tmp / "gateway.toml"

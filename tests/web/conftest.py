@@ -47,12 +47,14 @@ name = "sds"
 type = "sds011"
 port = "{sds}"
 interval_s = 0.5
+options = {{ warmup_s = 0 }}
 
 [[sources]]
 name = "pms"
 type = "pms5003"
 port = "{pms}"
 interval_s = 0.5
+options = {{ warmup_s = 0 }}
 
 [buffer]
 commit_interval_s = 0.2

@@ -1,0 +1,120 @@
+"""Sources with their sensor lifecycle, against the emulators on real pseudo-terminals."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.config import DutyCycle, SourceSettings
+from edge.model import Observation
+from edge.sources.base import SourceContext, SourceHealth
+from edge.sources.ble import BleSource
+from edge.sources.radar import RadarTrafficSource
+from edge.sources.serial import SerialSource
+from hil.ble_replay import ReplayRadio, load_recording
+from hil.emulators import EMULATORS
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def run_for(source: object, seconds: float) -> tuple[list[Observation], SourceHealth]:
+    got: list[Observation] = []
+    health = SourceHealth("s")
+    ctx = SourceContext("gw", got.extend, health)
+    task = asyncio.create_task(source.run(ctx))  # type: ignore[attr-defined]
+    await asyncio.sleep(seconds)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return got, health
+
+
+@pytest.mark.parametrize(
+    ("sensor", "quantity"), [("sps30", "pm2_5"), ("mhz19b", "co2"), ("scd30", "co2")]
+)
+async def test_polled_sensors_are_started_and_polled(
+    tmp_path: Path, sensor: str, quantity: str
+) -> None:
+    emu = EMULATORS[sensor](tmp_path / "tty", interval_s=0.1).start()
+    try:
+        settings = SourceSettings(
+            name="s", type=sensor, port=emu.port, interval_s=0.1, options={"warmup_s": 0}
+        )
+        src = SerialSource(settings, "gw")
+        src.poll_interval_s = 0.1  # poll fast for the test (the default is the sensor's own rate)
+        got, health = await run_for(src, 2.5)
+    finally:
+        emu.stop()
+    values = [o.result for o in got if o.stream.quantity_code == quantity]
+    assert len(values) >= 5, health.as_dict()
+    assert emu.commands_seen, "the source sent its start and poll commands"
+    sent = [s.values[quantity] for s in emu.sent_values if quantity in s.values]
+    assert values == sent[: len(values)]
+
+
+async def test_duty_cycle_sleeps_wakes_and_discards_warm_up(tmp_path: Path) -> None:
+    emu = EMULATORS["sds011"](tmp_path / "tty", interval_s=0.05).start()
+    try:
+        settings = SourceSettings(
+            name="s",
+            type="sds011",
+            port=emu.port,
+            duty_cycle=DutyCycle(measure_s=1.0, sleep_s=1.0),
+            options={"warmup_s": 0.3},
+        )
+        got, health = await run_for(SerialSource(settings, "gw"), 3.6)
+    finally:
+        emu.stop()
+    sleeps = [c for c in emu.commands_seen if c[2] == 0x06 and c[3] == 0x01 and c[4] == 0x00]
+    wakes = [c for c in emu.commands_seen if c[2] == 0x06 and c[3] == 0x01 and c[4] == 0x01]
+    assert sleeps and wakes
+    assert health.frames_skipped > 0  # warm-up readings after each wake were discarded
+    assert got
+
+
+async def test_radar_counts_traffic_per_interval(tmp_path: Path) -> None:
+    emu = EMULATORS["ops243"](tmp_path / "tty", interval_s=0.05).start()
+    try:
+        settings = SourceSettings(
+            name="radar", type="ops243", port=emu.port, options={"interval_s": 1.0, "warmup_s": 0}
+        )
+        got, _health = await run_for(RadarTrafficSource(settings, "gw"), 3.5)
+    finally:
+        emu.stop()
+    codes = {o.stream.quantity_code for o in got}
+    assert {"car", "car_lft", "car_rgt", "v85", "uptime", "car_speed_hist_0"} <= codes
+    assert all(o.phenomenon_end_ms - o.phenomenon_ms == 1000 for o in got)  # type: ignore[operator]
+    counted = sum(o.result for o in got if o.stream.quantity_code == "traffic_count")
+    assert counted > 0
+
+
+async def test_ble_source_names_devices_and_keeps_measurement_time() -> None:
+    radio = ReplayRadio()
+    settings = SourceSettings(
+        name="ble",
+        type="ble",
+        options={"names": {"CB:B8:33:4C:88:4F": "ruuvi-garden"}, "stall_timeout_s": 30},
+    )
+    src = BleSource(settings, "gw", scanner_backend=radio.scanner_backend())
+    records = load_recording(Path("hil/recordings/ble-vectors.jsonl"))
+
+    async def play() -> None:
+        await radio.wait_scanning(5)
+        await radio.play(records, speed=0)
+
+    player = asyncio.create_task(play())
+    got, health = await run_for(src, 1.5)
+    await player
+    sensors = {o.stream.sensor_id for o in got}
+    assert "ruuvi-garden" in sensors
+    assert any(s.startswith("aranet4-") for s in sensors)
+    temps = [
+        o.result
+        for o in got
+        if o.stream.sensor_id == "ruuvi-garden" and o.stream.quantity_code == "temperature"
+    ]
+    assert 24.3 in temps
+    assert health.frames_ok >= 2
+    assert all(abs(o.phenomenon_ms / 1000 - time.time()) < 3600 for o in got)
