@@ -18,7 +18,9 @@ apt_install() {
 # --- system packages -------------------------------------------------------------------
 apt_install python3 python3-venv python3-pip mosquitto ca-certificates
 if [ "$what" = "test" ]; then
-  apt_install nodejs npm chromium openssl iproute2
+  apt_install nodejs chromium openssl iproute2
+  # npm: Debian's package conflicts with a NodeSource nodejs, which bundles npm already
+  command -v npm >/dev/null 2>&1 || apt_install npm
   apt_install dbus-daemon  # tests/ble: a private D-Bus for bleak's real BlueZ backend
 fi
 # Debian's mosquitto package starts a system broker on port 1883; duet-edge starts its own
