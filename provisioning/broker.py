@@ -54,11 +54,14 @@ def render_broker_config(
     bind_address: str = "0.0.0.0",
     receivers: tuple[str, ...] = ("receiver-twin",),
     run_as_user: str | None = "mosquitto",
+    persistence_dir: Path | None = None,
 ) -> Path:
     """Write ``mosquitto.conf`` and ``acl.conf`` into ``dest``; return the config path.
 
     ``run_as_user``: the user Mosquitto drops to when started as root (it must be able to
-    read the key file). ``None`` means the current user.
+    read the key file). ``None`` means the current user. ``persistence_dir``: where the
+    broker keeps its on-disk state (default ``/var/lib/mosquitto``, Debian's; must be
+    writable by ``run_as_user``).
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -74,5 +77,6 @@ def render_broker_config(
         crl_file=files.crl_file,
         acl_file=acl,
         log_file=dest / "mosquitto.log",
+        persistence_dir=str(persistence_dir or Path("/var/lib/mosquitto")).rstrip("/"),
     )
     return write_public(dest / "mosquitto.conf", conf.encode())

@@ -324,6 +324,8 @@ def broker_config(
     port: Annotated[int, typer.Option(help="TLS listener port.")] = 8883,
     receiver: Annotated[list[str] | None, typer.Option(help="Receiver CNs (receiver-…).")] = None,
     run_as: Annotated[str, typer.Option(help="User Mosquitto drops to.")] = "mosquitto",
+    persistence_dir: Annotated[Path, typer.Option(help="Broker state on disk.")] = Path(
+        "/var/lib/mosquitto"),
     passphrase_env: PassEnv = None,
 ) -> None:
     """Render the shipped Mosquitto config (TLS, client certs, ACL) with a server cert."""
@@ -339,10 +341,11 @@ def broker_config(
     try:
         conf = render_broker_config(out_dir, files, port=port,
                                     receivers=tuple(receiver or ("receiver-twin",)),
-                                    run_as_user=run_as)
+                                    run_as_user=run_as, persistence_dir=persistence_dir)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    _give_broker_files(run_as, [server_key, out_dir / "crl.pem"])
+    persistence_dir.mkdir(parents=True, exist_ok=True)
+    _give_broker_files(run_as, [server_key, out_dir / "crl.pem", persistence_dir])
     console.print(f"[green]✓[/green] {conf}; start with: mosquitto -c {conf}")
 
 

@@ -118,7 +118,7 @@ class TlsBroker:
     def start(self) -> None:
         conf = render_broker_config(
             self.conf_dir, self._server_files(), port=self.port, bind_address=self.host,
-            receivers=self.receivers, run_as_user=None,
+            receivers=self.receivers, run_as_user=None, persistence_dir=self.conf_dir,
         )
         self.process = subprocess.Popen(
             [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -199,3 +200,87 @@ async def test_gateway_cannot_take_over_another_gateways_session(tls_broker: Tls
             seen = await _collect_until(receiver, "duet/v1/gw-b/obs")
     assert seen == ["duet/v1/gw-b/obs"]
     assert "as gw-a (" in tls_broker.log_text()  # A's session is named after A's certificate
+
+
+def _subscribed(client: mqtt.Client, topic: str) -> None:
+    """Subscribe (QoS 1) and wait for the SUBACK; the client's network loop must run."""
+    acked = threading.Event()
+    client.on_subscribe = lambda *_args: acked.set()
+    client.subscribe(topic, qos=1)
+    assert acked.wait(TIMEOUT_S), f"no SUBACK for {topic}"
+
+
+def test_receiver_session_and_queue_survive_a_broker_restart(tls_broker: TlsBroker) -> None:
+    """persistence + max_queued_messages: what the broker acknowledged is not lost."""
+    gw = tls_broker.client("gw-a")
+    rx = tls_broker.client("receiver-twin", role="receiver")
+
+    def receiver() -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="receiver-twin",
+                             clean_session=False)
+        client.tls_set(str(rx.ca_file), str(rx.cert_file), str(rx.key_file))
+        return client
+
+    first = receiver()
+    first.connect(tls_broker.host, tls_broker.port)
+    first.loop_start()
+    _subscribed(first, "duet/v1/+/obs")
+    first.disconnect()
+    first.loop_stop()
+
+    sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gw-a")
+    sender.tls_set(str(gw.ca_file), str(gw.cert_file), str(gw.key_file))
+    sender.connect(tls_broker.host, tls_broker.port)
+    sender.loop_start()
+    for i in range(3):
+        sender.publish("duet/v1/gw-a/obs", f"batch {i}".encode(), qos=1).wait_for_publish(TIMEOUT_S)
+    sender.disconnect()
+    sender.loop_stop()
+
+    tls_broker.restart()  # SIGTERM: Mosquitto writes its persistence file
+
+    got: list[bytes] = []
+    again = receiver()
+    again.on_message = lambda _c, _u, msg: got.append(msg.payload)
+    again.connect(tls_broker.host, tls_broker.port)
+    again.loop_start()
+    deadline = time.monotonic() + TIMEOUT_S
+    while len(got) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again.disconnect()
+    again.loop_stop()
+    assert got == [b"batch 0", b"batch 1", b"batch 2"]
+
+
+def test_shared_subscription_of_two_receivers(tmp_path: Path) -> None:
+    """Receivers scale out with $share/…: each instance has its own certificate identity."""
+    from tests.plugins.tls_broker import start_tls_broker
+
+    with start_tls_broker(tmp_path / "b", receivers=("receiver-a", "receiver-b")) as broker:
+        gw = broker.client("gw-a")
+        got: dict[str, list[bytes]] = {"receiver-a": [], "receiver-b": []}
+        clients = []
+        for name in got:
+            creds = broker.client(name, role="receiver")
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name,
+                                 protocol=mqtt.MQTTv5)
+            client.tls_set(str(creds.ca_file), str(creds.cert_file), str(creds.key_file))
+            client.on_message = lambda _c, _u, msg, n=name: got[n].append(msg.payload)
+            client.connect(broker.host, broker.port)
+            client.loop_start()
+            _subscribed(client, "$share/duet-ingest/duet/v1/+/obs")
+            clients.append(client)
+        sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gw-a")
+        sender.tls_set(str(gw.ca_file), str(gw.cert_file), str(gw.key_file))
+        sender.connect(broker.host, broker.port)
+        sender.loop_start()
+        for i in range(6):
+            sender.publish("duet/v1/gw-a/obs", b"%d" % i, qos=1).wait_for_publish(TIMEOUT_S)
+        deadline = time.monotonic() + TIMEOUT_S
+        while sum(map(len, got.values())) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for client in [*clients, sender]:
+            client.disconnect()
+            client.loop_stop()
+    assert sorted(got["receiver-a"] + got["receiver-b"]) == [b"%d" % i for i in range(6)]
+    assert got["receiver-a"] and got["receiver-b"]  # shared between both members

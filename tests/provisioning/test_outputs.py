@@ -101,6 +101,7 @@ def test_broker_config_cli_renders_a_config_mosquitto_accepts(tmp_path: Path) ->
     port = free_port()
     result = runner.invoke(app, ["broker-config", "--ca-dir", str(ca_dir), "--out-dir", str(out),
                                  "--host", "127.0.0.1", "--port", str(port), "--run-as", "root",
+                                 "--persistence-dir", str(tmp_path / "state"),
                                  "--receiver", "receiver-twin", "--receiver", "receiver-ops"])
     assert result.exit_code == 0, result.output
     acl = (out / "acl.conf").read_text()
