@@ -5,7 +5,8 @@
 A flooding in-process source emits PMS5003-sized batches (12 observations) as fast as the
 event loop lets it; the real runtime runs them through listeners → durable SQLite outbox
 (group commits) → an in-process uplink that confirms everything (so rows are deleted, as in
-steady state). Cases, interleaved over ``--rounds`` to cancel drift on a shared machine:
+steady state). Cases, interleaved over ``--rounds`` in a rotating order to cancel drift and
+order effects on a shared machine:
 
   base   no web server at all (baseline)
   idle   web server running and recording history, nobody looking
@@ -148,6 +149,54 @@ async def one_case(web: bool, poll_hz: float, seconds: float) -> tuple[float, fl
         return rate, worst[0]
 
 
+def listener_cost(batches: int = 20000) -> float:
+    """µs per observation that the page's listener adds to the ingest path."""
+    from edge.web.state import LiveState
+
+    streams = [Datastream("gw-bench", "flood", q) for q in QTYS]
+    now = time.time_ns() // 1_000_000
+    work = [[Observation(s, 1.0, now + i, PROV) for s in streams] for i in range(batches)]
+    live = LiveState()
+    t = time.perf_counter()
+    for batch in work:
+        live(batch)
+    return (time.perf_counter() - t) / (batches * len(QTYS)) * 1e6
+
+
+async def handler_costs(n: int = 50) -> dict[str, float]:
+    """ms of event-loop time per request body, measured in-process on a flooded gateway."""
+    from edge.web import metrics
+    from edge.web.server import StatusServer
+
+    with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
+        gw = Gateway(config(Path(tmp), free_port()), sources=[FloodSource("flood")],
+                     uplinks={"sink": SinkUplink()})
+        stop = asyncio.Event()
+        task = asyncio.create_task(gw.run(stop))
+        await asyncio.sleep(1.0)
+        server = StatusServer(gw, gw.config.web)
+        view = server.view
+        costs: dict[str, float] = {}
+        for name, call in (
+            ("/api/status", view.status), ("/healthz", view.health),
+            ("/metrics", lambda: metrics.render(view, server.registry)),
+        ):
+            t = time.perf_counter()
+            for _ in range(n):
+                view.buffer._at = -1e9  # defeat the 1 s cache: worst case
+                await call()
+            costs[name] = (time.perf_counter() - t) / n * 1000
+        t = time.perf_counter()
+        for _ in range(n):
+            view.latest()
+            view.history()
+        costs["/api/latest + /api/history"] = (time.perf_counter() - t) / n * 1000
+        await server.close()
+        stop.set()
+        await task
+        return costs
+
+
 CASES = {"base": (False, 0.0), "idle": (True, 0.0), "1 Hz": (True, 1.0), "10 Hz": (True, 10.0)}
 
 
@@ -158,8 +207,10 @@ def main() -> None:
     args = parser.parse_args()
     rates: dict[str, list[float]] = {k: [] for k in CASES}
     lags: dict[str, list[float]] = {k: [] for k in CASES}
-    for _ in range(args.rounds):
-        for name, (web, hz) in CASES.items():
+    names = list(CASES)
+    for round_ in range(args.rounds):
+        for name in names[round_ % len(names):] + names[: round_ % len(names)]:  # rotate order
+            web, hz = CASES[name]
             rate, lag = asyncio.run(one_case(web, hz, args.seconds))
             rates[name].append(rate)
             lags[name].append(lag)
@@ -169,6 +220,13 @@ def main() -> None:
     for name in CASES:
         r = statistics.median(rates[name])
         print(f"{name:<7} {r:>10.0f} {r / base:>8.3f} {max(lags[name]) * 1000:>12.1f} ms")
+    per_obs = 1e6 / base
+    listener = listener_cost()
+    print(f"\ningest path per observation (base): {per_obs:.2f} µs; the page's listener adds "
+          f"{listener:.2f} µs ({listener / per_obs:.1%})")
+    print("handler time per request (in-process, caches defeated):")
+    for path, ms in asyncio.run(handler_costs()).items():
+        print(f"  {path:<28} {ms:6.2f} ms")
 
 
 if __name__ == "__main__":

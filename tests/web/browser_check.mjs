@@ -47,7 +47,31 @@ async function visit(locale, shot) {
   }
 }
 
+async function tech() {
+  const profile = mkdtempSync(join(tmpdir(), "duet-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true, args: FLAGS, locale: "en-GB", viewport: { width: 1024, height: 900 },
+  });
+  try {
+    const page = await context.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+    await page.goto(base + "/tech", { waitUntil: "domcontentloaded" });
+    await page.locator("#tech table").first().waitFor({ timeout: 20000 });
+    await page.locator("#restart-buttons button").first().waitFor({ timeout: 10000 });
+    const text = await page.locator("#tech").innerText();
+    await page.screenshot({ path: join(outDir, "status-page-tech.png"), fullPage: true });
+    return { text, errors };
+  } finally {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+
 try {
+  result.tech = await tech();
   result.en = await visit("en-GB", "status-page-en.png");
   result.nl = await visit("nl-BE", "status-page-nl.png");
   result.ok = true;

@@ -43,3 +43,7 @@ def test_home_page_in_headless_chromium(live: dict[str, Any]) -> None:
     assert en["chartPoints"] >= 2 and en["chartBox"]["width"] > 100 and en["chartBox"]["height"] > 10
     assert en["errors"] == [] and nl["errors"] == []
     assert (ARTIFACTS / "status-page-en.png").stat().st_size > 5000
+    tech = result["tech"]
+    assert tech["errors"] == []
+    for shown in ("Frames ok", "Observations waiting", "Last confirmed upload", "Clock", "SDS011"):
+        assert shown in tech["text"], shown

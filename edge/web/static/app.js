@@ -135,7 +135,8 @@
     const ago = (ms) => (ms ? t("ago", { age: duration((now - ms) / 1000) }) : t("never"));
     const src = status.sources.map((s) => {
       const bad = Object.entries(s.frames_bad).map(([k, n]) => k + ": " + n).join(", ") || "0";
-      const state = el("span", { class: s.problem ? "problem" : "" }, s.state + (s.last_error ? " (" + s.last_error + ")" : ""));
+      const why = s.state !== "connected" && s.last_error ? " (" + s.last_error + ")" : "";
+      const state = el("span", { class: s.problem ? "problem" : "" }, s.state + why);
       const device = Object.entries(s.device).map(([k, v]) => k + "=" + v).join(", ");
       return [s.name, state, s.frames_ok, bad, ago(s.last_frame_ms), s.reconnects, device];
     });
