@@ -21,6 +21,7 @@ from edge.quality.settings import (
     QualitySettings,
     QuantityThresholds,
 )
+from edge.traffic import TrafficSettings
 from edge.uplinks.sensorthings_http import SensorThingsHttpSettings, StaAuthSettings, StaTlsSettings
 from edge.web.settings import WebSettings
 
@@ -28,49 +29,59 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
 
 SECTIONS: dict[str, type[BaseModel]] = {
-    "[gateway]": cfg.GatewaySettings,
-    "[[sources]]": cfg.SourceSettings,
-    "[sources.duty_cycle]": cfg.DutyCycle,
-    "[buffer]": cfg.BufferSettings,
-    "[uplinks.mqtt]": cfg.MqttSettings,
-    "[uplinks.mqtt.tls]": cfg.TlsSettings,
-    "[uplinks.sensorthings_http]": SensorThingsHttpSettings,
-    "[uplinks.sensorthings_http.auth]": StaAuthSettings,
-    "[uplinks.sensorthings_http.tls]": StaTlsSettings,
-    "[calibration]": CalibrationSettings,
-    "[[calibration.assign]]": CalibrationAssignment,
-    "[quality]": QualitySettings,
-    "[quality.quantities.<code>]": QuantityThresholds,
-    "[[quality.quantities.<code>.climatology]]": ClimatologyRange,
-    "[[quality.colocated]]": ColocatedPair,
-    "[quality.ml]": MlSettings,
-    "[runtime]": cfg.RuntimeSettings,
-    "[log]": cfg.LogSettings,
-    "[web]": WebSettings,
-    "[ble]": BleSettings,
-    "[[ble.gatt_poll]]": GattPollDevice,
-    'options` of a `type = "node_serial"': NodeSerialOptions,
-    'options` of a `type = "node_ble"': NodeBleOptions,
+    "`[gateway]`": cfg.GatewaySettings,
+    "`[[sources]]`": cfg.SourceSettings,
+    "`[sources.duty_cycle]`": cfg.DutyCycle,
+    "`[buffer]`": cfg.BufferSettings,
+    "`[uplinks.mqtt]`": cfg.MqttSettings,
+    "`[uplinks.mqtt.tls]`": cfg.TlsSettings,
+    "`[uplinks.sensorthings_http]`": SensorThingsHttpSettings,
+    "`[uplinks.sensorthings_http.auth]`": StaAuthSettings,
+    "`[uplinks.sensorthings_http.tls]`": StaTlsSettings,
+    "`[calibration]`": CalibrationSettings,
+    "`[[calibration.assign]]`": CalibrationAssignment,
+    "`[quality]`": QualitySettings,
+    "`[quality.quantities.<code>]`": QuantityThresholds,
+    "`[[quality.quantities.<code>.climatology]]`": ClimatologyRange,
+    "`[[quality.colocated]]`": ColocatedPair,
+    "`[quality.ml]`": MlSettings,
+    "`[runtime]`": cfg.RuntimeSettings,
+    "`[log]`": cfg.LogSettings,
+    "`[web]`": WebSettings,
+    '`options` of a `type = "ops243"` source': TrafficSettings,
+    '`options` of a `type = "ble"` source': BleSettings,
+    '`gatt_poll` entries of a `type = "ble"` source': GattPollDevice,
+    '`options` of a `type = "node_serial"` source': NodeSerialOptions,
+    '`options` of a `type = "node_ble"` source': NodeBleOptions,
 }
+# Documented keys a source reads itself, next to its settings model.
+EXTRA_KEYS = {'`options` of a `type = "ble"` source': ["names"]}
+SERIAL_OPTIONS = "`options` of a serial sensor"
 
 
 def _documented_sections() -> dict[str, list[str]]:
     """Heading (### `...` source) → keys of the table under it."""
     out: dict[str, list[str]] = {}
-    for match in re.finditer(r"^### `(.+?)`(?: source)?\n(.*?)(?=^#|\Z)", DOC, re.M | re.S):
+    for match in re.finditer(r"^### (.+?)\n(.*?)(?=^#|\Z)", DOC, re.M | re.S):
         out[match.group(1)] = re.findall(r"^\| `([a-z0-9_]+)` \|", match.group(2), re.M)
     return out
 
 
 def test_every_section_is_documented_once() -> None:
-    assert set(_documented_sections()) == set(SECTIONS)
+    assert set(_documented_sections()) == set(SECTIONS) | {SERIAL_OPTIONS}
+
+
+def test_serial_options_are_the_ones_the_serial_source_reads() -> None:
+    source = (ROOT / "edge" / "sources" / "serial.py").read_text(encoding="utf-8")
+    read = set(re.findall(r"options\.get\(\"(\w+)\"", source))
+    assert set(_documented_sections()[SERIAL_OPTIONS]) == read
 
 
 @pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_documented_keys_are_exactly_the_model_fields(section: str) -> None:
     documented = _documented_sections()[section]
     assert len(documented) == len(set(documented)), "a key is listed twice"
-    assert documented == list(SECTIONS[section].model_fields), (
+    assert documented == list(SECTIONS[section].model_fields) + EXTRA_KEYS.get(section, []), (
         f"{section}: docs/configuration.md and {SECTIONS[section].__name__} disagree"
     )
 
@@ -90,7 +101,8 @@ def test_section_models_are_the_ones_the_gateway_uses() -> None:
 
 def test_documented_defaults_of_core_sections() -> None:
     sections = _documented_sections()
-    for section in ("[gateway]", "[buffer]", "[uplinks.mqtt]", "[runtime]", "[log]", "[web]"):
+    for section in ("`[gateway]`", "`[buffer]`", "`[uplinks.mqtt]`", "`[runtime]`", "`[log]`",
+                    "`[web]`"):
         model = SECTIONS[section]
         for key in sections[section]:
             field = model.model_fields[key]
@@ -108,7 +120,7 @@ def test_documented_defaults_of_core_sections() -> None:
 
 
 def _section_text(section: str) -> str:
-    found = re.search(rf"^### `{re.escape(section)}`\n(.*?)(?=^#|\Z)", DOC, re.M | re.S)
+    found = re.search(rf"^### {re.escape(section)}\n(.*?)(?=^#|\Z)", DOC, re.M | re.S)
     assert found
     return found.group(1)
 
@@ -167,3 +179,32 @@ def test_documented_error_output_is_what_the_code_says() -> None:
 
 
 _SUPPORTED = re.compile(r"supported: [a-z0-9_, ]+")
+
+
+_OPTION_MODELS: dict[str, type[BaseModel]] = {
+    "ops243": TrafficSettings,
+    "ble": BleSettings,
+    "node_serial": NodeSerialOptions,
+    "node_ble": NodeBleOptions,
+}
+_SOURCE_READS = {"warmup_s", "silence_timeout_s", "names"}  # read by the source, not the model
+
+
+def _check_options(text: str) -> int:
+    checked = 0
+    for source in tomllib.loads(text)["sources"]:
+        model = _OPTION_MODELS.get(source["type"])
+        options = {k: v for k, v in source.get("options", {}).items() if k not in _SOURCE_READS}
+        if model is not None:
+            model.model_validate(options)
+            checked += 1
+        else:
+            assert not options, f"{source['name']}: options {sorted(options)} not documented"
+    return checked
+
+
+def test_source_options_in_the_examples_validate() -> None:
+    block = re.search(r"<!-- config:full -->\n```toml\n(.*?)```", DOC, re.S)
+    assert block
+    assert _check_options(block.group(1)) == 3
+    assert _check_options((ROOT / "edge" / "example-config.toml").read_text(encoding="utf-8"))
