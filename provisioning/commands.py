@@ -469,9 +469,21 @@ def doctor_cmd(
     time_url: Annotated[str | None, typer.Option(help="HTTP(S) URL whose Date to compare.")] = None,
     timeout: Annotated[float, typer.Option(help="Network timeout per check, seconds.")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_user: Annotated[
+        str | None, typer.Option(help="Check device permissions for this user (the service's).")
+    ] = None,
 ) -> None:
     """Check everything a technician would otherwise debug by hand; exit 1 on any failure."""
     options = doctor.DoctorOptions(time_url=time_url, timeout_s=timeout)
+    if as_user is not None:
+        import pwd
+
+        try:
+            entry = pwd.getpwnam(as_user)
+        except KeyError:
+            raise _fail(f"no such user {as_user!r}") from None
+        options.uid = entry.pw_uid
+        options.gids = set(os.getgrouplist(as_user, entry.pw_gid))
     with console.status("checking ports, radio, clock, disk, broker, twin, certificate…"):
         results = doctor.run_doctor(config, options)
     if as_json:

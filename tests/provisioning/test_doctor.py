@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grp
 import http.server
+import json
 import os
 import re
 import threading
@@ -271,3 +272,17 @@ def test_doctor_before_the_certificate_is_installed(tmp_path: Path, http_server:
     assert cert.failed and "install-cert" in cert.fix
     twin = _by_prefix(results, "twin")
     assert twin.failed
+
+
+def test_doctor_cli_checks_for_the_service_user(tmp_path: Path, locked_port: str) -> None:
+    from typer.testing import CliRunner
+
+    from provisioning.cli import app
+
+    config = _write_config(tmp_path / "gateway.toml", locked_port, free_port(), TlsFiles(
+        tmp_path / "ca.crt", tmp_path / "gw.crt", tmp_path / "gw.key"), tmp_path)
+    result = CliRunner().invoke(app, ["doctor", "--config", str(config), "--as-user", "nobody",
+                                      "--json", "--timeout", "1"])
+    results = {r["name"].split(" ")[0]: r for r in json.loads(result.output)}
+    assert result.exit_code == 1
+    assert results["serial"]["status"] == "fail" and "usermod -aG dialout nobody" in results["serial"]["fix"]
