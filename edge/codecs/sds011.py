@@ -309,3 +309,7 @@ POLL_COMMAND: bytes | None = None
 # Duty cycling (spares the laser): what a source sends to sleep and to wake the sensor.
 SLEEP_COMMANDS: tuple[bytes, ...] = (cmd_sleep(),)
 WAKE_COMMANDS: tuple[bytes, ...] = (cmd_wake(),)
+
+# Read-only queries a source sends once after opening the port: their replies carry the
+# firmware date into provenance (the device id comes with every data frame).
+IDENTIFY_COMMANDS: tuple[bytes, ...] = (cmd_firmware_version(),)

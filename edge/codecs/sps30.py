@@ -398,3 +398,7 @@ POLL_COMMAND: bytes | None = cmd_read_measured_values()
 # Duty cycling: sleep is only allowed in idle mode, so stop first; wake then start again.
 SLEEP_COMMANDS: tuple[bytes, ...] = (cmd_stop_measurement(), cmd_sleep())
 WAKE_COMMANDS: tuple[bytes, ...] = (cmd_wake(), cmd_start_measurement())
+
+# Read-only queries a source sends once after opening the port: serial number and firmware
+# version go into every observation's provenance.
+IDENTIFY_COMMANDS: tuple[bytes, ...] = (cmd_serial_number(), cmd_version())

@@ -105,6 +105,7 @@ class SerialSource:
         try:
             self._start_warmup(ctx)
             await self._send(writer, getattr(self.codec, "START_COMMANDS", ()))
+            await self._send(writer, getattr(self.codec, "IDENTIFY_COMMANDS", ()))
             if self.poll_command is not None:
                 helpers.append(asyncio.create_task(self._poll(writer)))
             if self.settings.duty_cycle is not None:

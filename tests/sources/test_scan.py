@@ -1,0 +1,49 @@
+"""`duet-edge scan` recognises emulated sensors on pseudo-terminals without changing them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edge.cli import app
+from edge.discovery import PortInfo, probe_port
+from hil.emulators import EMULATORS
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize("sensor", ["sds011", "pms5003", "mhz19b", "sps30", "scd30"])
+def test_probe_recognises_the_sensor_read_only(tmp_path: Path, sensor: str) -> None:
+    emu = EMULATORS[sensor](tmp_path / "tty", interval_s=0.2).start()
+    try:
+        info = probe_port(PortInfo(device=emu.port), listen_s=1.0)
+    finally:
+        emu.stop()
+    assert info.sensor == sensor, info.error
+    desc_probe = {"mhz19b", "sps30", "scd30"}
+    if sensor in desc_probe:
+        from edge.codecs.base import descriptor
+
+        # the only bytes the sensor ever received are its read-only probe
+        assert set(emu.commands_seen) <= {descriptor(sensor).probe}
+    else:
+        assert emu.commands_seen == []
+
+
+def test_scan_command_prints_a_snippet_that_validates(tmp_path: Path) -> None:
+    emu = EMULATORS["sds011"](tmp_path / "tty", interval_s=0.2).start()
+    try:
+        result = CliRunner().invoke(
+            app, ["scan", "--port", emu.port, "--no-ble", "--listen-s", "1"]
+        )
+    finally:
+        emu.stop()
+    assert result.exit_code == 0, result.output
+    assert 'type = "sds011"' in result.output
+    snippet = result.output[result.output.index("[[sources]]") :]
+    from edge.config import parse_config
+
+    cfg = parse_config('[gateway]\nid = "gw"\n' + snippet)
+    assert cfg.sources[0].type == "sds011"
