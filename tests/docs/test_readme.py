@@ -67,3 +67,18 @@ def test_readme_links_point_to_files() -> None:
     for target in re.findall(r"\]\(([^)#]+)\)", README):
         if "://" not in target:
             assert (ROOT / target).exists(), target
+
+
+def test_demo_command_shows_the_twin_receiving(tmp_path: Path) -> None:
+    """The README's first command, bounded: emulated sensors reach the twin within seconds."""
+    out = subprocess.run(
+        [sys.executable, "-c", "from edge.cli import main; main()", "demo", "--duration", "8",
+         "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=90, cwd=ROOT,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    found = re.search(r"The twin received (\d+) observations \((\d+) duplicates", out.stdout)
+    assert found, out.stdout
+    assert int(found.group(1)) > 0 and int(found.group(2)) == 0
+    assert "SDS011" in out.stdout and "PMS5003" in out.stdout
