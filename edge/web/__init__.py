@@ -7,6 +7,7 @@ or not the ``web`` extra is installed; the server itself lives in :mod:`edge.web
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 
@@ -17,7 +18,13 @@ def start(gateway: Any, tasks: list[asyncio.Task[None]] | None = None) -> asynci
     page replaces its entry there, so the runtime's shutdown still cancels it. Call this
     before the sources start, so the page sees their very first observations.
     """
-    from edge.web.server import StatusServer
-
+    try:
+        from edge.web.server import StatusServer
+    except ImportError as exc:  # the `web` extra is not installed: run without the page
+        logging.getLogger("duet.web").error(
+            "status page configured but not available (pip install 'duet-edge[web]')",
+            extra={"event": "web_unavailable", "reason": str(exc)},
+        )
+        return asyncio.create_task(asyncio.sleep(0), name="web")
     server = StatusServer(gateway, gateway.config.web, tasks=tasks)
     return asyncio.create_task(server.serve_forever(), name="web")

@@ -88,7 +88,16 @@ class StatusServer:
             self.gateway.listeners.remove(self.live)
 
     async def serve_forever(self) -> None:
-        await self.start()
+        """Serve until cancelled; a port that cannot be bound is logged, ingest goes on."""
+        try:
+            await self.start()
+        except OSError as exc:
+            log.error(
+                "status page could not start",
+                extra={"event": "web_failed", "reason": str(exc), "port": self.settings.port},
+            )
+            await self.close()
+            return
         try:
             await asyncio.Event().wait()
         finally:

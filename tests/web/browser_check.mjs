@@ -37,8 +37,9 @@ async function visit(locale, shot) {
     const points = await page.locator('.value[data-key="sds/pm2_5"] svg.spark polyline').getAttribute("points");
     const box = await page.locator('.value[data-key="sds/pm2_5"] svg.spark').boundingBox();
     const band = await page.locator('.value[data-key="sds/pm2_5"] .band').textContent();
+    const stuck = await page.locator('.value[data-key="stuck/pm10"] .flags').textContent();
     await page.screenshot({ path: join(outDir, shot), fullPage: true });
-    return { locale, first, later, changed: later !== first, status, band,
+    return { locale, first, later, changed: later !== first, status, band, stuck,
       chartPoints: points ? points.trim().split(/\s+/).length : 0,
       chartBox: box, lang: await page.getAttribute("html", "lang"), errors };
   } finally {

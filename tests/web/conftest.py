@@ -151,3 +151,20 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         sds.stop()
         pms.stop()
         broker.stop()
+
+
+def emit_stuck_values(gw: LiveGateway, sensor: str = "stuck") -> None:
+    """Through the real pipeline: a PM10 value flagged by flat_line for the last two hours."""
+    from edge.model import QC_SUSPECT, Datastream, Observation, Provenance, Quality
+
+    now = time.time_ns() // 1_000_000
+    stream = Datastream("gw-web", sensor, "pm10")
+
+    def one(at_ms: int) -> Observation:
+        q = Quality()
+        q.set("flat_line", QC_SUSPECT)
+        return Observation(stream, 12.5, at_ms, Provenance("SDS011"), quality=q)
+
+    assert gw.gateway is not None
+    gateway = gw.gateway
+    gw.call(lambda: gateway.emit([one(now - 2 * 3600 * 1000), one(now)]))

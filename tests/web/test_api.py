@@ -214,3 +214,13 @@ def test_status_line_says_not_uploading_while_the_broker_is_down(live: dict[str,
     finally:
         broker.start()
     wait_until(lambda: get(live, "/api/status").json()["overall"]["codes"] == ["ok"], 30, "ok again")
+
+
+def test_quality_flags_with_their_duration(live: dict[str, Any]) -> None:
+    from tests.web.conftest import emit_stuck_values
+
+    emit_stuck_values(live["gw"])
+    v = values(live)[("stuck", "pm10")]
+    assert v["quality"] == "suspect" and v["band"] == "good"
+    assert [(f["test"], f["flag"]) for f in v["flags"]] == [("flat_line", "suspect")]
+    assert v["flags"][0]["for_s"] == pytest.approx(7200, abs=5)

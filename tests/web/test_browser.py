@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.web.conftest import wait_until
+from tests.web.conftest import emit_stuck_values, wait_until
 
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = HERE.parent.parent / "test-artifacts"
@@ -28,6 +28,7 @@ def test_home_page_in_headless_chromium(live: dict[str, Any]) -> None:
     wait_until(
         lambda: "sds" in httpx.get(live["url"] + "/api/latest", timeout=5).text, 20, "first values"
     )
+    emit_stuck_values(live["gw"])
     ARTIFACTS.mkdir(exist_ok=True)
     run = subprocess.run(
         [node, str(HERE / "browser_check.mjs"), live["url"], str(ARTIFACTS)],
@@ -42,6 +43,8 @@ def test_home_page_in_headless_chromium(live: dict[str, Any]) -> None:
     assert en["band"] in ("Good", "Fair", "Moderate", "Poor", "Very poor", "Extremely poor")
     assert en["chartPoints"] >= 2 and en["chartBox"]["width"] > 100 and en["chartBox"]["height"] > 10
     assert en["errors"] == [] and nl["errors"] == []
+    assert en["stuck"] == "suspect: value stuck for 2 h"
+    assert nl["stuck"] == "twijfelachtig: waarde staat stil al 2 h"
     assert (ARTIFACTS / "status-page-en.png").stat().st_size > 5000
     tech = result["tech"]
     assert tech["errors"] == []
