@@ -62,7 +62,9 @@ class Link:
         self._reserve()
 
     def _reserve(self):
-        self.seq_limit = self.next_seq + SEQ_BLOCK
+        # A battery node reboots at every wake-up: reserving a block each time would skip
+        # numbers on every cycle, so it writes the exact counter (one small write per batch).
+        self.seq_limit = self.next_seq + (0 if self.cfg["battery"] else SEQ_BLOCK)
         with open(hw.path(SEQ_FILE), "wb") as f:
             f.write(struct.pack(">I", self.seq_limit))
 
