@@ -145,3 +145,69 @@ def test_healthz_fails_when_every_source_is_silent(tmp_path: Path) -> None:
     ok, doc = asyncio.run(view.health())
     gw.outbox.close()
     assert not ok and doc["problems"] == ["no source produced data"]
+
+
+def test_certificate_expiry_and_secrets_from_the_config(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from edge.web import system
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw-cert")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "gw.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "gw.key").write_bytes(b"-----BEGIN PRIVATE KEY-----\nnot shown\n")
+    (tmp_path / "pw").write_text("hunter2-secret\n")
+    config = parse_config(f"""
+[gateway]
+id = "gw"
+data_dir = "{tmp_path}"
+[[sources]]
+name = "a"
+type = "sds011"
+port = "/dev/null"
+[uplinks.mqtt]
+username = "gw"
+password_file = "{tmp_path / "pw"}"
+[uplinks.mqtt.tls]
+cert_file = "{tmp_path / "gw.crt"}"
+key_file = "{tmp_path / "gw.key"}"
+ca_file = "{tmp_path / "missing-ca.crt"}"
+""")
+    certs = {c["setting"]: c for c in system.certificates(config)}
+    mine = certs["uplinks.mqtt.tls.cert_file"]
+    assert mine["subject_cn"] == "gw-cert" and 29.9 < mine["days_left"] <= 30
+    assert certs["uplinks.mqtt.tls.ca_file"] == {
+        "setting": "uplinks.mqtt.tls.ca_file", "error": "FileNotFoundError"
+    }
+    assert not any("key" in setting for setting in certs)
+    assert system.secret_values(config, ["web-token-value", None]) == [
+        "web-token-value", "hunter2-secret"
+    ]
+
+
+async def test_a_port_in_use_is_logged_and_ingest_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    from edge.web.server import StatusServer
+
+    gw = fake_gateway(tmp_path, rate_obs=0, silent=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        server = StatusServer(gw, WebSettings(port=busy.getsockname()[1]))
+        assert gw.listeners == [server.live]
+        await asyncio.wait_for(server.serve_forever(), 5)  # returns instead of raising
+    gw.outbox.close()
+    assert "status page could not start" in caplog.text
+    assert gw.listeners == []
