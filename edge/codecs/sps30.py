@@ -402,3 +402,7 @@ WAKE_COMMANDS: tuple[bytes, ...] = (cmd_wake(), cmd_start_measurement())
 # Read-only queries a source sends once after opening the port: serial number and firmware
 # version go into every observation's provenance.
 IDENTIFY_COMMANDS: tuple[bytes, ...] = (cmd_serial_number(), cmd_version())
+
+# Run by the gateway on a schedule (weekly by default, `fan_cleaning_interval_s` option):
+# the sensor's own auto-cleaning counter restarts at every power cycle.
+FAN_CLEANING_COMMAND: bytes = cmd_fan_cleaning()

@@ -63,9 +63,9 @@ class SourceHealth:
         if reason:
             self.last_error = reason
 
-    def frame_result(self, ok: bool) -> None:
+    def frame_result(self, ok: bool, count: int = 1) -> None:
         """Track the recent good/bad ratio and flip between connected and unhealthy."""
-        self._recent.append(ok)
+        self._recent.extend([ok] * min(count, HEALTH_WINDOW))
         if len(self._recent) < HEALTH_WINDOW // 2:
             return
         bad_ratio = self._recent.count(False) / len(self._recent)

@@ -79,6 +79,7 @@ class SerialSource:
         self.silence_timeout_s = float(
             options.get("silence_timeout_s", max(10.0, 10 * self.poll_interval_s))
         )
+        self.fan_cleaning_interval_s = float(options.get("fan_cleaning_interval_s", 7 * 86400))
         self._sleeping = False
         self._discard_until = 0.0  # monotonic: readings before this are warm-up
 
@@ -108,6 +109,9 @@ class SerialSource:
             await self._send(writer, getattr(self.codec, "IDENTIFY_COMMANDS", ()))
             if self.poll_command is not None:
                 helpers.append(asyncio.create_task(self._poll(writer)))
+            cleaning = getattr(self.codec, "FAN_CLEANING_COMMAND", None)
+            if cleaning is not None and self.fan_cleaning_interval_s > 0:
+                helpers.append(asyncio.create_task(self._fan_cleaning(ctx, writer, cleaning)))
             if self.settings.duty_cycle is not None:
                 helpers.append(asyncio.create_task(self._duty_cycle(ctx, writer)))
             await self._read_loop(ctx, reader, decoder, port, helpers)
@@ -165,6 +169,21 @@ class SerialSource:
                 await writer.drain()
             await asyncio.sleep(self.poll_interval_s)
 
+    async def _fan_cleaning(
+        self, ctx: SourceContext, writer: asyncio.StreamWriter, command: bytes
+    ) -> None:
+        """Clean the fan on a schedule (SPS30: weekly by default); skipped while asleep."""
+        while True:
+            await asyncio.sleep(self.fan_cleaning_interval_s)
+            if self._sleeping:
+                continue
+            writer.write(command)
+            await writer.drain()
+            ctx.health.device["last_fan_cleaning_ms"] = str(ctx.clock_ms())
+            log.info("fan cleaning started", extra={"event": "fan_cleaning", "source": self.name})
+            # the sensor reports inflated values during the 10 s clean: drop them
+            self._discard_until = time.monotonic() + 15.0
+
     async def _duty_cycle(self, ctx: SourceContext, writer: asyncio.StreamWriter) -> None:
         """Measure for ``measure_s`` (warm-up included), then sleep for ``sleep_s``; forever."""
         cycle = self.settings.duty_cycle
@@ -189,16 +208,18 @@ class SerialSource:
             ctx.health.set_state("warming-up", f"discarding readings for {self.warmup_s:g} s")
 
     def _account(self, ctx: SourceContext, new_bad: int, by_reason: object) -> None:
-        for _ in range(min(new_bad, 50)):
-            ctx.health.frame_result(False)
+        if new_bad:
+            ctx.health.frame_result(False, new_bad)
 
     def _observations(self, ctx: SourceContext, frames: list[Frame]) -> list[Observation]:
         out: list[Observation] = []
         now = ctx.clock_ms()
         health = ctx.health
+        if frames:
+            health.frame_result(True, len(frames))
         for frame in frames:
-            health.frame_result(True)
-            self._learn_device(frame, health.device)
+            if frame.info:
+                self._learn_device(frame, health.device)
             if frame.kind != "data":
                 continue
             health.last_frame_ms = now

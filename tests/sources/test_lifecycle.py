@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
@@ -118,3 +119,34 @@ async def test_ble_source_names_devices_and_keeps_measurement_time() -> None:
     assert 24.3 in temps
     assert health.frames_ok >= 2
     assert all(abs(o.phenomenon_ms / 1000 - time.time()) < 3600 for o in got)
+
+
+async def test_sps30_fan_cleaning_is_scheduled(tmp_path: Path) -> None:
+    from edge.codecs.sps30 import FAN_CLEANING_COMMAND
+
+    emu = EMULATORS["sps30"](tmp_path / "tty", interval_s=0.1).start()
+    try:
+        settings = SourceSettings(
+            name="s",
+            type="sps30",
+            port=emu.port,
+            interval_s=0.1,
+            options={"warmup_s": 0, "fan_cleaning_interval_s": 0.5},
+        )
+        _got, health = await run_for(SerialSource(settings, "gw"), 1.6)
+    finally:
+        emu.stop()
+    assert FAN_CLEANING_COMMAND in emu.commands_seen
+    assert "last_fan_cleaning_ms" in health.device
+
+
+def test_a_sensor_sending_bad_frames_turns_unhealthy_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="duet.source")
+    health = SourceHealth("s")
+    health.set_state("connected")
+    for _ in range(10):
+        health.frame_result(False, 5)
+    health.frame_result(True, 40)
+    changes = [r for r in caplog.records if getattr(r, "event", "") == "source_state"]
+    assert [r.to for r in changes][-2:] == ["unhealthy", "connected"]  # type: ignore[attr-defined]
+    assert len([r for r in changes if r.to == "unhealthy"]) == 1  # type: ignore[attr-defined]
