@@ -28,7 +28,7 @@ def latest(url: str) -> dict[str, Any] | None:
 
 def test_demo_prints_a_working_status_page_url(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from edge.cli import main; main()", "demo", "--duration", "10",
+        [sys.executable, "-c", "from edge.cli import main; main()", "demo", "--duration", "7",
          "--workdir", str(tmp_path), "--rate", "4"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
