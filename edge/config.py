@@ -74,6 +74,22 @@ class SourceSettings(Strict):
             raise ValueError("a serial sensor needs 'port' (e.g. /dev/ttyUSB0) or 'usb_serial'")
         return self
 
+    @model_validator(mode="after")
+    def _options_fit_the_type(self) -> SourceSettings:
+        """Type-specific options are checked here, so a bad one is a config error, not a crash."""
+        model, own = _option_model(self.type)
+        if model is not None:
+            rest = {k: v for k, v in self.options.items() if k not in own}
+            try:
+                model.model_validate(rest)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                    for e in exc.errors()
+                )
+                raise ValueError(problems) from None
+        return self
+
 
 class BufferSettings(Strict):
     path: Path | None = Field(None, description="Outbox file; default <data_dir>/outbox.db.")
@@ -203,8 +219,28 @@ def supported_source_types() -> set[str]:
     from edge.sources import SOURCE_FACTORIES, load_builtin_sources
 
     load_builtin_sources()
-    ble_only = {d.name for d in all_descriptors() if d.interface == "ble"}  # read by the "ble" source
+    ble_only = {
+        d.name for d in all_descriptors() if d.interface == "ble"
+    }  # read by the "ble" source
     return ({d.name for d in all_descriptors()} - ble_only) | set(SOURCE_FACTORIES)
+
+
+_SERIAL_OPTIONS = {"silence_timeout_s", "warmup_s", "fan_cleaning_interval_s"}
+
+
+def _option_model(type_name: str) -> tuple[Any, set[str]]:
+    """The pydantic model for a source type's ``options`` and the keys handled elsewhere."""
+    if type_name == "ops243":
+        from edge.traffic import TrafficSettings
+
+        return TrafficSettings, _SERIAL_OPTIONS
+    if type_name == "ble":
+        try:
+            from edge.ble.settings import BleSettings
+        except ModuleNotFoundError:
+            return None, set()
+        return BleSettings, {"names", "replay", "replay_speed"}
+    return None, set()
 
 
 def _is_serial_type(type_name: str) -> bool:
@@ -247,6 +283,8 @@ def _describe(err: Any, data: dict[str, Any]) -> str:
     message = str(err["msg"]).removeprefix("Value error, ")
     if kind == "string_pattern_mismatch":
         message = f"must be {_ID_HELP}"
+    if isinstance(value, dict):  # a whole table: the message names the key inside it
+        return f"{key}: {message}"
     return f"{key} = {_show(value)}: {message}"
 
 

@@ -22,7 +22,8 @@ def check(path: Path = typer.Argument(..., help="The gateway TOML file.")) -> No
     except ConfigError as exc:
         console.print(f"[red]✗ {exc.source}[/red]: {len(exc.problems)} problem(s)")
         for problem in exc.problems:
-            console.print(f"  [red]-[/red] {problem}", markup=False, highlight=False)
+            console.print("  [red]-[/red] ", end="")
+            console.print(problem, markup=False, highlight=False)
         raise typer.Exit(1) from None
     console.print(
         f"[green]✓[/green] {path}: gateway {config.gateway.id!r}, {len(config.sources)} source(s), "

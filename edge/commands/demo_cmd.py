@@ -177,7 +177,9 @@ async def _demo(work: Path, duration: float, rate: float) -> int:
             f"  broker:  Mosquitto on 127.0.0.1:{broker_port}; receiver: MQTT 5 shared subscription"
         )
     if web_port:
-        console.print(f"  status page: [bold]http://127.0.0.1:{web_port}/[/bold] (open it in a browser)")
+        console.print(
+            f"  status page: [bold]http://127.0.0.1:{web_port}/[/bold] (open it in a browser)"
+        )
     console.print("  Ctrl-C to stop.\n")
     gateway_task = asyncio.create_task(gateway.run(stop))
     receiver_task = asyncio.create_task(receiver.run_forever(stop)) if broker else None

@@ -11,10 +11,14 @@ Config::
 ``options`` holds :class:`edge.ble.settings.BleSettings` plus ``names``: device id (the MAC a
 Ruuvi puts in its payload, else the address) → sensor id. Devices without a name get
 ``<type>-<id without colons>``. Adapter loss is handled inside the scanner (backoff, forever).
+
+For hardware-in-the-loop runs without a radio, ``options.replay = "<file.jsonl>"`` feeds a
+recorded or scripted advert stream (hil/ble_replay.py) to the same scanner code.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from edge.ble.scanner import BleReading, BleScanner
@@ -33,6 +37,10 @@ class BleSource:
         self.names: dict[str, str] = {
             k.upper(): v for k, v in dict(options.pop("names", {})).items()
         }
+        # HIL: replay a recorded/scripted advert stream (hil/ble_replay.py format) instead of a radio
+        replay = options.pop("replay", None)
+        self.replay: str | None = str(replay) if replay else None
+        self.replay_speed = float(options.pop("replay_speed", 1.0))
         self.ble = BleSettings.model_validate(options)
         self.name = settings.name
         self.gateway_id = gateway_id
@@ -46,7 +54,27 @@ class BleSource:
         return named or f"{reading.sensor}-{device.replace(':', '').lower()}"
 
     async def run(self, ctx: SourceContext) -> None:
-        async with BleScanner(self.ble, scanner_backend=self.scanner_backend) as scanner:
+        backend, player = self.scanner_backend, None
+        if self.replay is not None:
+            from hil.ble_replay import ReplayRadio, load_recording
+
+            radio = ReplayRadio()
+            backend = radio.scanner_backend()
+            records = load_recording(self.replay)
+
+            async def play() -> None:
+                await radio.wait_scanning(30)
+                await radio.play(records, speed=self.replay_speed)
+
+            player = asyncio.ensure_future(play())
+        try:
+            await self._scan(ctx, backend)
+        finally:
+            if player is not None:
+                player.cancel()
+
+    async def _scan(self, ctx: SourceContext, backend: Any) -> None:
+        async with BleScanner(self.ble, scanner_backend=backend) as scanner:
             ctx.health.set_state("connected", "scanning")
             async for reading in scanner.readings():
                 observations = self.observations(reading)

@@ -150,3 +150,30 @@ def test_a_sensor_sending_bad_frames_turns_unhealthy_once(caplog: pytest.LogCapt
     changes = [r for r in caplog.records if getattr(r, "event", "") == "source_state"]
     assert [r.to for r in changes][-2:] == ["unhealthy", "connected"]  # type: ignore[attr-defined]
     assert len([r for r in changes if r.to == "unhealthy"]) == 1  # type: ignore[attr-defined]
+
+
+def test_replayed_adverts_reach_the_twin_through_a_running_gateway(
+    tmp_path: Path, mosquitto
+) -> None:  # type: ignore[no-untyped-def]
+    """hil/ble_replay.py's format fed to a real gateway process (no radio) → Mosquitto → receiver."""
+    from tests.spine.harness import GatewayProcess, ReceiverThread, wait_until
+
+    recording = Path("hil/recordings/ble-vectors.jsonl").resolve()
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        f'[gateway]\nid = "gw-ble"\ndata_dir = "{tmp_path / "data"}"\n'
+        f"[buffer]\ncommit_interval_s = 0.2\n"
+        f"[uplinks.mqtt]\nport = {mosquitto.port}\n"
+        f'[[sources]]\nname = "ble"\ntype = "ble"\n'
+        f'options = {{ replay = "{recording}", replay_speed = 0, '
+        f'names = {{ "CB:B8:33:4C:88:4F" = "ruuvi-garden" }} }}\n'
+    )
+    gw = GatewayProcess(cfg, tmp_path / "gw.log")
+    with ReceiverThread(mosquitto.port, tmp_path / "twin.db") as rx:
+        gw.start()
+        try:
+            wait_until(lambda: any(r[1] == "ruuvi-garden" for r in rx.rows()), 30, "ruuvi rows")
+        finally:
+            gw.terminate()
+        sensors = {r[1] for r in rx.rows()}
+    assert "ruuvi-garden" in sensors and any(s.startswith("aranet4-") for s in sensors), gw.log()
