@@ -29,7 +29,7 @@ FLAG_NAMES = {
     QC_MISSING: "missing",
 }
 DEFAULT_BYTES_PER_OBS = 64.0  # before the buffer holds enough rows to measure it
-UPLINK_STALE_S = 300.0  # connected but nothing confirmed while data waits this long: "down"
+UPLINK_STALE_S = 300.0  # connected, old data waiting and nothing confirmed this long: "down"
 BAD_SOURCE_STATES = ("disconnected", "unhealthy")
 
 
@@ -149,7 +149,9 @@ class GatewayView:
         confirmed = [u.last_confirmed_ms for u in uplinks if u.last_confirmed_ms is not None]
         last = max(confirmed) if confirmed else None
         connected = any(u.state == "connected" for u in uplinks)
-        stale = buffer.oldest_ms is not None and at_ms - buffer.oldest_ms > UPLINK_STALE_S * 1000
+        stale_ms = UPLINK_STALE_S * 1000
+        waiting = buffer.oldest_ms is not None and at_ms - buffer.oldest_ms > stale_ms
+        stale = waiting and (last is None or at_ms - last > stale_ms)  # old data, no progress
         if connected and not stale:
             return None
         return last if last is not None else self.started_ms

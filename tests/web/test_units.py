@@ -211,3 +211,21 @@ async def test_a_port_in_use_is_logged_and_ingest_goes_on(tmp_path: Path, caplog
     gw.outbox.close()
     assert "status page could not start" in caplog.text
     assert gw.listeners == []
+
+
+def test_not_uploading_needs_no_progress_not_just_old_data(tmp_path: Path) -> None:
+    from edge.web.view import BufferFacts
+
+    gw = fake_gateway(tmp_path, rate_obs=0, silent=False)
+    view = GatewayView(gw, WebSettings(), LiveState())
+    uplink = gw.uplink_health["mqtt"]
+    at = 10_000_000_000
+    old = BufferFacts(depth=5, oldest_ms=at - 3600_000)  # e.g. a node replaying stored data
+    uplink.state, uplink.last_confirmed_ms = "connected", at - 1_000
+    assert view._uplink_down_since(old, at) is None
+    uplink.last_confirmed_ms = at - 600_000  # connected, but nothing confirmed for 10 min
+    assert view._uplink_down_since(old, at) == at - 600_000
+    assert view._uplink_down_since(BufferFacts(depth=0), at) is None
+    uplink.state = "disconnected"
+    assert view._uplink_down_since(BufferFacts(depth=0), at) == at - 600_000
+    gw.outbox.close()
