@@ -157,6 +157,7 @@ def _optional_model(module: str, name: str) -> Any:
 StaHttpSettings: Any = _optional_model("edge.uplinks.sensorthings_http", "SensorThingsHttpSettings")
 CalibrationSettings: Any = _optional_model("calibration.settings", "CalibrationSettings")
 QualitySettings: Any = _optional_model("edge.quality.settings", "QualitySettings")
+SecuritySettings: Any = _optional_model("provisioning.settings", "SecuritySettings")
 WebSettings: Any = _optional_model("edge.web.settings", "WebSettings")
 
 
@@ -185,6 +186,7 @@ class GatewayConfig(Strict):
     uplinks: UplinkSettings = UplinkSettings()
     calibration: CalibrationSettings | None = None
     quality: QualitySettings | None = None
+    security: SecuritySettings | None = None
     runtime: RuntimeSettings = RuntimeSettings()
     log: LogSettings = LogSettings()
     web: WebSettings | None = None

@@ -61,12 +61,14 @@ def build_source(settings: SourceSettings, gateway_id: str) -> Any:
     return SerialSource(settings, gateway_id)
 
 
-def build_uplinks(config: GatewayConfig) -> dict[str, Any]:
+def build_uplinks(
+    config: GatewayConfig, on_bundle: Callable[[bytes], None] | None = None
+) -> dict[str, Any]:
     uplinks: dict[str, Any] = {}
     if config.uplinks.mqtt is not None:
         from edge.uplinks.mqtt import MqttUplink
 
-        uplinks["mqtt"] = MqttUplink(config.uplinks.mqtt, config.gateway.id)
+        uplinks["mqtt"] = MqttUplink(config.uplinks.mqtt, config.gateway.id, on_bundle=on_bundle)
     if config.uplinks.sensorthings_http is not None:
         from edge.sensorthings import GeoPoint
         from edge.uplinks.sensorthings_http import SensorThingsHttpUplink
@@ -120,7 +122,14 @@ class Gateway:
             if sources is not None
             else [build_source(s, self.gateway_id) for s in config.sources]
         )
-        self.uplinks = uplinks if uplinks is not None else build_uplinks(config)
+        self.restart_requested = False
+        self._stop: asyncio.Event | None = None
+        bundles = config.security is not None and config.security.bundles is not None
+        self.uplinks = (
+            uplinks
+            if uplinks is not None
+            else build_uplinks(config, self.apply_bundle if bundles else None)
+        )
         self.stages = stages if stages is not None else build_stages(config)
         self.outbox = Outbox(
             config.outbox_path,
@@ -153,7 +162,39 @@ class Gateway:
         self.outbox.append(observations)
 
     # ------------------------------------------------------------------ tasks
+    def apply_bundle(self, payload: bytes) -> None:
+        """A signed bundle arrived: verify and apply it; on success restart to load it.
+
+        On any problem the bundle is refused, the reason logged, and the gateway keeps running
+        on the version it has (the bundle store keeps previous versions).
+        """
+        from provisioning.bundles import BundleError
+        from provisioning.settings import apply_bundle_message
+
+        try:
+            assert self.config.security is not None
+            applied = apply_bundle_message(payload, self.config.security, self.gateway_id)
+        except BundleError as exc:
+            log.error(
+                "bundle refused; keeping the active version",
+                extra={"event": "bundle_refused", "reason": str(exc)},
+            )
+            return
+        log.warning(
+            "bundle applied; restarting to load it",
+            extra={
+                "event": "bundle_applied",
+                "kind": applied.kind,
+                "version": applied.version,
+                "previous": applied.previous,
+            },
+        )
+        self.restart_requested = True
+        if self._stop is not None:
+            self._stop.set()
+
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         tasks: list[asyncio.Task[None]] = []
         if self.config.web is not None:  # status page: sees every batch from the first one
             tasks.append(importlib.import_module("edge.web").start(self, tasks))
@@ -287,8 +328,8 @@ class Gateway:
         }
 
 
-async def run_gateway(config: GatewayConfig, options: RuntimeOptions | None = None) -> None:
-    """Run until SIGTERM/SIGINT, then flush and close cleanly."""
+async def run_gateway(config: GatewayConfig, options: RuntimeOptions | None = None) -> bool:
+    """Run until SIGTERM/SIGINT, then flush and close cleanly. True: restart requested."""
     gateway = Gateway(config, options=options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -296,3 +337,4 @@ async def run_gateway(config: GatewayConfig, options: RuntimeOptions | None = No
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await gateway.run(stop)
+    return gateway.restart_requested

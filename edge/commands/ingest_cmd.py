@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from edge.config import TlsSettings
 from edge.ingest.receiver import Receiver, ReceiverSettings
 from edge.logs import setup_logging
 
@@ -30,11 +31,22 @@ def ingest(
         help="JSON {gateway id: [lon, lat]} for --forward-sta: SensorThings servers derive "
         "each Observation's FeatureOfInterest from the gateway's Location.",
     ),
+    ca_file: Path | None = typer.Option(None, help="TLS: CA that signed the broker's certificate."),
+    cert_file: Path | None = typer.Option(
+        None, help="TLS: this receiver's client certificate (its CN must start with 'receiver-')."
+    ),
+    key_file: Path | None = typer.Option(None, help="TLS: this receiver's private key."),
     log_format: str = typer.Option("json", help="json or text"),
 ) -> None:
     """Receive compact batches from gateways, validate, de-duplicate and store them."""
     setup_logging("INFO", log_format)
+    tls = (
+        TlsSettings(ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+        if ca_file or cert_file
+        else None
+    )
     settings = ReceiverSettings(
+        tls=tls,
         host=host,
         port=port,
         topic_prefix=topic_prefix,

@@ -20,6 +20,7 @@ import json
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
@@ -30,6 +31,9 @@ from edge.model import Batch, Delivery
 from edge.uplinks import UplinkPort
 
 log = logging.getLogger("duet.uplink.mqtt")
+# aiomqtt warns once per publish beyond ten concurrent ones; our window is deliberate.
+_client_log = logging.getLogger("duet.uplink.mqtt.client")
+_client_log.setLevel(logging.ERROR)
 
 PUBLISH_TIMEOUT_S = 30.0
 
@@ -56,10 +60,18 @@ def read_secret(path: Any) -> str | None:
 class MqttUplink:
     """Streams the outbox to an MQTT broker."""
 
-    def __init__(self, settings: MqttSettings, gateway_id: str, name: str = "mqtt") -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        gateway_id: str,
+        name: str = "mqtt",
+        on_bundle: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.name = name
         self.settings = settings
         self.gateway_id = gateway_id
+        self.on_bundle = on_bundle  # signed config/calibration bundles pushed to this gateway
+        self.bundle_topic = f"{settings.topic_prefix}/{gateway_id}/config/#"
         self.obs_topic = f"{settings.topic_prefix}/{gateway_id}/obs"
         self.status_topic = f"{settings.topic_prefix}/{gateway_id}/status"
 
@@ -78,6 +90,7 @@ class MqttUplink:
                 20, s.max_inflight * (1 if s.mode == "compact" else s.batch_size)
             ),
             timeout=PUBLISH_TIMEOUT_S,
+            logger=_client_log,
         )
 
     async def run(self, port: UplinkPort) -> None:
@@ -95,13 +108,25 @@ class MqttUplink:
             await client.publish(self.status_topic, b"online", qos=1, retain=True)
             port.rewind()
             disconnected: asyncio.Future[None] | None = getattr(client, "_disconnected", None)
+            listener = None
+            if self.on_bundle is not None:
+                await client.subscribe(self.bundle_topic, qos=1)
+                listener = asyncio.create_task(self._listen_for_bundles(client))
             try:
                 await self._pump(client, port, disconnected)
             finally:
+                if listener is not None:
+                    listener.cancel()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(
                         client.publish(self.status_topic, b"offline", qos=1, retain=True), 2.0
                     )
+
+    async def _listen_for_bundles(self, client: aiomqtt.Client) -> None:
+        assert self.on_bundle is not None
+        async for message in client.messages:
+            if isinstance(message.payload, bytes | bytearray) and message.payload:
+                self.on_bundle(bytes(message.payload))
 
     async def _pump(
         self, client: aiomqtt.Client, port: UplinkPort, disconnected: asyncio.Future[None] | None
