@@ -203,6 +203,7 @@ class Outbox:
         self._done: dict[str, Ranges] = {name: [] for name in self.uplinks}
         self._handed: dict[str, Ranges] = {name: [] for name in self.uplinks}
         self._decoded: dict[int, list[Observation]] = {}
+        self._ids_by_identity: dict[int, tuple[object, int]] = {}
         self._next_seq = 1
         self._reserved_to = 0
         self._last_ttl_check = 0.0
@@ -216,7 +217,14 @@ class Outbox:
             db = self._connect()
             self._check_integrity(db)
             self._load(db)
-        except (sqlite3.DatabaseError, OutboxError, ValueError, KeyError) as exc:
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise  # another process holds it: never move a healthy database aside
+            self._move_aside(str(exc))
+            db = self._connect()
+            self._check_integrity(db)
+            self._load(db)
+        except (sqlite3.DatabaseError, OutboxError) as exc:
             self._move_aside(str(exc))
             db = self._connect()
             self._check_integrity(db)
@@ -224,7 +232,7 @@ class Outbox:
         return db
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=15)
         db.execute("PRAGMA journal_mode=WAL")
         sync = "FULL" if self.settings.durability == "full" else "NORMAL"
         db.execute(f"PRAGMA synchronous={sync}")
@@ -268,6 +276,7 @@ class Outbox:
         )
 
     def _load(self, db: sqlite3.Connection) -> None:
+        self._ids_by_identity = {}
         self._ds_ids.clear()
         self._ds_by_id.clear()
         self._prov_ids.clear()
@@ -392,6 +401,9 @@ class Outbox:
     ) -> tuple[bytes, int, int]:
         """One group as a CBOR array of columns (values as raw float64, exact)."""
         ds_ids, prov_ids = self._ds_ids, self._prov_ids
+        # Sources intern their Datastream/Provenance objects: look them up by identity first
+        # (hashing a frozen dataclass per observation costs more than the rest of the row).
+        by_identity = self._ids_by_identity
         ds_col: list[int] = []
         prov_col: list[int] = []
         t_col: list[int] = []
@@ -404,12 +416,23 @@ class Outbox:
         t_min = t_max = t_base
         for i, o in enumerate(obs):
             stream = o.stream
-            ds = ds_ids.get((stream.sensor_id, stream.quantity_code))
-            if ds is None:
-                ds = self._new_datastream(stream)
-            prov = prov_ids.get(o.provenance)
-            if prov is None:
-                prov = self._new_provenance(o.provenance)
+            known = by_identity.get(id(stream))
+            if known is None or known[0] is not stream:
+                ds = ds_ids.get((stream.sensor_id, stream.quantity_code))
+                if ds is None:
+                    ds = self._new_datastream(stream)
+                by_identity[id(stream)] = (stream, ds)
+            else:
+                ds = known[1]
+            provenance = o.provenance
+            known = by_identity.get(id(provenance))
+            if known is None or known[0] is not provenance:
+                prov = prov_ids.get(provenance)
+                if prov is None:
+                    prov = self._new_provenance(provenance)
+                by_identity[id(provenance)] = (provenance, prov)
+            else:
+                prov = known[1]
             ds_col.append(ds)
             prov_col.append(prov)
             t = o.phenomenon_ms
@@ -650,18 +673,20 @@ class Outbox:
         if newest_first:
             groups.sort(key=lambda g: -g.last)
         found: list[tuple[int, Observation]] = []
+        low, high = sys.maxsize, -1
         for g in groups:
-            if len(found) >= limit:
-                bound = sorted(seq for seq, _ in found)
-                edge_seq = bound[-limit] if newest_first else bound[limit - 1]
-                if (newest_first and g.last < edge_seq) or (
-                    not newest_first and g.first > edge_seq
-                ):
-                    break
+            # groups come in drain order; once enough are found, a group lying wholly beyond
+            # what we have cannot contribute
+            if len(found) >= limit and (
+                (newest_first and g.last < low) or (not newest_first and g.first > high)
+            ):
+                break
             for o in self._decode_group(g):
                 seq = o.sequence
                 if seq is not None and lo <= seq <= hi:
                     found.append((seq, o))
+                    low = seq if seq < low else low
+                    high = seq if seq > high else high
         found.sort(key=lambda pair: pair[0])
         chosen = found[-limit:] if newest_first else found[:limit]
         return [o for _, o in chosen]
