@@ -79,7 +79,7 @@ async def test_sensor_to_twin_with_gateway_restart(
     for name, factory in source_factories().items():
         monkeypatch.setitem(SOURCE_FACTORIES, name, factory)
     cfg = {"interval_s": INTERVAL_S, "pm_on_s": INTERVAL_S, "pm_warmup_s": 0,
-           "ack_timeout_s": 30, "persist_ring": True}
+           "ack_timeout_s": 30, "persist_ring": True, "ring_size": 64}
     marks = HwmStore(":memory:")
     with NodeEmulator("air", cfg, node_ms_per_tick=500, tick_s=0.01,
                       pm_ramp_ms=INTERVAL_S * 1000) as emu, \
@@ -126,7 +126,7 @@ async def test_sensor_to_twin_with_gateway_restart(
 
     assert sorted(values) == [float(k) for k in range(1, last + 1)], "a batch lost or doubled"
     assert len(values) == len(set(values))
-    assert status["stats"]["dropped"] == 0
+    assert status["stats"]["dropped"] == 0, status
     assert set(range(last + 1, status["next_seq"])) <= set(status["ring"])  # rest still on node
     quantities = {r[2] for r in rows}
     assert {"pm2_5", "pm10"} <= quantities

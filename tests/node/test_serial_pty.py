@@ -72,7 +72,7 @@ class MiniRuntime:
 
 async def test_node_over_pty_with_gateway_restart(tmp_path: Path) -> None:
     cfg = {"interval_s": 10, "pm_on_s": 10, "pm_warmup_s": 0, "ack_timeout_s": 30,
-           "persist_ring": True}
+           "persist_ring": True, "ring_size": 64}
     with NodeEmulator("air", cfg, node_ms_per_tick=500, tick_s=0.01) as emu:
         rt = MiniRuntime(tmp_path)
         marks = HwmStore(tmp_path / "nodes.db")
@@ -93,7 +93,7 @@ async def test_node_over_pty_with_gateway_restart(tmp_path: Path) -> None:
     pm = [o for o in batch.observations if o.stream.quantity_code == "pm2_5"]
     starts = [o.phenomenon_ms for o in pm]
     print(rt.health.as_dict(), status)
-    assert len(starts) == len(set(starts)), "an interval was committed twice"
+    assert len(starts) == len(set(starts)), f"an interval was committed twice: {status}"
     steps = [b - a for a, b in itertools.pairwise(starts)]
     # consecutive intervals; a re-sync after the restart may shift the clock by one tick
     assert all(abs(step - 10_000) <= 1_500 for step in steps), f"a batch was lost: {steps}"
@@ -102,7 +102,7 @@ async def test_node_over_pty_with_gateway_restart(tmp_path: Path) -> None:
     assert len(pm) == last_seq  # one committed batch per sequence number, none missing
     # whatever is not committed is still waiting in the node (unacked), not lost
     assert set(range(last_seq + 1, status["next_seq"])) <= set(status["ring"])
-    assert status["stats"]["dropped"] == 0
+    assert status["stats"]["dropped"] == 0, status
     assert {o.provenance.node_id for o in batch.observations} == {NODE_ID}
     assert {o.provenance.firmware_version for o in batch.observations} == {"1.0.0"}
     assert rt.health.frames_ok >= last_seq
