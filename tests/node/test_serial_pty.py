@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import statistics
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,8 @@ class MiniRuntime:
 async def test_node_over_pty_with_gateway_restart(tmp_path: Path) -> None:
     cfg = {"interval_s": 10, "pm_on_s": 10, "pm_warmup_s": 0, "ack_timeout_s": 30,
            "persist_ring": True, "ring_size": 64}
-    with NodeEmulator("air", cfg, node_ms_per_tick=500, tick_s=0.01) as emu:
+    # the PM sensor reads k during the node's k-th interval: batches are identifiable
+    with NodeEmulator("air", cfg, node_ms_per_tick=500, tick_s=0.01, pm_ramp_ms=10_000) as emu:
         rt = MiniRuntime(tmp_path)
         marks = HwmStore(tmp_path / "nodes.db")
         rt.start(emu)
@@ -91,14 +93,16 @@ async def test_node_over_pty_with_gateway_restart(tmp_path: Path) -> None:
 
     batch = rt.outbox.next_batch("none", 100_000)
     pm = [o for o in batch.observations if o.stream.quantity_code == "pm2_5"]
-    starts = [o.phenomenon_ms for o in pm]
-    print(rt.health.as_dict(), status)
-    assert len(starts) == len(set(starts)), f"an interval was committed twice: {status}"
-    steps = [b - a for a, b in itertools.pairwise(starts)]
-    # consecutive intervals; a re-sync after the restart may shift the clock by one tick
-    assert all(abs(step - 10_000) <= 1_500 for step in steps), f"a batch was lost: {steps}"
+    values = [o.result for o in pm]
     last_seq = marks.get(NODE_ID)
     assert last_seq is not None and last_seq > first_run + 3
+    # every batch 1..last committed exactly once, in order
+    assert values == [float(k) for k in range(1, last_seq + 1)], (values, status)
+    starts = [o.phenomenon_ms for o in pm]
+    steps = [b - a for a, b in itertools.pairwise(starts)]
+    # interval times advance by the interval (the restart's time re-sync shifts them by the
+    # reply delay, which is large in node time here: node time runs 50x faster than the wall)
+    assert statistics.median(steps) == 10_000, steps
     assert len(pm) == last_seq  # one committed batch per sequence number, none missing
     # whatever is not committed is still waiting in the node (unacked), not lost
     assert set(range(last_seq + 1, status["next_seq"])) <= set(status["ring"])
