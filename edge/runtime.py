@@ -123,6 +123,7 @@ class Gateway:
             else [build_source(s, self.gateway_id) for s in config.sources]
         )
         self.restart_requested = False
+        self._source_tasks: dict[str, asyncio.Task[None]] = {}
         self._stop: asyncio.Event | None = None
         bundles = config.security is not None and config.security.bundles is not None
         self.uplinks = (
@@ -199,17 +200,7 @@ class Gateway:
         if self.config.web is not None:  # status page: sees every batch from the first one
             tasks.append(importlib.import_module("edge.web").start(self, tasks))
         for source in self.sources:
-            ctx = SourceContext(self.gateway_id, self.emit, self.source_health[source.name])
-            tasks.append(
-                asyncio.create_task(
-                    self._supervise(
-                        f"source:{source.name}",
-                        functools.partial(source.run, ctx),
-                        self.source_health[source.name],
-                    ),
-                    name=f"source:{source.name}",
-                )
-            )
+            tasks.append(self._start_source(source))
         uplink_tasks = [
             asyncio.create_task(
                 self._supervise(
@@ -234,6 +225,30 @@ class Gateway:
             await stop.wait()
         finally:
             await self._shutdown(tasks, uplink_tasks, committer)
+
+    def _start_source(self, source: Any) -> asyncio.Task[None]:
+        health = self.source_health[source.name]
+        ctx = SourceContext(self.gateway_id, self.emit, health)
+        task = asyncio.create_task(
+            self._supervise(f"source:{source.name}", functools.partial(source.run, ctx), health),
+            name=f"source:{source.name}",
+        )
+        self._source_tasks[source.name] = task
+        return task
+
+    async def restart_source(self, name: str) -> None:
+        """Stop one source and start it again (e.g. from the status page); KeyError if unknown."""
+        source = next((s for s in self.sources if s.name == name), None)
+        if source is None:
+            raise KeyError(name)
+        old = self._source_tasks.get(name)
+        if old is not None:
+            old.cancel()
+            await asyncio.gather(old, return_exceptions=True)
+        health = self.source_health[name]
+        health.reconnects += 1
+        health.set_state("starting", "restart requested")
+        self._start_source(source)
 
     def _uplink_runner(self, name: str, uplink: Any) -> Callable[[], Awaitable[None]]:
         port = UplinkPort(name, self.outbox, self.new_data, self.uplink_health[name])
@@ -289,6 +304,7 @@ class Gateway:
         uplinks: list[asyncio.Task[None]],
         committer: asyncio.Task[None],
     ) -> None:
+        sources = [*sources, *self._source_tasks.values()]  # restarted sources included
         for task in sources:
             task.cancel()
         await asyncio.gather(*sources, return_exceptions=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hmac
 import json
 import logging
@@ -53,7 +52,6 @@ class StatusServer:
         self.token = self.settings.read_token()
         self.secrets = system.secret_values(gateway.config, [self.token])
         self._runner: web.AppRunner | None = None
-        self._orphans: set[asyncio.Task[None]] = set()
         self.port = 0
         self.app = self._build_app()
 
@@ -77,9 +75,6 @@ class StatusServer:
         return self.url
 
     async def close(self) -> None:
-        for task in self._orphans:
-            task.cancel()
-        await asyncio.gather(*self._orphans, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -145,9 +140,7 @@ class StatusServer:
         )
 
     async def _page(self, request: web.Request) -> web.Response:
-        lang = i18n.pick_language(
-            request.headers.get("Accept-Language"), request.query.get("lang")
-        )
+        lang = i18n.pick_language(request.headers.get("Accept-Language"), request.query.get("lang"))
         strings = json.dumps(i18n.TEXTS[lang]).replace("<", "\\u003c")
         config = json.dumps({"refresh_s": self.settings.refresh_s, "lang": lang})
         html = (
@@ -205,7 +198,9 @@ class StatusServer:
         if name not in self.gateway.source_health:
             raise web.HTTPNotFound(text="no such source")
         await self.restart_source(name)
-        log.warning("source restarted from the status page", extra={"event": "web_restart", "source": name})
+        log.warning(
+            "source restarted from the status page", extra={"event": "web_restart", "source": name}
+        )
         return self._json({"restarted": name})
 
     async def _upload(self, request: web.Request) -> web.Response:
@@ -213,38 +208,13 @@ class StatusServer:
         committed = self.gateway.outbox.commit()
         self.gateway.new_data.set()
         log.info("upload triggered from the status page", extra={"event": "web_upload"})
-        return self._json({"committed": committed, "uplinks_woken": list(self.gateway.uplink_health)})
+        return self._json(
+            {"committed": committed, "uplinks_woken": list(self.gateway.uplink_health)}
+        )
 
     async def restart_source(self, name: str) -> None:
         """Stop a source's task and start it again under the runtime's supervisor."""
-        hook = getattr(self.gateway, "restart_source", None)
-        if hook is not None:  # a runtime that offers it knows best
-            result = hook(name)
-            if asyncio.iscoroutine(result):
-                await result
-            return
-        pool = self.tasks if self.tasks is not None else list(asyncio.all_tasks())
-        task_name = f"source:{name}"
-        old = next((t for t in pool if t.get_name() == task_name and not t.done()), None)
-        if old is None:
-            raise web.HTTPConflict(text="source is not running")
-        old.cancel()
-        await asyncio.gather(old, return_exceptions=True)
-        self._orphans.discard(old)
-        new = self._start_source(name)
-        if self.tasks is not None and old in self.tasks:
-            self.tasks[self.tasks.index(old)] = new
-        else:
-            self._orphans.add(new)
-
-    def _start_source(self, name: str) -> asyncio.Task[None]:
-        from edge.sources.base import SourceContext
-
-        gw = self.gateway
-        source = next(s for s in gw.sources if s.name == name)
-        health = gw.source_health[name]
-        health.reconnects += 1
-        health.set_state("starting", "restarted from the status page")
-        ctx = SourceContext(gw.gateway_id, gw.emit, health)
-        runner = gw._supervise(f"source:{name}", functools.partial(source.run, ctx), health)
-        return asyncio.create_task(runner, name=f"source:{name}")
+        try:
+            await self.gateway.restart_source(name)
+        except KeyError:
+            raise web.HTTPNotFound(text="no such source") from None
