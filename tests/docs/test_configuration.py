@@ -24,6 +24,7 @@ from edge.quality.settings import (
 from edge.traffic import TrafficSettings
 from edge.uplinks.sensorthings_http import SensorThingsHttpSettings, StaAuthSettings, StaTlsSettings
 from edge.web.settings import WebSettings
+from provisioning.settings import BundleSettings, SecuritySettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
@@ -45,6 +46,8 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "`[[quality.quantities.<code>.climatology]]`": ClimatologyRange,
     "`[[quality.colocated]]`": ColocatedPair,
     "`[quality.ml]`": MlSettings,
+    "`[security]`": SecuritySettings,
+    "`[security.bundles]`": BundleSettings,
     "`[runtime]`": cfg.RuntimeSettings,
     "`[log]`": cfg.LogSettings,
     "`[web]`": WebSettings,
@@ -55,7 +58,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     '`options` of a `type = "node_ble"` source': NodeBleOptions,
 }
 # Documented keys a source reads itself, next to its settings model.
-EXTRA_KEYS = {'`options` of a `type = "ble"` source': ["names"]}
+EXTRA_KEYS = {'`options` of a `type = "ble"` source': ["names", "replay", "replay_speed"]}
 SERIAL_OPTIONS = "`options` of a serial sensor"
 
 
@@ -97,6 +100,7 @@ def test_section_models_are_the_ones_the_gateway_uses() -> None:
     assert cfg.CalibrationSettings is CalibrationSettings
     assert cfg.QualitySettings is QualitySettings
     assert cfg.WebSettings is WebSettings
+    assert cfg.SecuritySettings is SecuritySettings
 
 
 def test_documented_defaults_of_core_sections() -> None:
@@ -187,7 +191,8 @@ _OPTION_MODELS: dict[str, type[BaseModel]] = {
     "node_serial": NodeSerialOptions,
     "node_ble": NodeBleOptions,
 }
-_SOURCE_READS = {"warmup_s", "silence_timeout_s", "names"}  # read by the source, not the model
+_SOURCE_READS = {"warmup_s", "silence_timeout_s", "fan_cleaning_interval_s", "names", "replay",
+                 "replay_speed"}  # read by the source, not the model
 
 
 def _check_options(text: str) -> int:
@@ -208,3 +213,14 @@ def test_source_options_in_the_examples_validate() -> None:
     assert block
     assert _check_options(block.group(1)) == 3
     assert _check_options((ROOT / "edge" / "example-config.toml").read_text(encoding="utf-8"))
+
+
+def test_documented_option_error_is_what_the_code_says() -> None:
+    found = re.search(r"e\.g\.\n?`(sources\[0\] \(name = 'traffic-radar'\): options\.[^`]+)`",
+                      DOC.replace("\n", " ").replace("e.g. ", "e.g.\n"))
+    assert found
+    text = ('[gateway]\nid = "gw-1"\n[[sources]]\nname = "traffic-radar"\ntype = "ops243"\n'
+            'port = "/dev/ttyACM0"\noptions = { inbound_side = "left" }\n')
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.parse_config(text)
+    assert err.value.problems == [found.group(1)]

@@ -100,3 +100,12 @@ def test_systemd_analyze_verify_accepts_the_unit(unit: str, tmp_path: Path) -> N
         if str(copy) in line or "Unknown" in line or "ignoring" in line.lower()
     ]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
+
+
+def test_bundle_restart_exit_status_is_restarted() -> None:
+    from edge.commands.run_cmd import RESTART_EXIT_CODE
+
+    d = _directives(UNITS / "duet-edge.service")
+    assert d["Restart"] == ["on-failure"]  # restarts every non-zero exit status...
+    assert str(RESTART_EXIT_CODE) not in d["RestartPreventExitStatus"][0].split()  # ...incl. 75
+    assert f"status {RESTART_EXIT_CODE}" in DEPLOYMENT
