@@ -242,6 +242,12 @@ def _option_model(type_name: str) -> tuple[Any, set[str]]:
         except ModuleNotFoundError:
             return None, set()
         return BleSettings, {"names", "replay", "replay_speed"}
+    if type_name in ("node_serial", "node_ble"):
+        try:
+            from edge.node.settings import NodeBleOptions, NodeSerialOptions
+        except ModuleNotFoundError:
+            return None, set()
+        return (NodeSerialOptions if type_name == "node_serial" else NodeBleOptions), set()
     return None, set()
 
 

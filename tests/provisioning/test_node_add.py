@@ -92,16 +92,10 @@ def test_node_add_on_a_silent_port(tmp_path: Path) -> None:
 
 
 def test_source_snippet_is_valid_gateway_config() -> None:
-    pytest.importorskip("edge.node.serial_source")
-    from edge.config import ConfigError, parse_config
+    from edge.config import parse_config
 
     base = '[gateway]\nid = "gw-1"\n'
-    try:
-        config = parse_config(base + source_snippet("node-1", "/dev/ttyUSB1"))
-    except ConfigError as exc:
-        if any("unknown sensor type" in p for p in exc.problems):
-            pytest.skip("node_serial is not registered in SOURCE_FACTORIES yet (lead)")
-        raise
+    config = parse_config(base + source_snippet("node-1", "/dev/ttyUSB1"))
     assert config.sources[0].type == "node_serial"
 
 
