@@ -113,14 +113,22 @@ for _lo in range(0, 80, 10):
 for _cls in ("pedestrian", "bike", "car", "heavy"):
     for _side in ("lft", "rgt"):
         QUANTITIES[f"{_cls}_{_side}"] = Quantity(
-            f"{_cls}_{_side}", f"{_cls} ({_side})", "{count}", "count",
-            DUET_NS + f"traffic/{_cls}_{_side}", 1.0,
+            f"{_cls}_{_side}",
+            f"{_cls} ({_side})",
+            "{count}",
+            "count",
+            DUET_NS + f"traffic/{_cls}_{_side}",
+            1.0,
         )
 for _lo in range(0, 130, 10):
     _label = f"{_lo}+ km/h" if _lo == 120 else f"{_lo}-{_lo + 10} km/h"
     QUANTITIES[f"car_speed_hist_{_lo}"] = Quantity(
-        f"car_speed_hist_{_lo}", f"Cars at {_label} (share)", "%", "%",
-        DUET_NS + f"traffic/car_speed_hist_{_lo}", 0.01,
+        f"car_speed_hist_{_lo}",
+        f"Cars at {_label} (share)",
+        "%",
+        "%",
+        DUET_NS + f"traffic/car_speed_hist_{_lo}",
+        0.01,
     )
 
 
