@@ -174,12 +174,13 @@ def test_documented_error_output_is_what_the_code_says() -> None:
     assert block
     with pytest.raises(cfg.ConfigError) as err:
         cfg.parse_config(block.group(1), source="broken.toml")
-    # The list of supported types depends on which codec modules are imported (see report).
+    # The list of supported types grows with new source kinds; the rest must match exactly.
     doc = _SUPPORTED.sub("supported: …", DOC)
     text = _SUPPORTED.sub("supported: …", str(err.value))
     assert "$ .venv/bin/duet-edge run broken.toml\n" + text + "\n```" in doc
-    for problem in err.value.problems:
-        assert f"  [red]-[/red] {_SUPPORTED.sub('supported: …', problem)}\n" in doc
+    lines = [f"  - {_SUPPORTED.sub('supported: …', p)}" for p in err.value.problems]
+    check = "$ .venv/bin/duet-edge config check broken.toml\n✗ broken.toml: 6 problem(s)\n"
+    assert check + "\n".join(lines) + "\n```" in doc
 
 
 _SUPPORTED = re.compile(r"supported: [a-z0-9_, ]+")
@@ -224,3 +225,12 @@ def test_documented_option_error_is_what_the_code_says() -> None:
     with pytest.raises(cfg.ConfigError) as err:
         cfg.parse_config(text)
     assert err.value.problems == [found.group(1)]
+
+
+def test_documented_check_of_the_example_matches() -> None:
+    config = cfg.load_config(ROOT / "edge" / "example-config.toml")
+    uplinks = ", ".join(k for k, v in config.uplinks if v is not None)
+    line = (f"✓ /etc/duet-edge/gateway.toml: gateway {config.gateway.id!r}, "
+            f"{len(config.sources)} source(s), uplinks: {uplinks}")
+    assert line in DOC
+    assert line in (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
