@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import socket
 import sqlite3
@@ -23,13 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.codecs.sds011 import Sds011Decoder, data_frame  # noqa: E402
-from edge.config import BufferSettings, SourceSettings  # noqa: E402
-from edge.contract import encode_batch  # noqa: E402
-from edge.model import Batch, Datastream, Delivery, Observation, Provenance  # noqa: E402
-from edge.outbox import Outbox  # noqa: E402
-from edge.sources.base import SourceContext, SourceHealth  # noqa: E402
-from edge.sources.serial import SerialSource  # noqa: E402
+from edge.codecs.sds011 import Sds011Decoder, data_frame
+from edge.config import BufferSettings, SourceSettings
+from edge.contract import encode_batch
+from edge.model import Batch, Datastream, Delivery, Observation, Provenance
+from edge.outbox import Outbox
+from edge.sources.base import SourceContext, SourceHealth
+from edge.sources.serial import SerialSource
 
 GW = "gw-bench"
 
@@ -52,7 +51,9 @@ def bench_ingest(n_frames: int = 200_000) -> dict[str, float]:
     db = sqlite3.connect(tmp / "raw.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("CREATE TABLE t(seq INTEGER PRIMARY KEY, ds INT, prov INT, t INT, v REAL, pending INT)")
+    db.execute(
+        "CREATE TABLE t(seq INTEGER PRIMARY KEY, ds INT, prov INT, t INT, v REAL, pending INT)"
+    )
     rows = [(None, 1, 1, 1_700_000_000_000 + i, 12.3 + i % 100, 1) for i in range(500)]
     n_raw = n_frames * 2
     w0 = write_bytes()
@@ -65,7 +66,11 @@ def bench_ingest(n_frames: int = 200_000) -> dict[str, float]:
     raw_s = time.perf_counter() - t0
     raw_bytes = (write_bytes() - w0) / n_raw
     db.close()
-    # ours: decode + observations + group commit (500 rows) through the real classes
+    # ours: decode + observations + group commit (500 rows) through the real classes, with the
+    # gateway process' GC settings (edge.runtime.tune_gc)
+    from edge.runtime import tune_gc
+
+    tune_gc()
     box = Outbox(tmp / "outbox.db", BufferSettings(commit_rows=500), GW)
     src = SerialSource(SourceSettings(name="sds", type="sds011", port="/dev/null"), GW)
     ctx = SourceContext(GW, box.append, SourceHealth("sds"))
@@ -109,8 +114,10 @@ def _free_port() -> int:
 def _mosquitto(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     conf = tmp / "m.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 0\n"
-                    "max_queued_messages 0\nlog_dest none\n")
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 0\n"
+        "max_queued_messages 0\nlog_dest none\n"
+    )
     proc = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)])
     for _ in range(100):
         try:
@@ -165,8 +172,10 @@ def bench_drain(n_obs: int = 1_000_000) -> dict[str, float]:
         prov = Provenance("SDS011")
         t = 1_700_000_000_000
         for i in range(0, n_obs, 50_000):
-            box.append(Observation(streams[j % 20], 10 + (j % 900) / 10, t + j * 50, prov)
-                       for j in range(i, i + 50_000))
+            box.append(
+                Observation(streams[j % 20], 10 + (j % 900) / 10, t + j * 50, prov)
+                for j in range(i, i + 50_000)
+            )
         box.commit()
         settings = MqttSettings(port=port, batch_size=5000, max_inflight=16)
         uplink = MqttUplink(settings, GW)
@@ -208,12 +217,23 @@ def bench_wire(n: int = 5000) -> dict[str, float]:
 
     streams = [Datastream(GW, "sds", "pm2_5"), Datastream(GW, "sds", "pm10")]
     prov = Provenance("SDS011", "58D9")
-    obs = tuple(Observation(streams[i % 2], 10 + (i % 400) / 10, 1_700_000_000_000 + (i // 2) * 1000, prov,
-                            sequence=i + 1) for i in range(n))
+    obs = tuple(
+        Observation(
+            streams[i % 2],
+            10 + (i % 400) / 10,
+            1_700_000_000_000 + (i // 2) * 1000,
+            prov,
+            sequence=i + 1,
+        )
+        for i in range(n)
+    )
     compact = len(encode_batch(Batch(GW, obs)))
     sta = sum(len(json.dumps(observation_body(o, GW, 12), separators=(",", ":"))) for o in obs)
-    return {"compact_bytes_per_obs": compact / n, "sensorthings_json_bytes_per_obs": sta / n,
-            "ratio": (sta / n) / (compact / n)}
+    return {
+        "compact_bytes_per_obs": compact / n,
+        "sensorthings_json_bytes_per_obs": sta / n,
+        "ratio": (sta / n) / (compact / n),
+    }
 
 
 def bench_footprint(seconds: float = 60.0, n_sources: int = 10) -> dict[str, float]:
@@ -224,14 +244,29 @@ def bench_footprint(seconds: float = 60.0, n_sources: int = 10) -> dict[str, flo
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-footprint-"))
     broker, port = _mosquitto(tmp)
-    emus = [Sds011Emulator(link_path=tmp / f"tty{i}", interval_s=1.0, seed=i).start() for i in range(n_sources)]
-    lines = ["[gateway]", 'id = "gw-bench"', f'data_dir = "{tmp / "data"}"', "",
-             "[uplinks.mqtt]", f"port = {port}", "", "[log]", 'level = "WARNING"', ""]
+    emus = [
+        Sds011Emulator(link_path=tmp / f"tty{i}", interval_s=1.0, seed=i).start()
+        for i in range(n_sources)
+    ]
+    lines = [
+        "[gateway]",
+        'id = "gw-bench"',
+        f'data_dir = "{tmp / "data"}"',
+        "",
+        "[uplinks.mqtt]",
+        f"port = {port}",
+        "",
+        "[log]",
+        'level = "WARNING"',
+        "",
+    ]
     for i, emu in enumerate(emus):
         lines += ["[[sources]]", f'name = "sds{i}"', 'type = "sds011"', f'port = "{emu.port}"', ""]
     cfg = tmp / "gw.toml"
     cfg.write_text("\n".join(lines))
-    proc = subprocess.Popen([sys.executable, "-c", "from edge.cli import main; main()", "run", str(cfg)])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from edge.cli import main; main()", "run", str(cfg)]
+    )
     try:
         p = psutil.Process(proc.pid)
         time.sleep(5)  # start-up
@@ -245,13 +280,22 @@ def bench_footprint(seconds: float = 60.0, n_sources: int = 10) -> dict[str, flo
         elapsed = time.monotonic() - t0
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed * 100
         # baseline: an idle python interpreter that imported the same runtime modules
-        base = subprocess.Popen([sys.executable, "-c", "import edge.runtime, edge.uplinks.mqtt, "
-                                 "edge.sources.serial, time; time.sleep(3)"])
+        base = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import edge.runtime, edge.uplinks.mqtt, edge.sources.serial, time; time.sleep(3)",
+            ]
+        )
         time.sleep(2)
         base_rss = psutil.Process(base.pid).memory_info().rss
         base.wait()
-        return {"sources": n_sources, "peak_rss_mb": peak / 2**20, "cpu_percent_of_one_core": cpu,
-                "baseline_idle_import_rss_mb": base_rss / 2**20}
+        return {
+            "sources": n_sources,
+            "peak_rss_mb": peak / 2**20,
+            "cpu_percent_of_one_core": cpu,
+            "baseline_idle_import_rss_mb": base_rss / 2**20,
+        }
     finally:
         proc.terminate()
         proc.wait(15)
@@ -264,13 +308,22 @@ def bench_footprint(seconds: float = 60.0, n_sources: int = 10) -> dict[str, flo
 
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else "all"
-    runs = {"ingest": bench_ingest, "wire": bench_wire, "drain": bench_drain, "footprint": bench_footprint}
+    runs = {
+        "ingest": bench_ingest,
+        "wire": bench_wire,
+        "drain": bench_drain,
+        "footprint": bench_footprint,
+    }
     for name, fn in runs.items():
         if which in (name, "all"):
             result = fn()
             print(f"== {name}")
             for key, value in result.items():
-                print(f"  {key:36s} {value:,.2f}" if isinstance(value, float) else f"  {key:36s} {value:,}")
+                print(
+                    f"  {key:36s} {value:,.2f}"
+                    if isinstance(value, float)
+                    else f"  {key:36s} {value:,}"
+                )
             sys.stdout.flush()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import importlib
 import logging
 import signal
@@ -344,9 +345,20 @@ class Gateway:
         }
 
 
+def tune_gc() -> None:
+    """Fewer cyclic-GC passes: the hot path allocates many short-lived, acyclic objects.
+
+    Observations never form cycles, so collecting young objects every 700 allocations (the
+    default) only burns CPU; start-up objects are frozen out of later full collections.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 async def run_gateway(config: GatewayConfig, options: RuntimeOptions | None = None) -> bool:
     """Run until SIGTERM/SIGINT, then flush and close cleanly. True: restart requested."""
     gateway = Gateway(config, options=options)
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

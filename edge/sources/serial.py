@@ -239,11 +239,10 @@ class SerialSource:
                 self._last_slot = now // self._interval_ms  # the first frame of each interval
                 prov = self._provenance
                 streams = self._streams
-                out.extend(
-                    Observation(streams[r.quantity], r.value, now, prov)
-                    for r in frame.readings
-                    if r.quantity in streams
-                )
+                for r in frame.readings:
+                    stream = streams.get(r.quantity)
+                    if stream is not None:
+                        out.append(Observation(stream, r.value, now, prov))
         return out
 
     def _learn_device(self, frame: Frame, device: dict[str, str]) -> None:
