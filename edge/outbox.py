@@ -681,12 +681,17 @@ class Outbox:
                 (newest_first and g.last < low) or (not newest_first and g.first > high)
             ):
                 break
-            for o in self._decode_group(g):
-                seq = o.sequence
-                if seq is not None and lo <= seq <= hi:
-                    found.append((seq, o))
-                    low = seq if seq < low else low
-                    high = seq if seq > high else high
+            members = self._decode_group(g)  # ascending by sequence number
+            a = bisect.bisect_left(members, lo, key=_seq_of)
+            b = bisect.bisect_right(members, hi, key=_seq_of)
+            # only the ``limit`` nearest the drain end can matter
+            window = (
+                members[max(a, b - limit) : b] if newest_first else members[a : min(b, a + limit)]
+            )
+            if window:
+                found.extend((_seq_of(o), o) for o in window)
+                low = min(low, _seq_of(window[0]))
+                high = max(high, _seq_of(window[-1]))
         found.sort(key=lambda pair: pair[0])
         chosen = found[-limit:] if newest_first else found[:limit]
         return [o for _, o in chosen]
@@ -885,6 +890,10 @@ def iter_unsent(path: Path, gateway_id: str | None = None) -> Iterator[Observati
             yield from reader._observations_from(_Group(row_id, first, last, n, t_min, t_max), data)
     finally:
         db.close()
+
+
+def _seq_of(obs: Observation) -> int:
+    return obs.sequence or 0
 
 
 def _runs(seqs: list[int]) -> Iterator[tuple[int, int, int]]:
