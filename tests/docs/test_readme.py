@@ -14,6 +14,14 @@ DEMO_COMMAND = "bash scripts/setup.sh runtime && .venv/bin/duet-edge demo"
 TEST_COMMAND = "bash scripts/setup.sh test && .venv/bin/python -m pytest"
 
 
+def _cli() -> list[str]:
+    """The installed ``duet-edge`` script (what the README runs), else the same entry point."""
+    script = Path(sys.executable).with_name("duet-edge")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from edge.cli import main; main()"]
+
+
 def _bash_lines(text: str) -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
     return [
@@ -50,9 +58,7 @@ def test_setup_script_accepts_both_modes() -> None:
 
 def test_cli_lists_the_documented_subcommands() -> None:
     out = subprocess.run(
-        [
-            sys.executable, "-c", "from edge.cli import main; main()", "--help"
-        ],
+        [*_cli(), "--help"],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
         env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
     )
@@ -72,8 +78,7 @@ def test_readme_links_point_to_files() -> None:
 def test_demo_command_shows_the_twin_receiving(tmp_path: Path) -> None:
     """The README's first command, bounded: emulated sensors reach the twin within seconds."""
     out = subprocess.run(
-        [sys.executable, "-c", "from edge.cli import main; main()", "demo", "--duration", "8",
-         "--workdir", str(tmp_path)],
+        [*_cli(), "demo", "--duration", "8", "--workdir", str(tmp_path)],
         capture_output=True, text=True, timeout=90, cwd=ROOT,
         env={**os.environ, "COLUMNS": "120"},
     )
