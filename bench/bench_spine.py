@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import sqlite3
@@ -234,10 +235,20 @@ def bench_wire(n: int = 5000) -> dict[str, float]:
     }
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
 def bench_footprint(seconds: float = 60.0, n_sources: int = 10) -> dict[str, float]:
     """RSS and CPU of a real gateway process reading n emulated sensors at 1 Hz to Mosquitto."""
-    import psutil
-
     from hil.emulators.sds011 import Sds011Emulator
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-footprint-"))
@@ -266,17 +277,12 @@ def bench_footprint(seconds: float = 60.0, n_sources: int = 10) -> dict[str, flo
         [sys.executable, "-c", "from edge.cli import main; main()", "run", str(cfg)]
     )
     try:
-        p = psutil.Process(proc.pid)
         time.sleep(5)  # start-up
-        cpu0 = p.cpu_times()
+        cpu0 = _cpu_seconds(proc.pid)
         t0 = time.monotonic()
-        peak = 0
-        while time.monotonic() - t0 < seconds:
-            peak = max(peak, p.memory_info().rss)
-            time.sleep(0.5)
-        cpu1 = p.cpu_times()
-        elapsed = time.monotonic() - t0
-        cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed * 100
+        time.sleep(seconds)
+        cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0) * 100
+        peak = _status_kib(proc.pid, "VmHWM") * 1024
         # baseline: an idle python interpreter that imported the same runtime modules
         base = subprocess.Popen(
             [
@@ -286,7 +292,7 @@ def bench_footprint(seconds: float = 60.0, n_sources: int = 10) -> dict[str, flo
             ]
         )
         time.sleep(2)
-        base_rss = psutil.Process(base.pid).memory_info().rss
+        base_rss = _status_kib(base.pid, "VmRSS") * 1024
         base.wait()
         return {
             "sources": n_sources,

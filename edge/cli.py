@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 import typer
-
-app = typer.Typer(
-    name="duet-edge",
-    help="Edge gateway for the Flanders regional digital twin.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
 
 # Sub-command groups that live with their capability: (module path, group name, help).
 # A module exposes ``app: typer.Typer``. Missing modules are skipped so that a partial
@@ -34,16 +28,34 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("edge.commands.scan_cmd", "scan", "scan"),
 )
 
+_KNOWN = {g for _, g, _ in _GROUPS} | {c for _, _, c in _COMMANDS}
 
-def _mount() -> None:
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The CLI; with ``only``, just that sub-command is imported (a gateway started by
+    systemd as ``duet-edge run`` should not pay the memory of numpy, cryptography, aiohttp)."""
+    cli = typer.Typer(
+        name="duet-edge",
+        help="Edge gateway for the Flanders regional digital twin.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+    )
+
+    @cli.callback()
+    def _root() -> None:
+        """Edge gateway for the Flanders regional digital twin."""  # keeps sub-command names
+
     for module_name, group, help_text in _GROUPS:
-        module = _optional_import(module_name)
-        if module is not None:
-            app.add_typer(module.app, name=group, help=help_text)
+        if only is None or group == only:
+            module = _optional_import(module_name)
+            if module is not None:
+                cli.add_typer(module.app, name=group, help=help_text)
     for module_name, func_name, command in _COMMANDS:
-        module = _optional_import(module_name)
-        if module is not None:
-            app.command(command)(getattr(module, func_name))
+        if only is None or command == only:
+            module = _optional_import(module_name)
+            if module is not None:
+                cli.command(command)(getattr(module, func_name))
+    return cli
 
 
 def _optional_import(module_name: str) -> Any:
@@ -55,8 +67,19 @@ def _optional_import(module_name: str) -> Any:
         raise
 
 
-_mount()
-
-
 def main() -> None:
-    app()
+    wanted = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in _KNOWN else None
+    build_app(wanted)()
+
+
+_full_app: typer.Typer | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``edge.cli.app``: the full CLI, built on first use (tests drive it with CliRunner)."""
+    global _full_app
+    if name == "app":
+        if _full_app is None:
+            _full_app = build_app()
+        return _full_app
+    raise AttributeError(name)

@@ -154,7 +154,7 @@ def _optional_model(module: str, name: str) -> Any:
         return dict[str, Any]
 
 
-StaHttpSettings: Any = _optional_model("edge.uplinks.sensorthings_http", "SensorThingsHttpSettings")
+StaHttpSettings: Any = _optional_model("edge.uplinks.sensorthings_settings", "SensorThingsHttpSettings")
 CalibrationSettings: Any = _optional_model("calibration.settings", "CalibrationSettings")
 QualitySettings: Any = _optional_model("edge.quality.settings", "QualitySettings")
 SecuritySettings: Any = _optional_model("provisioning.settings", "SecuritySettings")

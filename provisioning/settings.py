@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from provisioning.bundles import (
-    Applied,
-    BundleError,
-    BundleStore,
-    config_validator,
-    load_trust_anchors,
-)
+if TYPE_CHECKING:
+    from provisioning.bundles import Applied
 
 
 class BundleSettings(BaseModel):
@@ -52,6 +48,9 @@ def apply_bundle_message(payload: bytes, settings: SecuritySettings, gateway_id:
     The kind comes from the signed manifest; config bundles are validated with the gateway's
     own schema. Raises :class:`BundleError` (previous version kept) on any problem.
     """
+    # cryptography is imported only when a bundle actually arrives (config stays light)
+    from provisioning.bundles import BundleError, BundleStore, config_validator, load_trust_anchors
+
     if settings.bundles is None:
         raise BundleError("no [security.bundles] trust anchor configured: bundles are refused")
     b = settings.bundles
