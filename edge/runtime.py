@@ -32,6 +32,9 @@ from edge.uplinks import UplinkHealth, UplinkPort, drain_sequentially
 log = logging.getLogger("duet.runtime")
 
 
+SOURCE_STOP_TIMEOUT_S = 5.0
+
+
 class Stage(Protocol):
     def process(self, observations: list[Observation]) -> list[Observation]: ...
 
@@ -305,10 +308,17 @@ class Gateway:
         uplinks: list[asyncio.Task[None]],
         committer: asyncio.Task[None],
     ) -> None:
-        sources = [*sources, *self._source_tasks.values()]  # restarted sources included
+        sources = list({*sources, *self._source_tasks.values()})  # restarted ones included
         for task in sources:
             task.cancel()
-        await asyncio.gather(*sources, return_exceptions=True)
+        stuck: set[asyncio.Task[None]] = set()
+        if sources:
+            _done, stuck = await asyncio.wait(sources, timeout=SOURCE_STOP_TIMEOUT_S)
+        if stuck:  # never let one misbehaving source keep the gateway from closing its outbox
+            log.error(
+                "sources did not stop; closing without them",
+                extra={"event": "shutdown_stuck", "tasks": sorted(t.get_name() for t in stuck)},
+            )
         committer.cancel()
         await asyncio.gather(committer, return_exceptions=True)
         self.outbox.commit()

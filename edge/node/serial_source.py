@@ -29,9 +29,15 @@ COMMIT_POLL_S = 0.02
 class NodeSerialSource:
     """Source for one node on one serial port."""
 
-    def __init__(self, name: str, port: str, gateway_id: str,
-                 options: NodeSerialOptions | None = None, baudrate: int | None = None,
-                 clock_ms: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        port: str,
+        gateway_id: str,
+        options: NodeSerialOptions | None = None,
+        baudrate: int | None = None,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
         self.name = name
         self.port = port
         self.gateway_id = gateway_id
@@ -50,9 +56,15 @@ class NodeSerialSource:
 
     async def run(self, ctx: SourceContext) -> None:
         reader, writer = await serial_asyncio_fast.open_serial_connection(
-            url=self.port, baudrate=self.baudrate)
-        session = NodeSession(self.gateway_id, self.name, self.hwm, self.clock_ms or ctx.clock_ms,
-                              ctx.health.frames_bad)
+            url=self.port, baudrate=self.baudrate
+        )
+        session = NodeSession(
+            self.gateway_id,
+            self.name,
+            self.hwm,
+            self.clock_ms or ctx.clock_ms,
+            ctx.health.frames_bad,
+        )
         self.session = session
         ctx.health.device["port"] = self.port
         ctx.health.connected_since_ms = ctx.clock_ms()
@@ -60,8 +72,9 @@ class NodeSerialSource:
         writer.write(session_sync())  # ask for a hello: we may have restarted mid-session
         try:
             while True:
-                try:
-                    data = await asyncio.wait_for(reader.read(READ_CHUNK), self.options.keepalive_s)
+                try:  # asyncio.timeout: wait_for can swallow a cancellation on Python 3.11
+                    async with asyncio.timeout(self.options.keepalive_s):
+                        data = await reader.read(READ_CHUNK)
                 except TimeoutError:
                     writer.write(session_sync())
                     continue
@@ -96,14 +109,20 @@ class NodeSerialSource:
             elif loop.time() < deadline:
                 loop.call_later(COMMIT_POLL_S, check)
             else:
-                log.warning("node batches not confirmed committed at stop; the node will resend",
-                            extra={"event": "node_commit_unconfirmed", "source": self.name,
-                                   "seqs": [b.seq for b in batches]})
+                log.warning(
+                    "node batches not confirmed committed at stop; the node will resend",
+                    extra={
+                        "event": "node_commit_unconfirmed",
+                        "source": self.name,
+                        "seqs": [b.seq for b in batches],
+                    },
+                )
 
         check()
 
-    async def _handle(self, ctx: SourceContext, session: NodeSession, writer: Any,
-                      data: bytes) -> None:
+    async def _handle(
+        self, ctx: SourceContext, session: NodeSession, writer: Any, data: bytes
+    ) -> None:
         bad_before = sum(ctx.health.frames_bad.values())
         result = session.feed(data)
         for _ in range(min(sum(ctx.health.frames_bad.values()) - bad_before, 50)):
@@ -136,9 +155,14 @@ class NodeSerialSource:
             if all(o.sequence is not None for b in batches for o in b.observations):
                 return
             await asyncio.sleep(COMMIT_POLL_S)
-        log.warning("outbox did not confirm a node batch in time; acking anyway", extra={
-            "event": "node_commit_unconfirmed", "source": self.name,
-            "seqs": [b.seq for b in batches]})
+        log.warning(
+            "outbox did not confirm a node batch in time; acking anyway",
+            extra={
+                "event": "node_commit_unconfirmed",
+                "source": self.name,
+                "seqs": [b.seq for b in batches],
+            },
+        )
 
 
 def session_sync() -> bytes:

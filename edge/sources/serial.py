@@ -137,7 +137,10 @@ class SerialSource:
                     raise task.exception()  # type: ignore[misc]
             timeout = None if self._sleeping else self.silence_timeout_s
             try:
-                data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that races with data arriving, and shutdown would hang
+                async with asyncio.timeout(timeout):
+                    data = await reader.read(READ_CHUNK)
             except TimeoutError:
                 if self._sleeping:
                     continue

@@ -90,7 +90,8 @@ class UplinkPort:
     async def wait_for_data(self, timeout: float = 1.0) -> None:
         self.new_data.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.new_data.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancellation
+                await self.new_data.wait()
 
 
 async def drain_sequentially(uplink: object, port: UplinkPort, batch_size: int) -> None:
