@@ -37,7 +37,6 @@ fi
 
 # --- Node.js packages for the tests (MicroPython WebAssembly, browser driver) ------------
 if [ "$what" = "test" ]; then
-  : # (filled in by the firmware and status-page work)
   # real MicroPython (WebAssembly port, pinned in firmware/package-lock.json) for firmware tests
   npm ci --prefix firmware/ --no-audit --no-fund --loglevel=error
   # playwright-core (driver only, pinned in tests/web/package-lock.json) for the status-page
