@@ -204,6 +204,7 @@ class Outbox:
         self._handed: dict[str, Ranges] = {name: [] for name in self.uplinks}
         self._decoded: dict[int, list[Observation]] = {}
         self._ids_by_identity: dict[int, tuple[object, int]] = {}
+        self._staged_state: dict[str, str] = {}
         self._next_seq = 1
         self._reserved_to = 0
         self._last_ttl_check = 0.0
@@ -347,6 +348,20 @@ class Outbox:
         if len(self._pending) >= self.settings.commit_rows:
             self.commit()
 
+    def stage_state(self, key: str, value: str) -> None:
+        """Persist ``key = value`` atomically with the next group commit.
+
+        A source that must remember what it has received (a firmware node's last batch
+        sequence) stages it right before emitting the observations: both land in the same
+        transaction, so no crash can separate them.
+        """
+        self._staged_state[key] = value
+
+    def state(self, key: str) -> str | None:
+        """A value committed with :meth:`stage_state` (None if never)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (f"state:{key}",)).fetchone()
+        return None if row is None else str(row[0])
+
     def commit_due(self) -> bool:
         """True when the oldest uncommitted observation has waited ``commit_interval_s``."""
         return (
@@ -364,6 +379,7 @@ class Outbox:
         self._first_pending_at = None
         if not pending:
             return 0
+        staged, self._staged_state = self._staged_state, {}
         if self.settings.eviction == "newest" and self._over_size_limit():
             self.counters.refused += len(pending)
             log.warning("outbox full, refusing new observations", extra={"refused": len(pending)})
@@ -378,6 +394,10 @@ class Outbox:
             cur = db.execute(
                 "INSERT INTO grp(first_seq, last_seq, n, t_min, t_max, data) VALUES(?,?,?,?,?,?)",
                 (first, last, len(pending), t_min, t_max, data),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES(?, ?)",
+                [(f"state:{k}", v) for k, v in staged.items()],
             )
             db.execute("COMMIT")
         except BaseException:

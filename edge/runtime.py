@@ -232,7 +232,14 @@ class Gateway:
 
     def _start_source(self, source: Any) -> asyncio.Task[None]:
         health = self.source_health[source.name]
-        ctx = SourceContext(self.gateway_id, self.emit, health)
+        prefix = f"{source.name}/"
+        ctx = SourceContext(
+            self.gateway_id,
+            self.emit,
+            health,
+            stage=lambda key, value: self.outbox.stage_state(prefix + key, value),
+            recall=lambda key: self.outbox.state(prefix + key),
+        )
         task = asyncio.create_task(
             self._supervise(f"source:{source.name}", functools.partial(source.run, ctx), health),
             name=f"source:{source.name}",

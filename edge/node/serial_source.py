@@ -61,7 +61,7 @@ class NodeSerialSource:
         session = NodeSession(
             self.gateway_id,
             self.name,
-            self.hwm,
+            _Marks(self.hwm, ctx),  # type: ignore[arg-type]
             self.clock_ms or ctx.clock_ms,
             ctx.health.frames_bad,
         )
@@ -138,6 +138,9 @@ class NodeSerialSource:
             ctx.health.last_frame_ms = ctx.clock_ms()
             if batch.observations:
                 ctx.health.observations += len(batch.observations)
+                # the node's mark commits in the same transaction as its observations, so
+                # even a kill -9 between commit and the HwmStore write cannot duplicate it
+                ctx.stage(f"node-hwm/{batch.node_id}", str(batch.seq))
                 ctx.emit(batch.observations)
         if result.batches:
             self._unconfirmed = list(result.batches)
@@ -177,3 +180,20 @@ def build_node_serial(settings: Any, gateway_id: str) -> NodeSerialSource:
     if not settings.port:
         raise ValueError(f"source {settings.name!r}: a node_serial source needs 'port'")
     return NodeSerialSource(settings.name, settings.port, gateway_id, options, settings.baudrate)
+
+
+class _Marks:
+    """A node's last committed batch: the later of the HwmStore and the outbox's own record."""
+
+    def __init__(self, store: HwmStore, ctx: SourceContext) -> None:
+        self.store = store
+        self.ctx = ctx
+
+    def get(self, node_id: str) -> int | None:
+        stored = self.store.get(node_id)
+        committed = self.ctx.recall(f"node-hwm/{node_id}")
+        marks = [m for m in (stored, int(committed) if committed else None) if m is not None]
+        return max(marks) if marks else None
+
+    def set(self, node_id: str, seq: int, firmware: str = "") -> None:
+        self.store.set(node_id, seq, firmware)

@@ -101,6 +101,10 @@ class SourceContext:
     emit: Callable[[list[Observation]], None]
     health: SourceHealth
     clock_ms: Callable[[], int] = wall_clock_ms
+    # Durable source state committed atomically with the next emitted observations
+    # (stage before emit); ``recall`` reads it back after a restart. No-ops without an outbox.
+    stage: Callable[[str, str], None] = lambda _key, _value: None
+    recall: Callable[[str], str | None] = lambda _key: None
 
 
 class Source(Protocol):
