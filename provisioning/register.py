@@ -9,8 +9,10 @@ nothing new.
 
 History is never corrupted by a sensor swap: ``register`` remembers what sensor each source
 had (type, model, serial) in ``<data_dir>/registration.json``. If a source's sensor changed
-under the same name, it refuses and asks for a new source name, which gives the new sensor a
-new Sensor and new Datastreams while the old ones keep their history.
+under the same name, the old Sensor and its Datastreams are *retired* — renamed
+``<key>~retired-<UTC time>`` (name and ``properties.duetKey``, nothing else touched, their
+observations stay) — and new ones are created for the new sensor, which the uplink uses from
+then on.
 
 ``--dry-run`` only looks up (HTTP GET) and reports what exists and what would be created.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,21 +176,60 @@ async def register(
     plan: Plan, transport: httpx.AsyncBaseTransport | None = None
 ) -> dict[str, EntityId]:
     """Create what is missing; return ``datastream key → id`` and store the manifest."""
-    if plan.changed:
-        lines = [f"source {name!r}: {a.describe()} → {b.describe()}"
-                 for name, (a, b) in plan.changed.items()]
-        raise RegisterError(
-            "the sensor behind a registered source changed: " + "; ".join(lines) + ". Give the "
-            "source a new name in the config (e.g. 'pm-2') so the new sensor gets new "
-            "Datastreams and the old history stays intact, then run register again."
-        )
     uplink = SensorThingsHttpUplink(plan.settings, plan.gateway_id, plan.data_dir,
                                     location=plan.location, transport=transport)
     async with uplink:
+        if plan.changed:
+            await _retire(plan, uplink, transport)
         ids = await uplink.ensure_datastreams(plan.pairs)
     by_key = {stream.key: ds_id for stream, ds_id in ids.items()}
     _write_manifest(plan, by_key)
     return by_key
+
+
+async def _retire(
+    plan: Plan, uplink: SensorThingsHttpUplink, transport: httpx.AsyncBaseTransport | None
+) -> list[str]:
+    """Rename the swapped-out sensor's Sensor and Datastreams so new ones take their keys.
+
+    Only ``name`` and ``properties.duetKey``/``retiredAt`` change (PATCH); the entities and
+    every observation they hold stay, so the old history reads exactly as before.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    retired: list[str] = []
+    base = plan.settings.base_url
+    async with build_http_client(plan.settings, transport) as http:
+        for stream, _model in plan.pairs:
+            if stream.sensor_id not in plan.changed:
+                continue
+            for set_name, key in (
+                ("Datastreams", sta.datastream_key(stream)),
+                ("Sensors", sta.sensor_key(stream)),
+            ):
+                response = await http.get(
+                    f"{base}/{set_name}",
+                    params={"$filter": f"name eq {sta.odata_string(key)}", "$top": "100"},
+                )
+                response.raise_for_status()
+                for entity in response.json().get("value", []):
+                    props = dict(entity.get("properties") or {})
+                    if props.get("duetKey") != key:
+                        continue
+                    new_key = f"{key}~retired-{stamp}"
+                    props.update(duetKey=new_key, retiredAt=stamp)
+                    patch = await http.patch(
+                        f"{base}/{sta.entity_path(set_name, entity['@iot.id'])}",
+                        json={"name": new_key, "properties": props},
+                    )
+                    if patch.status_code >= 400:
+                        raise RegisterError(
+                            f"could not retire {set_name} {key!r} after a sensor swap "
+                            f"(HTTP {patch.status_code}); nothing new was created"
+                        )
+                    retired.append(f"{set_name}: {key} → {new_key}")
+            uplink.sender.registry.forget(stream)
+            uplink.sender.registry.forget_sensor(stream)
+    return retired
 
 
 def _write_manifest(plan: Plan, datastreams: dict[str, EntityId]) -> None:

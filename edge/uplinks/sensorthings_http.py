@@ -212,6 +212,11 @@ class DatastreamRegistry:
         if self._ids["datastreams"].pop(sta.datastream_key(stream), None) is not None:
             self._save()
 
+    def forget_sensor(self, stream: Datastream) -> None:
+        """Drop the cached Sensor id of a stream's source (its sensor was swapped)."""
+        if self._ids["sensors"].pop(sta.sensor_key(stream), None) is not None:
+            self._save()
+
     @property
     def ids(self) -> Mapping[str, Mapping[str, EntityId]]:
         return self._ids

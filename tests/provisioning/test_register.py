@@ -85,26 +85,33 @@ def test_register_is_idempotent_and_dry_run_creates_nothing(
     assert "would create" not in plan
 
 
-def test_changed_sensor_needs_a_new_datastream(tmp_path: Path, sta_server: str) -> None:
+def test_changed_sensor_gets_new_datastreams_and_history_stays(tmp_path: Path, sta_server: str) -> None:
     gid = "gw-reg-2"
     data = tmp_path / "data"
     config = _config(tmp_path / "gw.toml", gid, sta_server, data)
     _run("register", "--config", config, "--latitude", "51", "--longitude", "4")
-    before = _count(sta_server, "Datastreams", gid)
+    first = json.loads((data / "registration.json").read_text())["datastreams"]
+    old_id = first["pm/pm2_5"]
+    # history on the old Datastream
+    posted = httpx.post(f"{sta_server}/Observations", json={
+        "phenomenonTime": "2026-01-01T00:00:00Z", "result": 12.5,
+        "Datastream": {"@iot.id": old_id}}, timeout=10)
+    assert posted.status_code in (200, 201), posted.text
 
     swapped = _config(tmp_path / "gw.toml", gid, sta_server, data, sensor="pms5003")
-    refused = _run("register", "--config", swapped, ok=False)
-    assert "source 'pm'" in refused and "new name" in refused
-    assert _count(sta_server, "Datastreams", gid) == before  # history untouched
+    _run("register", "--config", swapped)
+    second = json.loads((data / "registration.json").read_text())["datastreams"]
+    assert second["pm/pm2_5"] != old_id  # the new sensor writes into a new Datastream
+    from edge.sensorthings import entity_path
 
-    renamed = _config(tmp_path / "gw.toml", gid, sta_server, data, source="pm-2",
-                      sensor="pms5003")
-    _run("register", "--config", renamed)
-    after = _count(sta_server, "Datastreams", gid)
-    assert after > before
-    old = httpx.get(f"{sta_server}/Datastreams",
-                    params={"$filter": f"name eq '{gid}/pm/PM2_5'"}, timeout=10).json()["value"]
-    assert len(old) <= 1
+    old = httpx.get(f"{sta_server}/{entity_path('Datastreams', old_id)}", timeout=10).json()
+    assert "~retired-" in old["name"] and "~retired-" in old["properties"]["duetKey"]
+    kept_url = f"{sta_server}/{entity_path('Datastreams', old_id)}/Observations"
+    kept = httpx.get(kept_url, timeout=10).json()["value"]
+    assert [o["result"] for o in kept] == [12.5]  # history untouched
+    # running it again changes nothing
+    _run("register", "--config", swapped)
+    assert json.loads((data / "registration.json").read_text())["datastreams"] == second
 
 
 def test_register_without_twin_section_is_explained(tmp_path: Path) -> None:
