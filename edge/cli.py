@@ -59,10 +59,14 @@ def build_app(only: str | None = None) -> typer.Typer:
 
 
 def _optional_import(module_name: str) -> Any:
+    """The module, or None when it or a library it needs (an extra) is not installed."""
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
+        if exc.name is not None and (
+            module_name.startswith(exc.name)
+            or not exc.name.startswith(("edge", "calibration", "provisioning", "firmware", "hil"))
+        ):
             return None
         raise
 

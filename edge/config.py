@@ -154,7 +154,9 @@ def _optional_model(module: str, name: str) -> Any:
         return dict[str, Any]
 
 
-StaHttpSettings: Any = _optional_model("edge.uplinks.sensorthings_settings", "SensorThingsHttpSettings")
+StaHttpSettings: Any = _optional_model(
+    "edge.uplinks.sensorthings_settings", "SensorThingsHttpSettings"
+)
 CalibrationSettings: Any = _optional_model("calibration.settings", "CalibrationSettings")
 QualitySettings: Any = _optional_model("edge.quality.settings", "QualitySettings")
 SecuritySettings: Any = _optional_model("provisioning.settings", "SecuritySettings")
@@ -230,6 +232,20 @@ def supported_source_types() -> set[str]:
 _SERIAL_OPTIONS = {"silence_timeout_s", "warmup_s", "fan_cleaning_interval_s"}
 
 
+class SerialOptions(Strict):
+    """``options`` every serial sensor understands (type-specific sources add their own)."""
+
+    silence_timeout_s: float | None = Field(
+        None, gt=0, description="Reopen the port after this long without bytes."
+    )
+    warmup_s: float | None = Field(
+        None, ge=0, description="Readings discarded after start/wake (default: the sensor's)."
+    )
+    fan_cleaning_interval_s: float | None = Field(
+        None, ge=0, description="SPS30 fan cleaning period (0: off)."
+    )
+
+
 def _option_model(type_name: str) -> tuple[Any, set[str]]:
     """The pydantic model for a source type's ``options`` and the keys handled elsewhere."""
     if type_name == "ops243":
@@ -248,6 +264,8 @@ def _option_model(type_name: str) -> tuple[Any, set[str]]:
         except ModuleNotFoundError:
             return None, set()
         return (NodeSerialOptions if type_name == "node_serial" else NodeBleOptions), set()
+    if _is_serial_type(type_name):
+        return SerialOptions, set()
     return None, set()
 
 

@@ -133,3 +133,42 @@ def test_run_refuses_a_bad_config_without_starting(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", str(bad)])
     assert result.exit_code == 2
     assert not (tmp_path / "outbox.db").exists()
+
+
+def test_outbox_commands_read_a_live_outbox(tmp_path: Path) -> None:
+    from edge.config import BufferSettings
+    from edge.model import Datastream, Delivery, Observation, Provenance
+    from edge.outbox import Outbox
+
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        GOOD.replace('id = "gw-1"', f'id = "gw-1"\ndata_dir = "{tmp_path}"')
+        + "\n[uplinks.mqtt]\nport = 1883\n"
+    )
+    box = Outbox(tmp_path / "outbox.db", BufferSettings(), "gw-1", uplinks=["mqtt"])
+    box.append(
+        [
+            Observation(Datastream("gw-1", "pm", "pm2_5"), float(i), 1_000 + i, Provenance("X"))
+            for i in range(10)
+        ]
+    )
+    box.commit()
+    batch = box.next_batch("mqtt", 4)
+    box.settle(
+        "mqtt", Delivery(confirmed=batch.sequences[:3], rejected={batch.sequences[3]: "400: bad"})
+    )
+    box.close()
+    runner = CliRunner()
+    stats = runner.invoke(app, ["outbox", "stats", str(cfg)])
+    assert stats.exit_code == 0, stats.output
+    assert "unsent observations" in stats.output and "│ 6 " in stats.output.replace("┃", "│")
+    dead = runner.invoke(app, ["outbox", "dead-letters", str(cfg)])
+    assert "400: bad" in dead.output
+    requeued = runner.invoke(app, ["outbox", "requeue", str(cfg)])
+    assert "requeued 1" in requeued.output
+
+
+def test_unknown_serial_option_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD + "options = { warmup = 5 }\n")
+    assert "options.warmup: Extra inputs are not permitted" in "\n".join(info.value.problems)
