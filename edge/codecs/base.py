@@ -137,3 +137,28 @@ def _load_builtin() -> None:
         except ModuleNotFoundError as exc:  # a codec not written yet must not break the others
             if exc.name != f"edge.codecs.{name}":
                 raise
+
+
+class BufferedDecoder:
+    """What every stream decoder keeps: its counters, the bytes of a partial frame, and
+    whether it is inside a run of garbage (counted once per run, however it is chunked)."""
+
+    def __init__(self) -> None:
+        self.stats = DecoderStats()
+        self._buf = bytearray()
+        self._in_garbage = False
+
+    def reset(self) -> None:
+        """Drop any partial frame (call after a reconnect)."""
+        self._buf.clear()
+        self._in_garbage = False
+
+    def _discard(self, n: int, reason: str) -> None:
+        self.stats.bytes_discarded += n
+        if reason == "garbage":
+            if self._in_garbage:
+                return
+            self._in_garbage = True
+        else:
+            self._in_garbage = False
+        self.stats.bad[reason] += 1

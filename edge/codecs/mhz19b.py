@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge.codecs.base import (
-    DecoderStats,
+    BufferedDecoder,
     Frame,
     Reading,
     SensorDescriptor,
@@ -54,22 +54,13 @@ def checksum(frame: bytes | bytearray) -> int:
     return (0x100 - (sum(frame[1:8]) & 0xFF)) & 0xFF
 
 
-class Mhz19bDecoder:
+class Mhz19bDecoder(BufferedDecoder):
     """Incremental MH-Z19B response decoder.
 
     Bad-frame reasons in ``stats.bad``: ``garbage``, ``header`` (``FF`` followed by a byte that
     is no known response), ``checksum``. A frame failing its checksum is dropped only up to the
     next ``FF`` inside it, so a real frame starting there is still found.
     """
-
-    def __init__(self) -> None:
-        self.stats = DecoderStats()
-        self._buf = bytearray()
-        self._in_garbage = False
-
-    def reset(self) -> None:
-        self._buf.clear()
-        self._in_garbage = False
 
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf
@@ -110,16 +101,6 @@ class Mhz19bDecoder:
         if pos:
             del buf[:pos]
         return out
-
-    def _discard(self, n: int, reason: str) -> None:
-        self.stats.bytes_discarded += n
-        if reason == "garbage":
-            if self._in_garbage:
-                return
-            self._in_garbage = True
-        else:
-            self._in_garbage = False
-        self.stats.bad[reason] += 1
 
 
 def _decode(frame: bytes) -> Frame:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge.codecs.base import (
-    DecoderStats,
+    BufferedDecoder,
     Frame,
     Reading,
     SensorDescriptor,
@@ -60,7 +60,7 @@ _QUANTITIES = (
 _ACK_KIND = {CMD_MODE: "mode", CMD_SLEEP: "sleep_work", CMD_READ: "read"}
 
 
-class Pms5003Decoder:
+class Pms5003Decoder(BufferedDecoder):
     """Incremental PMS5003/7003 decoder (data frames and command acks).
 
     Bad-frame reasons counted in ``stats.bad``: ``garbage`` (bytes before a start marker),
@@ -68,16 +68,6 @@ class Pms5003Decoder:
     ``ack`` (an ack for an unknown command). ``stats.frames_ok`` counts every well-formed frame
     returned, ``stats.frames_skipped`` the subset carrying a ``skip_reason``.
     """
-
-    def __init__(self) -> None:
-        self.stats = DecoderStats()
-        self._buf = bytearray()
-        self._in_garbage = False  # one "garbage" count per run, however the bytes are chunked
-
-    def reset(self) -> None:
-        """Drop any partial frame (call after a reconnect)."""
-        self._buf.clear()
-        self._in_garbage = False
 
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf
@@ -133,16 +123,6 @@ class Pms5003Decoder:
         if pos:
             del buf[:pos]
         return out
-
-    def _discard(self, n: int, reason: str) -> None:
-        self.stats.bytes_discarded += n
-        if reason == "garbage":
-            if self._in_garbage:
-                return
-            self._in_garbage = True
-        else:
-            self._in_garbage = False
-        self.stats.bad[reason] += 1
 
 
 def _decode_data(buf: bytearray, pos: int) -> Frame:

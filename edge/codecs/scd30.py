@@ -22,7 +22,7 @@ import struct
 from dataclasses import dataclass
 
 from edge.codecs.base import (
-    DecoderStats,
+    BufferedDecoder,
     Frame,
     Reading,
     SensorDescriptor,
@@ -65,8 +65,12 @@ _WRITE_KIND = {
     REG_ASC: "asc",
     REG_TEMP_OFFSET: "temperature_offset",
 }
-_EXCEPTIONS = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
-               4: "slave device failure"}
+_EXCEPTIONS = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "slave device failure",
+}
 MAX_READ_BYTES = 2 * 125  # Modbus limit for one read
 
 _MEAS = struct.Struct(">3f")
@@ -98,7 +102,7 @@ def with_crc(body: bytes) -> bytes:
     return body + crc16_modbus(body).to_bytes(2, "little")
 
 
-class Scd30Decoder:
+class Scd30Decoder(BufferedDecoder):
     """Incremental decoder for SCD30 Modbus replies.
 
     Bad-frame reasons in ``stats.bad``: ``garbage`` (bytes before the slave address),
@@ -107,14 +111,11 @@ class Scd30Decoder:
     """
 
     def __init__(self) -> None:
-        self.stats = DecoderStats()
-        self._buf = bytearray()
-        self._in_garbage = False
+        super().__init__()
         self._expected: int | None = None
 
     def reset(self) -> None:
-        self._buf.clear()
-        self._in_garbage = False
+        super().reset()
         self._expected = None
 
     def expect(self, register: int) -> None:
@@ -165,24 +166,20 @@ class Scd30Decoder:
             del buf[:pos]
         return out
 
-    def _discard(self, n: int, reason: str) -> None:
-        self.stats.bytes_discarded += n
-        if reason == "garbage":
-            if self._in_garbage:
-                return
-            self._in_garbage = True
-        else:
-            self._in_garbage = False
-        self.stats.bad[reason] += 1
-
     def _decode(self, frame: bytes) -> Frame:
         fn = frame[1]
         if fn & 0x80:
             code = frame[2]
-            return Frame("error", (), None, {
-                "function": fn & 0x7F, "code": code,
-                "message": _EXCEPTIONS.get(code, "unknown exception"),
-            })
+            return Frame(
+                "error",
+                (),
+                None,
+                {
+                    "function": fn & 0x7F,
+                    "code": code,
+                    "message": _EXCEPTIONS.get(code, "unknown exception"),
+                },
+            )
         if fn == FN_WRITE:
             reg = int.from_bytes(frame[2:4], "big")
             value = int.from_bytes(frame[4:6], "big")
@@ -224,9 +221,14 @@ def _measurement(payload: bytes) -> Frame:
         return Frame("data", (), "warm-up")
     if not (math.isfinite(co2) and math.isfinite(temp) and math.isfinite(rh)):
         return Frame("data", (), "invalid")
-    return Frame("data", (
-        Reading("co2", co2), Reading("temperature", temp), Reading("humidity", rh),
-    ))
+    return Frame(
+        "data",
+        (
+            Reading("co2", co2),
+            Reading("temperature", temp),
+            Reading("humidity", rh),
+        ),
+    )
 
 
 # --- host -> sensor commands ------------------------------------------------------------------
@@ -234,16 +236,18 @@ def _measurement(payload: bytes) -> Frame:
 
 def read_registers(register: int, count: int) -> bytes:
     """Build a function 0x03 request for ``count`` registers from ``register``."""
-    return with_crc(bytes([ADDRESS, FN_READ]) + register.to_bytes(2, "big")
-                    + count.to_bytes(2, "big"))
+    return with_crc(
+        bytes([ADDRESS, FN_READ]) + register.to_bytes(2, "big") + count.to_bytes(2, "big")
+    )
 
 
 def write_register(register: int, value: int) -> bytes:
     """Build a function 0x06 request."""
     if not 0 <= value <= 0xFFFF:
         raise ValueError(f"register value must be 0..65535, got {value}")
-    return with_crc(bytes([ADDRESS, FN_WRITE]) + register.to_bytes(2, "big")
-                    + value.to_bytes(2, "big"))
+    return with_crc(
+        bytes([ADDRESS, FN_WRITE]) + register.to_bytes(2, "big") + value.to_bytes(2, "big")
+    )
 
 
 def cmd_read_measurement() -> bytes:
@@ -321,8 +325,11 @@ def exception_reply(function: int, code: int) -> bytes:
 
 def data_frame(values: dict[str, float]) -> bytes:
     """Encode a measurement reply (empty dict: the all-zero warm-up reply)."""
-    return read_reply(_MEAS.pack(values.get("co2", 0.0), values.get("temperature", 0.0),
-                                 values.get("humidity", 0.0)))
+    return read_reply(
+        _MEAS.pack(
+            values.get("co2", 0.0), values.get("temperature", 0.0), values.get("humidity", 0.0)
+        )
+    )
 
 
 DESCRIPTOR = register(

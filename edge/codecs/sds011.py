@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 
 from edge.codecs.base import (
-    DecoderStats,
+    BufferedDecoder,
     Frame,
     Reading,
     SensorDescriptor,
@@ -61,7 +61,7 @@ def _checksum(data: bytes | bytearray | memoryview) -> int:
     return sum(data) & 0xFF
 
 
-class Sds011Decoder:
+class Sds011Decoder(BufferedDecoder):
     """Incremental SDS011 decoder (data frames and command replies).
 
     Bad-frame reasons counted in ``stats.bad``: ``garbage`` (a run of bytes before a start
@@ -70,16 +70,6 @@ class Sds011Decoder:
     ``stats.frames_ok`` counts every well-formed frame returned; ``stats.frames_skipped`` the
     subset returned without readings because of a ``skip_reason``.
     """
-
-    def __init__(self) -> None:
-        self.stats = DecoderStats()
-        self._buf = bytearray()
-        self._in_garbage = False  # one "garbage" count per run, however the bytes are chunked
-
-    def reset(self) -> None:
-        """Drop any partial frame (call after a reconnect)."""
-        self._buf.clear()
-        self._in_garbage = False
 
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf
@@ -137,16 +127,6 @@ class Sds011Decoder:
         n = nxt - pos if nxt > 0 else FRAME_LEN
         self._discard(n, reason)
         return n
-
-    def _discard(self, n: int, reason: str) -> None:
-        self.stats.bytes_discarded += n
-        if reason == "garbage":
-            if self._in_garbage:
-                return
-            self._in_garbage = True
-        else:
-            self._in_garbage = False
-        self.stats.bad[reason] += 1
 
     @staticmethod
     def _decode(buf: bytearray, pos: int, kind: int) -> Frame | None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge.codecs.base import (
-    DecoderStats,
+    BufferedDecoder,
     Frame,
     Reading,
     SensorDescriptor,
@@ -55,7 +55,16 @@ CMD_RESET = 0xD3
 WAKE_PULSE = b"\xff"  # a lone byte that wakes the UART before the wake command
 
 _QUANTITIES = (
-    "pm1", "pm2_5", "pm4", "pm10", "ncm0_5", "ncm1", "ncm2_5", "ncm4", "ncm10", "particle_size",
+    "pm1",
+    "pm2_5",
+    "pm4",
+    "pm10",
+    "ncm0_5",
+    "ncm1",
+    "ncm2_5",
+    "ncm4",
+    "ncm10",
+    "particle_size",
 )
 _FLOATS = struct.Struct(">10f")
 _UINTS = struct.Struct(">10H")
@@ -115,7 +124,7 @@ def unstuff(body: bytes | bytearray) -> bytes | None:
     return bytes(out)
 
 
-class Sps30Decoder:
+class Sps30Decoder(BufferedDecoder):
     """Incremental SPS30 SHDLC (MISO) decoder.
 
     Frames are cut at 0x7E delimiters. Bad-frame reasons in ``stats.bad``: ``garbage`` (bytes
@@ -124,15 +133,6 @@ class Sps30Decoder:
     delimiter of a bad frame is kept as the possible start of the next one, so resync is
     immediate. An empty ``7E 7E`` pair is the usual idle/resync pattern and is not counted.
     """
-
-    def __init__(self) -> None:
-        self.stats = DecoderStats()
-        self._buf = bytearray()
-        self._in_garbage = False
-
-    def reset(self) -> None:
-        self._buf.clear()
-        self._in_garbage = False
 
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf
@@ -188,16 +188,6 @@ class Sps30Decoder:
             return None
         return decode_miso(body)
 
-    def _discard(self, n: int, reason: str) -> None:
-        self.stats.bytes_discarded += n
-        if reason == "garbage":
-            if self._in_garbage:
-                return
-            self._in_garbage = True
-        else:
-            self._in_garbage = False
-        self.stats.bad[reason] += 1
-
 
 def decode_miso(body: bytes) -> Frame:
     """Decode an un-stuffed, checksum-valid MISO body ``ADR CMD STATE LEN DATA…``."""
@@ -205,10 +195,17 @@ def decode_miso(body: bytes) -> Frame:
     data = body[4 : 4 + length]
     if state & 0x7F:
         code = state & 0x7F
-        return Frame("error", (), None, {
-            "command": cmd, "state": code, "device_error": bool(state & 0x80),
-            "message": STATE_MESSAGES.get(code, "unknown error"),
-        })
+        return Frame(
+            "error",
+            (),
+            None,
+            {
+                "command": cmd,
+                "state": code,
+                "device_error": bool(state & 0x80),
+                "message": STATE_MESSAGES.get(code, "unknown error"),
+            },
+        )
     info: dict[str, object] = {"device_error": True} if state & 0x80 else {}
     if cmd == CMD_READ and length == 40:  # the hot path: no intermediate copy
         return _measurement_values(_FLOATS.unpack_from(body, 4), info)
