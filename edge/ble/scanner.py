@@ -46,7 +46,7 @@ from bleak.exc import BleakCharacteristicNotFoundError, BleakDBusError, BleakErr
 from edge.backoff import Backoff
 from edge.ble.settings import BleSettings, GattPollDevice
 from edge.codecs import aranet4, ruuvi
-from edge.codecs.base import Frame
+from edge.codecs.base import BadPayload, Frame
 
 logger = logging.getLogger(__name__)
 
@@ -282,7 +282,8 @@ class BleScanner:
                 if self._mode == "passive" and passive_unsupported(exc):
                     logger.warning(
                         "passive BLE scanning unsupported here (%s); falling back to active "
-                        "scanning (see docs/ble.md)", exc
+                        "scanning (see docs/ble.md)",
+                        exc,
                     )
                     self._mode = "active"
                     first = True  # a fallback is not a restart
@@ -390,7 +391,7 @@ class BleScanner:
             if sensor == "ruuvi":
                 return ruuvi.decode(payload)
             return aranet4.decode_advertisement(payload, name)
-        except (ruuvi.BadPayload, aranet4.BadPayload) as exc:
+        except BadPayload as exc:
             self.stats.bad[f"{sensor}:{exc.reason}"] += 1
             return None
 
@@ -443,8 +444,9 @@ class BleScanner:
             except Exception as exc:
                 self.stats.gatt_errors += 1
                 self.stats.errors[f"gatt:{type(exc).__name__}"] += 1
-                logger.warning("Aranet4 %s GATT read failed: %s: %s",
-                               device.address, type(exc).__name__, exc)
+                logger.warning(
+                    "Aranet4 %s GATT read failed: %s: %s", device.address, type(exc).__name__, exc
+                )
                 delay = backoff.next_delay()
             await asyncio.sleep(delay)
 
@@ -462,9 +464,7 @@ class BleScanner:
                 try:
                     data = bytes(await client.read_gatt_char(aranet4.CURRENT_READINGS_UUID))
                 except BleakCharacteristicNotFoundError:  # older firmware: no interval/age
-                    data = bytes(
-                        await client.read_gatt_char(aranet4.CURRENT_READINGS_SHORT_UUID)
-                    )
+                    data = bytes(await client.read_gatt_char(aranet4.CURRENT_READINGS_SHORT_UUID))
         now = self._now()
         self.stats.gatt_reads += 1
         state.last_seen, state.gatt_reads = now, state.gatt_reads + 1

@@ -21,7 +21,14 @@ from __future__ import annotations
 
 import struct
 
-from edge.codecs.base import DecoderStats, Frame, Reading, SensorDescriptor, register
+from edge.codecs.base import (
+    BadPayload,
+    Frame,
+    PayloadDecoder,
+    Reading,
+    SensorDescriptor,
+    register,
+)
 
 MANUFACTURER_ID = 0x0702
 SERVICE_UUID = "0000fce0-0000-1000-8000-00805f9b34fb"
@@ -34,14 +41,6 @@ _SHORT = struct.Struct("<HHHBBB")  # 9 bytes
 _STATUS = {1: "green", 2: "yellow", 3: "red"}
 _ARANET4_ADVERT_LENGTHS = (7, 22)
 _CALIBRATION = {0: "idle", 1: "end-request", 2: "in-progress", 3: "error"}
-
-
-class BadPayload(ValueError):
-    """Not a decodable Aranet4 payload; ``reason`` is a short stats key."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def decode_readings(record: bytes) -> Frame:
@@ -120,27 +119,10 @@ def decode_advertisement(payload: bytes, name: str | None = None) -> Frame:
     return Frame(kind="data", readings=frame.readings, skip_reason=frame.skip_reason, info=info)
 
 
-class Aranet4Decoder:
+class Aranet4Decoder(PayloadDecoder):
     """:class:`~edge.codecs.base.StreamDecoder`: one ``feed`` = one advertisement payload."""
 
-    def __init__(self) -> None:
-        self.stats = DecoderStats()
-
-    def feed(self, data: bytes) -> list[Frame]:
-        try:
-            frame = decode_advertisement(data)
-        except BadPayload as exc:
-            self.stats.bad[exc.reason] += 1
-            self.stats.bytes_discarded += len(data)
-            return []
-        if frame.readings:
-            self.stats.frames_ok += 1
-        else:
-            self.stats.frames_skipped += 1
-        return [frame]
-
-    def reset(self) -> None:
-        """Advertisements carry no partial state; nothing to forget."""
+    decode = staticmethod(decode_advertisement)
 
 
 DESCRIPTOR = register(

@@ -162,3 +162,37 @@ class BufferedDecoder:
         else:
             self._in_garbage = False
         self.stats.bad[reason] += 1
+
+
+class BadPayload(ValueError):
+    """A payload (one BLE advertisement) that cannot be decoded; ``reason`` is a stats key."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PayloadDecoder:
+    """A :class:`StreamDecoder` over self-contained payloads (advertisements): one ``feed`` is
+    one payload, decoded by ``decode`` (a pure function raising :class:`BadPayload`)."""
+
+    decode: Callable[[bytes], Frame]
+
+    def __init__(self) -> None:
+        self.stats = DecoderStats()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        try:
+            frame = type(self).decode(data)
+        except BadPayload as exc:
+            self.stats.bad[exc.reason] += 1
+            self.stats.bytes_discarded += len(data)
+            return []
+        if frame.readings:
+            self.stats.frames_ok += 1
+        else:
+            self.stats.frames_skipped += 1
+        return [frame]
+
+    def reset(self) -> None:
+        """Payloads carry no partial state; nothing to forget."""

@@ -21,19 +21,18 @@ from __future__ import annotations
 import math
 import struct
 
-from edge.codecs.base import DecoderStats, Frame, Reading, SensorDescriptor, register
+from edge.codecs.base import (
+    BadPayload,
+    Frame,
+    PayloadDecoder,
+    Reading,
+    SensorDescriptor,
+    register,
+)
 
 MANUFACTURER_ID = 0x0499
 
 _LUX_STEP = math.log(65536) / 254  # format 6 luminosity code → lux, per Ruuvi docs
-
-
-class BadPayload(ValueError):
-    """The payload is not a decodable Ruuvi advertisement; ``reason`` is a short stats key."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _mac(raw: bytes) -> str | None:
@@ -203,27 +202,10 @@ def decode(payload: bytes) -> Frame:
     return decoder(bytes(payload))
 
 
-class RuuviDecoder:
-    """:class:`~edge.codecs.base.StreamDecoder` over advertisements: one ``feed`` = one payload."""
+class RuuviDecoder(PayloadDecoder):
+    """:class:`~edge.codecs.base.StreamDecoder`: one ``feed`` = one advertisement payload."""
 
-    def __init__(self) -> None:
-        self.stats = DecoderStats()
-
-    def feed(self, data: bytes) -> list[Frame]:
-        try:
-            frame = decode(data)
-        except BadPayload as exc:
-            self.stats.bad[exc.reason] += 1
-            self.stats.bytes_discarded += len(data)
-            return []
-        if frame.readings:
-            self.stats.frames_ok += 1
-        else:
-            self.stats.frames_skipped += 1
-        return [frame]
-
-    def reset(self) -> None:
-        """Advertisements carry no partial state; nothing to forget."""
+    decode = staticmethod(decode)
 
 
 DESCRIPTOR = register(
@@ -233,8 +215,19 @@ DESCRIPTOR = register(
         manufacturer="Ruuvi Innovations",
         interface="ble",
         quantities=(
-            "temperature", "humidity", "pressure", "battery_voltage", "pm1", "pm2_5", "pm4",
-            "pm10", "co2", "voc_index", "nox_index", "illuminance", "sound_level",
+            "temperature",
+            "humidity",
+            "pressure",
+            "battery_voltage",
+            "pm1",
+            "pm2_5",
+            "pm4",
+            "pm10",
+            "co2",
+            "voc_index",
+            "nox_index",
+            "illuminance",
+            "sound_level",
         ),
         decoder=RuuviDecoder,
         default_interval_s=1.0,
