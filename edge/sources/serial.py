@@ -121,7 +121,7 @@ class SerialSource:
             await asyncio.gather(*helpers, return_exceptions=True)
             ctx.health.frames_bad.update(decoder.stats.bad)  # keep counts across reconnects
             writer.close()
-            self._flush_window(ctx)
+            self._drop_window()
 
     async def _read_loop(
         self,
@@ -151,7 +151,7 @@ class SerialSource:
                 raise ConnectionError(f"{port} closed")
             bad_before = decoder.stats.frames_bad
             frames = decoder.feed(data)
-            self._account(ctx, decoder.stats.frames_bad - bad_before, decoder.stats.bad)
+            self._account(ctx, decoder.stats.frames_bad - bad_before)
             observations = self._observations(ctx, frames)
             if observations:
                 ctx.health.observations += len(observations)
@@ -198,7 +198,7 @@ class SerialSource:
             self._sleeping = True
             ctx.health.set_state("sleeping", f"duty cycle: asleep for {cycle.sleep_s:g} s")
             await self._send(writer, getattr(self.codec, "SLEEP_COMMANDS", ()))
-            self._flush_window(ctx)
+            self._drop_window()
             await asyncio.sleep(cycle.sleep_s)
             await self._send(writer, getattr(self.codec, "WAKE_COMMANDS", ()))
             self._sleeping = False
@@ -210,7 +210,7 @@ class SerialSource:
             self._discard_until = time.monotonic() + self.warmup_s
             ctx.health.set_state("warming-up", f"discarding readings for {self.warmup_s:g} s")
 
-    def _account(self, ctx: SourceContext, new_bad: int, by_reason: object) -> None:
+    def _account(self, ctx: SourceContext, new_bad: int) -> None:
         if new_bad:
             ctx.health.frame_result(False, new_bad)
 
@@ -289,6 +289,6 @@ class SerialSource:
             if q in self._streams
         ]
 
-    def _flush_window(self, ctx: SourceContext) -> None:
+    def _drop_window(self) -> None:
         """A partial averaging window is dropped at disconnect: a gap, never an interpolation."""
         self._window = None

@@ -90,8 +90,6 @@ def test_garbage_is_rejected_with_a_reason(payload: bytes) -> None:
 )
 def test_invalid_messages_name_the_problem(mutate, reason: str) -> None:  # type: ignore[no-untyped-def]
     msg = cbor2.loads(encode_batch(batch_of([1.0, 2.0])))
-    if "sd" in reason or "same length" in reason:
-        pass
     msg["si"], msg["val"], msg["dt"] = msg["si"][:1], msg["val"][:1], msg["dt"][:1]
     if reason == "sequence must increase":
         msg["si"], msg["val"], msg["dt"] = [0, 0], [1, 2], [0, 1]
