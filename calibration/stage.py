@@ -35,6 +35,7 @@ from calibration.artefact import (
 from calibration.models import CalibrationMathError
 from calibration.settings import CalibrationAssignment, CalibrationSettings
 from edge.model import QC_FAIL, QC_PASS, QC_SUSPECT, Datastream, Observation, Provenance, Quality
+from edge.stages import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,15 @@ class _Plan:
 
 class CalibrationStage:
     """Pipeline stage: ``process(observations) -> observations`` (mutates them in place)."""
+
+    name = "calibration"
+
+    def open(self, state: StateStore) -> None:
+        """Calibration keeps no learned state (artefacts are loaded at construction)."""
+        del state
+
+    def close(self) -> None:
+        """Nothing to checkpoint."""
 
     def __init__(
         self,

@@ -204,7 +204,7 @@ class Outbox:
         self._handed: dict[str, Ranges] = {name: [] for name in self.uplinks}
         self._decoded: dict[int, list[Observation]] = {}
         self._ids_by_identity: dict[int, tuple[object, int]] = {}
-        self._staged_state: dict[str, str] = {}
+        self._staged_state: dict[str, str | bytes] = {}
         self._next_seq = 1
         self._reserved_to = 0
         self._last_ttl_check = 0.0
@@ -348,7 +348,7 @@ class Outbox:
         if len(self._pending) >= self.settings.commit_rows:
             self.commit()
 
-    def stage_state(self, key: str, value: str) -> None:
+    def stage_state(self, key: str, value: str | bytes) -> None:
         """Persist ``key = value`` atomically with the next group commit.
 
         A source that must remember what it has received (a firmware node's last batch
@@ -357,10 +357,12 @@ class Outbox:
         """
         self._staged_state[key] = value
 
-    def state(self, key: str) -> str | None:
+    def state(self, key: str) -> str | bytes | None:
         """A value committed with :meth:`stage_state` (None if never)."""
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (f"state:{key}",)).fetchone()
-        return None if row is None else str(row[0])
+        if row is None:
+            return None
+        return row[0] if isinstance(row[0], bytes) else str(row[0])
 
     def commit_due(self) -> bool:
         """True when the oldest uncommitted observation has waited ``commit_interval_s``."""

@@ -19,7 +19,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from edge.backoff import Backoff
 from edge.config import GatewayConfig, SourceSettings
@@ -27,16 +27,13 @@ from edge.model import Observation
 from edge.outbox import Outbox
 from edge.sources import SOURCE_FACTORIES, load_builtin_sources
 from edge.sources.base import SourceContext, SourceHealth
+from edge.stages import Stage
 from edge.uplinks import UplinkHealth, UplinkPort, drain_sequentially
 
 log = logging.getLogger("duet.runtime")
 
 
 SOURCE_STOP_TIMEOUT_S = 5.0
-
-
-class Stage(Protocol):
-    def process(self, observations: list[Observation]) -> list[Observation]: ...
 
 
 @dataclass(slots=True)
@@ -100,6 +97,21 @@ def build_stages(config: GatewayConfig) -> list[Stage]:
 
         stages.append(QualityStage(config.quality))
     return stages
+
+
+class _StageState:
+    """A stage's :class:`edge.stages.StateStore`: keys prefixed, values kept by the outbox."""
+
+    def __init__(self, outbox: Outbox, prefix: str) -> None:
+        self._outbox = outbox
+        self._prefix = prefix
+
+    def stage(self, key: str, value: bytes) -> None:
+        self._outbox.stage_state(self._prefix + key, value)
+
+    def recall(self, key: str) -> bytes | None:
+        value = self._outbox.state(self._prefix + key)
+        return value if isinstance(value, bytes) or value is None else value.encode()
 
 
 class Gateway:
@@ -214,6 +226,8 @@ class Gateway:
             )
             for name, uplink in self.uplinks.items()
         ]
+        for stage in self.stages:
+            stage.open(_StageState(self.outbox, f"stage:{stage.name}/"))
         committer = asyncio.create_task(self._committer(), name="committer")
         log.info(
             "gateway started",
@@ -238,7 +252,7 @@ class Gateway:
             self.emit,
             health,
             stage=lambda key, value: self.outbox.stage_state(prefix + key, value),
-            recall=lambda key: self.outbox.state(prefix + key),
+            recall=lambda key: _text(self.outbox.state(prefix + key)),
         )
         task = asyncio.create_task(
             self._supervise(f"source:{source.name}", functools.partial(source.run, ctx), health),
@@ -328,6 +342,12 @@ class Gateway:
             )
         committer.cancel()
         await asyncio.gather(committer, return_exceptions=True)
+        for stage in self.stages:  # their last checkpoint goes out with the final commit
+            try:
+                stage.close()
+            except Exception:
+                log.exception("stage failed to close", extra={"event": "stage_error",
+                                                               "stage": stage.name})
         self.outbox.commit()
         deadline = time.monotonic() + self.options.drain_timeout_s
         while uplinks and time.monotonic() < deadline and self._has_unsent():
@@ -383,3 +403,7 @@ async def run_gateway(config: GatewayConfig, options: RuntimeOptions | None = No
             loop.add_signal_handler(sig, stop.set)
     await gateway.run(stop)
     return gateway.restart_requested
+
+
+def _text(value: str | bytes | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value

@@ -21,6 +21,7 @@ from edge.model import (
 from edge.quality.ml import LiteRtScorer, MlUnavailable, ModelArtefact, WindowFeatures, discover
 from edge.quality.rules import PairState, StreamRules
 from edge.quality.settings import QualitySettings
+from edge.stages import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,15 @@ class QualityStage:
     with an anomaly model, one feature row. ML availability is decided once at construction:
     if the runtime or a model is missing, that is logged once and ``ml_anomaly`` is 2.
     """
+
+    name = "quality"
+
+    def open(self, state: StateStore) -> None:
+        """The rule state is rebuilt from the stream within minutes; nothing to restore yet."""
+        del state
+
+    def close(self) -> None:
+        """Nothing to checkpoint yet."""
 
     def __init__(self, settings: QualitySettings, scorer_factory: Scorer | None = None) -> None:
         self.settings = settings
