@@ -35,7 +35,7 @@ from calibration.artefact import (
 from calibration.models import CalibrationMathError
 from calibration.settings import CalibrationAssignment, CalibrationSettings
 from edge.model import QC_FAIL, QC_PASS, QC_SUSPECT, Datastream, Observation, Provenance, Quality
-from edge.stages import StateStore
+from edge.seams import StateStore
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 import httpx
 
+from edge.uplinks.mqtt_settings import MqttSettings
+from edge.uplinks.sensorthings_settings import SensorThingsHttpSettings
 from provisioning.identity import (
     IdentityError,
     key_matches_cert,
@@ -36,6 +38,7 @@ from provisioning.identity import (
 )
 from provisioning.identity import cert_info as _cert_info
 from provisioning.secrets import is_private
+from provisioning.settings import SecuritySettings
 
 Status = Literal["pass", "warn", "fail", "skip"]
 Clock = Callable[[], float]
@@ -549,12 +552,12 @@ def run_doctor(config_path: Path, options: DoctorOptions | None = None) -> list[
     if any(_is_ble(s.type) for s in config.sources):
         results.append(opts.ble())
     results.append(check_disk_space(config.gateway.data_dir))
-    mqtt = config.uplinks.mqtt
-    sta = config.uplinks.sensorthings_http
-    time_url = opts.time_url or (getattr(sta, "base_url", None) if sta is not None else None)
+    mqtt = config.settings(MqttSettings)
+    sta = config.settings(SensorThingsHttpSettings)
+    time_url = opts.time_url or (sta.base_url if sta is not None else None)
     reference = None
     if time_url:
-        sta_tls = getattr(sta, "tls", None)
+        sta_tls = sta.tls if sta is not None else None
         verify = _reference_context(_tls_files(sta_tls)) if time_url.startswith("https") else True
 
         def reference() -> float:
@@ -574,7 +577,7 @@ def run_doctor(config_path: Path, options: DoctorOptions | None = None) -> list[
                 results.append(check_certificate(files.cert_file, files.key_file, clock=opts.clock))
     if sta is not None:
         results.append(check_sensorthings(sta, timeout=opts.timeout_s))
-    security = getattr(config, "security", None)  # once edge.config includes [security]
+    security = config.settings(SecuritySettings)
     if security is not None:
         results.append(check_bundles(security))
     return results
@@ -602,6 +605,5 @@ def _tls_files(tls: Any) -> TlsFiles:
 
 
 def _is_ble(type_name: str) -> bool:
-    from edge.codecs.base import all_descriptors
-
-    return any(d.name == type_name and d.interface == "ble" for d in all_descriptors())
+    """True for source types that need a Bluetooth adapter."""
+    return type_name in ("ble", "node_ble")

@@ -29,11 +29,12 @@ from typing import Any
 
 import httpx
 
+from edge import plugins
 from edge import sensorthings as sta
-from edge.codecs.base import descriptor
 from edge.config import GatewayConfig
 from edge.model import Datastream
 from edge.sensorthings import EntityId, GeoPoint
+from edge.uplinks.mqtt_settings import MqttSettings
 from edge.uplinks.sensorthings_http import (
     REGISTRY_FILE_NAME,
     SensorThingsHttpSettings,
@@ -99,8 +100,8 @@ def read_site(path: Path) -> GeoPoint:
 
 
 def make_plan(config: GatewayConfig, location: GeoPoint | None = None) -> Plan:
-    settings = config.uplinks.sensorthings_http
-    if not isinstance(settings, SensorThingsHttpSettings):
+    settings = config.settings(SensorThingsHttpSettings)
+    if settings is None:
         raise RegisterError("the config has no [uplinks.sensorthings_http] section to register at")
     gw = config.gateway
     if location is None and gw.latitude is not None and gw.longitude is not None:
@@ -109,7 +110,7 @@ def make_plan(config: GatewayConfig, location: GeoPoint | None = None) -> Plan:
     fingerprints: dict[str, SourceFingerprint] = {}
     for source in config.sources:
         try:
-            desc = descriptor(source.type)
+            desc = plugins.sensor(source.type).descriptor
         except KeyError as exc:
             raise RegisterError(str(exc)) from None
         fingerprints[source.name] = SourceFingerprint(source.type, desc.model, source.serial_number)
@@ -268,7 +269,7 @@ def write_mqtt_datastream_ids(config_path: Path, ids: dict[str, EntityId]) -> bo
     from edge.config import load_config, parse_config
 
     config = load_config(config_path)
-    mqtt = config.uplinks.mqtt
+    mqtt = config.settings(MqttSettings)
     if mqtt is None or mqtt.mode != "sensorthings":
         return False
     merged = {**mqtt.datastream_ids, **ids}

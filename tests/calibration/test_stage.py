@@ -183,7 +183,7 @@ def test_gateway_applies_artefact_to_a_live_emulated_sds011(
     """Real pty + SDS011 emulator → the lead's serial source → Gateway.emit → this stage."""
     from edge.config import parse_config
     from edge.runtime import Gateway
-    from edge.sources.base import SourceContext
+    from edge.seams import SourceContext
     from hil.emulators import EMULATORS
 
     d = artefact_dir(koehler_artefact())
@@ -225,9 +225,9 @@ co_inputs = {{ rh = "bme-1/humidity" }}
 """
     config = parse_config(toml)
     try:
-        gateway = Gateway(config, uplinks={})
+        gateway = Gateway(config, uplinks=[])
         gateway.sources.append(HumiditySource())
-        from edge.sources.base import SourceHealth
+        from edge.seams import SourceHealth
 
         gateway.source_health["bme-1"] = SourceHealth("bme-1")
         seen: list[Observation] = []

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from edge.emulation.pty_link import PtyLink
 from hil.micropython_vm import MicroPythonVM, available
-from hil.pty_link import PtyLink
 from provisioning.node_add import NodeAddError, onboard, source_snippet
 from tests.firmware.conftest import EmulatedNode
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
+from edge.uplinks.mqtt_settings import MqttSettings
 from provisioning.cli import app
 
 runner = CliRunner()
@@ -138,10 +139,13 @@ mode = "sensorthings"
 """)
     _run("register", "--config", config, "--latitude", "51", "--longitude", "4")
     ids = json.loads((data / "registration.json").read_text())["datastreams"]
-    stored = load_config(config).uplinks.mqtt.datastream_ids
+    mqtt = load_config(config).settings(MqttSettings)
+    assert mqtt is not None
+    stored = mqtt.datastream_ids
     assert stored == ids and set(stored) == {"pm/pm2_5", "pm/pm10"}
     _run("register", "--config", config)  # again: same table, written once
     text = config.read_text()
     assert text.count("[uplinks.mqtt.datastream_ids]") == 1
     assert "# the broker of the city" in text
-    assert load_config(config).uplinks.mqtt.datastream_ids == ids
+    mqtt = load_config(config).settings(MqttSettings)
+    assert mqtt is not None and mqtt.datastream_ids == ids
