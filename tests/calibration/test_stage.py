@@ -87,6 +87,22 @@ def test_co_input_from_another_datastream_even_later_in_the_batch(
     assert later.raw_result == 30.0
 
 
+@pytest.mark.parametrize("rh_first", [True, False])
+def test_first_observation_after_start_up_uses_rh_of_the_same_sensor(
+    artefact_dir: Callable[..., Path], rh_first: bool,
+) -> None:
+    """Issue 16 item 7: T/RH from the PM sensor itself (no co_inputs mapping) must serve the very
+    first PM observation after start-up, whatever the order inside the batch."""
+    stage = stage_for(artefact_dir(koehler_artefact()), artefact="pm25-koehler", quantity="pm2_5",
+                      sensor_id="sds-1")  # no co_inputs: RH comes from 'sds-1' itself
+    own_rh = Observation(Datastream("gw", "sds-1", "humidity"), 80.0, 1_000_000, PROV)
+    first = pm(30.0)
+    stage.process([own_rh, first] if rh_first else [first, own_rh])
+    assert first.raw_result == 30.0, stage.stats
+    assert first.quality is not None and first.quality.tests["calibration"] == QC_PASS
+    assert stage.stats["missing_input"] == 0 and stage.stats["calibrated"] == 1
+
+
 def test_missing_or_stale_co_input_leaves_value_uncalibrated_and_flagged(
     artefact_dir: Callable[..., Path],
 ) -> None:
