@@ -334,6 +334,10 @@ def export_outbox(db_path: Path, out_csv: Path) -> int:
     """
     import sqlite3
 
+    # edge.config must be imported before edge.outbox: importing edge.outbox first runs into
+    # the import cycle edge.outbox -> edge.config -> edge.uplinks -> edge.outbox (being fixed
+    # on main; this order is the local workaround and is harmless once the cycle is gone).
+    import edge.config  # noqa: F401
     from edge.outbox import iter_unsent
 
     if not db_path.is_file():

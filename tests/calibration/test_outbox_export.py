@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -37,10 +39,16 @@ def test_fit_from_outbox_export_against_hour_ending_local_reference(tmp_path: Pa
         outbox.commit()
     outbox.close()
 
-    export = runner.invoke(app, ["export-outbox", str(tmp_path / "outbox.db"),
-                                 "--out", str(tmp_path / "sensor.csv")])
-    assert export.exit_code == 0, export.output
-    assert f"wrote {hours * 12} observations" in export.output
+    # Exactly as docs/calibration.md tells a technician, in a fresh process: the real entry
+    # point's import order is what broke before (issue 15 item 2, an import cycle).
+    export = subprocess.run(
+        [str(Path(sys.executable).with_name("duet-edge")), "calibrate", "export-outbox",
+         str(tmp_path / "outbox.db"), "--out", str(tmp_path / "sensor.csv")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert export.returncode == 0, export.stderr
+    assert export.stderr == ""
+    assert f"wrote {hours * 12} observations" in export.stdout
 
     # VMM-style reference: Brussels local time, hour-ending labels, ';' and decimal comma.
     brussels = ZoneInfo("Europe/Brussels")
