@@ -80,7 +80,7 @@ def test_co_input_from_another_datastream_even_later_in_the_batch(
                       sensor_id="sds-1", co_inputs={"rh": "bme-1/humidity"})
     obs = pm(30.0)
     stage.process([obs, rh(80.0)])
-    assert obs.result == pytest.approx(30.0 / 1.9696969697, rel=1e-9)
+    assert obs.result == pytest.approx(30.0 / 2.6, rel=1e-9)  # κ 0.4 at RH 80 %
     assert obs.quality is not None and obs.quality.tests["calibration"] == QC_PASS
     later = pm(30.0, t_ms=1_060_000)  # next batch, RH from the previous one is 60 s old: fine
     stage.process([later])
@@ -126,7 +126,7 @@ def test_rh_is_clamped_before_the_model(artefact_dir: Callable[..., Path]) -> No
                       sensor_id="sds-1", co_inputs={"rh": "bme-1/humidity"})
     wet = pm(30.0)
     stage.process([rh(100.0), wet])  # 100 % → clamped to 95 % (no division by zero)
-    assert wet.result == pytest.approx(5.351351, rel=1e-5)
+    assert wet.result == pytest.approx(30.0 / 8.6, rel=1e-9)
     assert wet.quality is not None and wet.quality.tests["calibration"] == QC_SUSPECT  # > 90 fitted
 
 
@@ -265,7 +265,7 @@ co_inputs = {{ rh = "bme-1/humidity" }}
     calibrated = [o for o in seen if o.stream.quantity_code == "pm2_5" and o.raw_result is not None]
     assert len(calibrated) >= 5, f"stage stats: {gateway.stages[0].stats}"  # type: ignore[attr-defined]
     for o in calibrated:
-        assert o.result == pytest.approx(o.raw_result / 1.9696969697, rel=1e-6)
+        assert o.result == pytest.approx(o.raw_result / 2.6, rel=1e-6)
         assert o.provenance.calibration_id == "pm25-koehler"
         assert o.provenance.sensor_model == "SDS011"
     pm10 = [o for o in seen if o.stream.quantity_code == "pm10"]
