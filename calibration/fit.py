@@ -142,7 +142,7 @@ def _power_law_problem(X: np.ndarray, y: np.ndarray, env: tuple[bool, ...]) -> s
 
 
 def _growth(rh: np.ndarray, kappa: float) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(all="ignore"):
         g = 1.0 + kappa / (100.0 / rh - 1.0)
     return np.where(rh > 0, g, 1.0)
 

@@ -67,7 +67,7 @@ def test_fit_from_outbox_export_against_hour_ending_local_reference(tmp_path: Pa
         "--out", str(tmp_path / "a.json"),
     ])
     assert fit.exit_code == 0, fit.output
-    assert f"{hours} common 3600 s bins, 0 dropped" in fit.output
+    assert f"{hours} sensor-intervals of 3600 s in common with the reference, 0 dropped" in fit.output
     artefact = load_artefact(tmp_path / "a.json")
     assert artefact.fit.validation["chosen"] in ("koehler+gain", "koehler+linear")
     assert artefact.fit.metrics["r2"] > 0.99  # hour-ending/time zone handled: no offset by 1–2 h
