@@ -335,6 +335,7 @@ def fit(
                        period=period, allow_lag=allow_lag, keep_sentinels=keep_sentinels)
     data = mapping.align()
     _print_notes(data, as_json)
+    out.parent.mkdir(parents=True, exist_ok=True)
     if aligned_out:
         write_aligned(data, aligned_out)
     inputs = mapping.inputs
@@ -621,3 +622,16 @@ def export_outbox_cmd(
     """Export the gateway's own buffer as sensor data for `fit` (raw, uncalibrated values)."""
     n = export_outbox(outbox, out)
     typer.echo(f"wrote {n} observations to {out}")
+
+
+@app.command("demo-campaign")
+@one_line_errors
+def demo_campaign(
+    out_dir: Annotated[Path, Opt(help="Directory for sensors.csv and reference.csv.")],
+    days: Annotated[int, Opt(min=30, max=730, help="Campaign length in days.")] = 120,
+) -> None:
+    """Write a synthetic six-sensor PM co-location campaign to practise on (not real data)."""
+    from calibration.demo import write_campaign
+
+    sensors, reference = write_campaign(out_dir, days)
+    typer.echo(f"wrote {sensors} and {reference} (synthetic, six units, {days} days)")
