@@ -635,3 +635,33 @@ def demo_campaign(
 
     sensors, reference = write_campaign(out_dir, days)
     typer.echo(f"wrote {sensors} and {reference} (synthetic, six units, {days} days)")
+
+
+@app.command()
+@one_line_errors
+def replay(
+    config: Annotated[Path, typer.Argument(help="The gateway TOML with its [calibration] section.")],
+    data: Annotated[Path, Opt(help="Sensor CSV: a time column, a sensor-id column and one column "
+                                   "per quantity code (e.g. pm2_5_cf1, temperature, humidity).")],
+    sensor_id_column: Annotated[str, Opt(help="Column naming the sensor (its source name).")] =
+    "sensor",
+    time_column: Annotated[str, Opt(help="ISO 8601 time column (UTC if naive).")] = "time",
+    sensor_model: Annotated[str, Opt(help="Provenance sensor model of the replayed sensors.")] =
+    "",
+    na: Na = None,
+) -> None:
+    """Replay raw sensor data through the gateway's own CalibrationStage, built from the gateway
+    TOML exactly as `duet-edge run` builds it; print what it calibrated, per sensor."""
+    from calibration.replay import replay_csv
+    from edge.config import ConfigError, load_config
+
+    try:
+        gateway = load_config(config)
+    except ConfigError as exc:
+        raise UsageError(f"{exc.source}: " + "; ".join(str(p) for p in exc.problems)) from None
+    if gateway.calibration is None:
+        raise UsageError(f"{config}: no [calibration] section")
+    result = replay_csv(gateway.gateway.id, gateway.calibration, data, sensor_id_column,
+                        time_column, sensor_model, tuple(na or ()))
+    for line in result:
+        typer.echo(line)

@@ -144,13 +144,6 @@ class CalibrationStage:
                 f"calibration.assign for {a.artefact!r}: co_inputs {unknown} are not inputs of the "
                 f"artefact; its co-inputs are {sorted(names) or 'none'}"
             )
-        if a.sensor_id is None:
-            missing = sorted(names - set(a.co_inputs))
-            if missing:
-                raise CalibrationConfigError(
-                    f"calibration.assign for {a.artefact!r}: without sensor_id every co-input needs "
-                    f"a co_inputs entry; missing: {missing}"
-                )
         self._compiled[a.artefact] = compile_artefact(artefact)
 
     def _match(self, obs: Observation) -> CalibrationAssignment | None:

@@ -103,6 +103,22 @@ def test_first_observation_after_start_up_uses_rh_of_the_same_sensor(
     assert stage.stats["missing_input"] == 0 and stage.stats["calibrated"] == 1
 
 
+def test_model_wide_assignment_takes_each_units_own_rh(artefact_dir: Callable[..., Path]) -> None:
+    """An assignment by sensor model (no sensor_id) serves every unit with its own T/RH."""
+    stage = stage_for(artefact_dir(koehler_artefact()), artefact="pm25-koehler", quantity="pm2_5",
+                      sensor_model="SDS011")
+    batch = []
+    for unit, rh_value in (("sds-1", 80.0), ("sds-2", 50.0)):
+        batch += [Observation(Datastream("gw", unit, "pm2_5"), 30.0, 1_000_000, PROV),
+                  Observation(Datastream("gw", unit, "humidity"), rh_value, 1_000_000, PROV)]
+    stage.process(batch)
+    assert batch[0].result == pytest.approx(30.0 / 2.6)  # κ 0.4 at 80 %: growth 2.6
+    assert batch[2].result == pytest.approx(30.0 / 1.4)  # κ 0.4 at 50 %: growth 1.4
+    lonely = Observation(Datastream("gw", "sds-3", "pm2_5"), 30.0, 1_000_000, PROV)
+    stage.process([lonely])  # a unit whose RH never arrived is not given another unit's RH
+    assert lonely.raw_result is None and stage.stats["missing_input"] == 1
+
+
 def test_missing_or_stale_co_input_leaves_value_uncalibrated_and_flagged(
     artefact_dir: Callable[..., Path],
 ) -> None:
