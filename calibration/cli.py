@@ -239,6 +239,23 @@ def _mapping(sensors: list[str] | None, reference: Path | None, signal: str | No
                    inputs, extras, **rest)  # type: ignore[arg-type]
 
 
+MAPPING_OPTIONS = (
+    "sensor_id_column", "sensor_time", "sensor_time_format", "sensor_tz", "sensor_convention",
+    "sensor_sep", "sensor_decimal", "sensor_flag_column", "sensor_flag_ok", "ref_time",
+    "ref_time_format", "ref_tz", "ref_convention", "ref_sep", "ref_decimal", "ref_flag_column",
+    "ref_flag_ok", "na", "period", "allow_lag", "keep_sentinels",
+)
+
+
+def _mapping_from(params: dict[str, object], signal_quantity: str) -> Mapping:
+    """The column mapping from a command's parameters (``fit`` and ``check`` share them)."""
+    return _mapping(
+        params["sensor"], params["reference"], params["signal"],  # type: ignore[arg-type]
+        params["ref_column"], signal_quantity, params["input_"],  # type: ignore[arg-type]
+        params.get("extra"), **{k: params[k] for k in MAPPING_OPTIONS},  # type: ignore[arg-type]
+    )
+
+
 def _check_quantity(opt: str, code: str) -> None:
     if code not in QUANTITIES:
         raise UsageError(f"{opt} {code!r} unknown; allowed: {', '.join(sorted(QUANTITIES))}")
@@ -268,6 +285,7 @@ def _print_notes(data: Aligned, quiet: bool) -> None:
 @app.command()
 @one_line_errors
 def fit(
+    ctx: typer.Context,
     quantity: Annotated[str, Opt(help="Quantity the calibration produces, e.g. pm2_5, no2, co.")],
     out: Annotated[Path, Opt(help="Artefact JSON to write.")],
     sensor: SensorFiles = None,
@@ -323,16 +341,7 @@ def fit(
             raise UsageError(f"--models: unknown {unknown}; models: {', '.join(MODELS)}")
     if cal_id:
         _artefact_id(cal_id, quantity, sensor_model, 0.0)
-    mapping = _mapping(sensor, reference, signal, ref_column, in_quantity, input_, extra,
-                       sensor_id_column=sensor_id_column, sensor_time=sensor_time,
-                       sensor_time_format=sensor_time_format, sensor_tz=sensor_tz,
-                       sensor_convention=sensor_convention, sensor_sep=sensor_sep,
-                       sensor_decimal=sensor_decimal, sensor_flag_column=sensor_flag_column,
-                       sensor_flag_ok=sensor_flag_ok, ref_time=ref_time,
-                       ref_time_format=ref_time_format, ref_tz=ref_tz,
-                       ref_convention=ref_convention, ref_sep=ref_sep, ref_decimal=ref_decimal,
-                       ref_flag_column=ref_flag_column, ref_flag_ok=ref_flag_ok, na=na,
-                       period=period, allow_lag=allow_lag, keep_sentinels=keep_sentinels)
+    mapping = _mapping_from(ctx.params, in_quantity)
     data = mapping.align()
     _print_notes(data, as_json)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -508,6 +517,7 @@ def report(
 @app.command()
 @one_line_errors
 def check(
+    ctx: typer.Context,
     artefact: Annotated[Path, typer.Argument(help="Deployed artefact JSON.")],
     data: Annotated[Path | None, Opt(help="Aligned CSV of the new co-location period (from "
                                           "`fit --aligned-out`); or give the raw files with the "
@@ -551,17 +561,7 @@ def check(
         if missing:
             raise UsageError(f"the artefact needs co-input(s) {missing}: add --input "
                              f"NAME=COLUMN for each (as at fit time)")
-        mapping = _mapping(sensor, reference, signal, ref_column, art.inputs[0].quantity, input_,
-                           None, sensor_id_column=sensor_id_column, sensor_time=sensor_time,
-                           sensor_time_format=sensor_time_format, sensor_tz=sensor_tz,
-                           sensor_convention=sensor_convention, sensor_sep=sensor_sep,
-                           sensor_decimal=sensor_decimal, sensor_flag_column=sensor_flag_column,
-                           sensor_flag_ok=sensor_flag_ok, ref_time=ref_time,
-                           ref_time_format=ref_time_format, ref_tz=ref_tz,
-                           ref_convention=ref_convention, ref_sep=ref_sep,
-                           ref_decimal=ref_decimal, ref_flag_column=ref_flag_column,
-                           ref_flag_ok=ref_flag_ok, na=na, period=period, allow_lag=allow_lag,
-                           keep_sentinels=keep_sentinels)
+        mapping = _mapping_from(ctx.params, art.inputs[0].quantity)
         aligned = mapping.align()
         _print_notes(aligned, as_json)
     ev = evaluate(art, aligned.start_s, aligned.values, aligned.values["reference"],
