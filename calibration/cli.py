@@ -36,7 +36,16 @@ from calibration.artefact import (
     migrate_v1,
     save_artefact,
 )
-from calibration.fit import MODELS, FitError, Problem, Selection, candidates, predict, select_model
+from calibration.fit import (
+    MODELS,
+    FitError,
+    Problem,
+    Selection,
+    candidates,
+    per_sensor_fits,
+    predict,
+    select_model,
+)
 from calibration.io import (
     Aligned,
     DataError,
@@ -329,6 +338,8 @@ def fit(
     show_candidates: Annotated[bool, Opt(help="With --train-days: also print every candidate's "
                                          "hold-out metrics (the choice is made on the fitting "
                                          "period only).")] = False,
+    per_sensor_dir: Annotated[Path | None, Opt(help="Also fit the chosen model on each sensor "
+                                               "alone and write one artefact per sensor here.")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print a JSON summary instead of text.")] = False,
 ) -> None:
     """Align sensor(s) and reference, choose a model by forward-chaining validation, write it."""
@@ -371,6 +382,8 @@ def fit(
                            y[test], {n: (q, data.values[n][test]) for n, _, q in mapping.extras},
                            groups[test] if groups is not None else None)
         summary["hold_out"] = _ev_summary(test_ev)
+    if groups is not None and sel.fitter is not None:
+        summary["per_sensor_fits"] = _per_sensor(saved, sel, X, y, groups, train, per_sensor_dir)
     if as_json:
         typer.echo(json.dumps(summary, ensure_ascii=False))
     else:
@@ -413,6 +426,36 @@ def _build_artefact(sel: Selection, inputs: list[tuple[str, str, str]], X: np.nd
     )
 
 
+def _per_sensor(saved: Artefact, sel: Selection, X: np.ndarray, y: np.ndarray,
+                groups: np.ndarray, train: np.ndarray,
+                out_dir: Path | None) -> dict[str, dict[str, float]]:
+    """Pooled model vs the same family fitted on each sensor alone, scored on that sensor's
+    hold-out intervals (its fitting intervals without --train-days)."""
+    assert sel.fitter is not None
+    own = per_sensor_fits(Problem(X[train], y[train], np.zeros(int(train.sum())),
+                                  tuple(i.quantity for i in saved.inputs),
+                                  groups=groups[train]), sel.fitter)
+    scored = ~train if (~train).any() else train
+    result: dict[str, dict[str, float]] = {}
+    for name, spec in own.items():
+        rows = scored & (groups == name)
+        if not rows.any():
+            continue
+        result[name] = {
+            "pooled_rmse": float(np.sqrt(np.mean((predict(saved.model, X[rows]) - y[rows]) ** 2))),
+            "own_fit_rmse": float(np.sqrt(np.mean((predict(spec, X[rows]) - y[rows]) ** 2))),
+        }
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            validation = dict(saved.fit.validation) | {"fitted_on_sensor": name}
+            art = saved.model_copy(update={
+                "id": f"{saved.id}.{re.sub(r'[^A-Za-z0-9._:+-]+', '-', name)}", "model": spec,
+                "fit": saved.fit.model_copy(update={"validation": validation}), "sha256": None})
+            save_artefact(Artefact.model_validate(art.model_dump(by_alias=True)),
+                          out_dir / f"{art.id}.json")
+    return result
+
+
 def _ev_summary(ev: Evaluation) -> dict[str, object]:
     return {"metrics": ev.metrics_cal, "per_sensor": ev.per_sensor or {},
             "out_of_range_fraction": float(ev.out_of_range.mean()),
@@ -443,6 +486,13 @@ def _print_fit(saved: Artefact, sel: Selection, summary: dict[str, object],
         typer.echo("leave-one-sensor-out RMSE (fitted on the other sensors): " + ", ".join(
             f"{k} {v:.3g}" for k, v in sel.loso_rmse.items()))
     typer.echo(f"wrote {summary['artefact']} (sha256 {saved.sha256})")
+    per_sensor = summary.get("per_sensor_fits")
+    if isinstance(per_sensor, dict) and per_sensor:
+        where = "hold-out" if test_ev is not None else "fitting data"
+        typer.echo(f"per-sensor fits ({where} RMSE, pooled model vs the same model fitted on "
+                   f"that sensor alone):")
+        for name, r in per_sensor.items():
+            typer.echo(f"  {name:10s} pooled {r['pooled_rmse']:.4g}  own {r['own_fit_rmse']:.4g}")
     if test_ev is None:
         return
     _print_metrics("hold-out", test_ev.metrics_cal)

@@ -306,6 +306,7 @@ class Selection:
     folds: list[Fold]
     skipped: dict[str, str] = field(default_factory=dict)
     loso_rmse: dict[str, float] = field(default_factory=dict)  # held-out sensor → RMSE
+    fitter: Fitter | None = None  # the chosen candidate's fitter (for per-sensor fits)
 
 
 def forward_chaining_folds(t: np.ndarray, n_blocks: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -351,6 +352,23 @@ def leave_one_sensor_out(problem: Problem, fitter: Fitter) -> dict[str, float]:
         except (FitError, np.linalg.LinAlgError):
             continue
         out[str(name)] = _rmse(spec, problem.X[held], problem.y[held])
+    return out
+
+
+def per_sensor_fits(problem: Problem, fitter: Fitter) -> dict[str, Spec]:
+    """The chosen model family fitted on each sensor's own samples (sensors with too few
+    samples, or where the fit fails, are left out)."""
+    if problem.groups is None:
+        return {}
+    out: dict[str, Spec] = {}
+    for name in sorted(set(problem.groups.tolist())):
+        own = problem.groups == name
+        if int(own.sum()) < 10 * problem.X.shape[1]:
+            continue
+        try:
+            out[str(name)] = fitter(problem.X[own], problem.y[own])
+        except (FitError, np.linalg.LinAlgError):
+            continue
     return out
 
 
@@ -403,7 +421,7 @@ def select_model(problem: Problem, n_blocks: int = 5,
     spec = fitters[chosen](problem.X, problem.y)
     compile_model(spec)  # the gateway must be able to run it
     loso = leave_one_sensor_out(problem, fitters[chosen])
-    return Selection(chosen, spec, scores, per_fold, fold_info, skipped, loso)
+    return Selection(chosen, spec, scores, per_fold, fold_info, skipped, loso, fitters[chosen])
 
 
 def _choose(scores: dict[str, float], skipped: dict[str, str]) -> str:

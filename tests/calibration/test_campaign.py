@@ -335,3 +335,18 @@ def test_migrate_command_writes_the_current_schema(tmp_path: Path) -> None:
 
 def test_uci_still_aligns_with_its_own_timestamps() -> None:
     assert UCI.is_file()
+
+
+def test_per_sensor_fits_beside_the_pooled_one(campaign: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, [*fit_args(campaign), "--train-days", "30", "--models",
+                                 "koehler+linear", "--out", str(tmp_path / "a.json"),
+                                 "--per-sensor-dir", str(tmp_path / "units"), "--json"])
+    assert result.exit_code == 0, result.output
+    fits = json.loads(result.stdout)["per_sensor_fits"]
+    assert set(fits) == {f"pa-0{i}" for i in range(1, 7)}
+    # a unit's own fit knows its gain: on its own hold-out it does at least as well as pooled
+    assert sum(r["own_fit_rmse"] for r in fits.values()) < sum(r["pooled_rmse"] for r in
+                                                             fits.values())
+    unit = load_artefact(tmp_path / "units" / "pm2_5-sensor-2026-01-05.pa-06.json")
+    assert unit.fit.validation["fitted_on_sensor"] == "pa-06"
+    assert unit.inputs[0].quantity == "pm2_5_cf1" and unit.quantity == "pm2_5"
