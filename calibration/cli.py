@@ -703,15 +703,17 @@ def replay(
     """Replay raw sensor data through the gateway's own CalibrationStage, built from the gateway
     TOML exactly as `duet-edge run` builds it; print what it calibrated, per sensor."""
     from calibration.replay import replay_csv
+    from calibration.settings import CalibrationSettings
     from edge.config import ConfigError, load_config
 
     try:
         gateway = load_config(config)
     except ConfigError as exc:
         raise UsageError(f"{exc.source}: " + "; ".join(str(p) for p in exc.problems)) from None
-    if gateway.calibration is None:
+    settings = gateway.settings(CalibrationSettings)
+    if settings is None:
         raise UsageError(f"{config}: no [calibration] section")
-    result = replay_csv(gateway.gateway.id, gateway.calibration, data, sensor_id_column,
+    result = replay_csv(gateway.gateway.id, settings, data, sensor_id_column,
                         time_column, sensor_model, tuple(na or ()))
     for line in result:
         typer.echo(line)
