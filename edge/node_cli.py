@@ -23,7 +23,7 @@ from firmware import nodeproto
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
 # Modules copied to the board's root, in dependency order; main.py runs at boot.
 FIRMWARE_FILES: tuple[str, ...] = (
-    "hw.py", "nodeproto.py", "nodecfg.py", "bme280.py", "pmsensor.py", "traffic.py",
+    "hw.py", "flashstore.py", "nodeproto.py", "nodecfg.py", "bme280.py", "pmsensor.py", "traffic.py",
     "nodelink.py", "nodeapp.py", "main.py",
 )
 
