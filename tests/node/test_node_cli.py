@@ -104,3 +104,19 @@ def test_source_factories_build_both_sources(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="state_pth"):
         factories["node_serial"](SimpleNamespace(name="n", port="/dev/x", baudrate=None,
                                                  options={"state_pth": "x"}), "gw")
+
+
+def test_flash_without_mpremote_names_the_extra(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """No mpremote on PATH nor beside the interpreter: one line on stderr, exit code 3."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr("sys.executable", str(empty / "python"))
+    result = CliRunner().invoke(app, ["node", "flash", "/dev/ttyUSB0"])
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "error: mpremote is not installed; install the firmware extra: "
+        "pip install 'duet-edge[firmware]'"]
+    assert result.exception is None or isinstance(result.exception, SystemExit)
