@@ -567,6 +567,7 @@ def register_cmd(
             return
         with LateProgress("registering datastreams", len(plan.pairs)) as shown:
             ids = asyncio.run(register.register(plan, progress=shown.advance))
+        register.give_to_data_dir_owner(plan)
     except (SensorThingsUnavailable, httpx.HTTPError) as exc:
         raise _fail(f"the twin at {plan.settings.base_url} did not answer or refused: {exc}; "
                     "run register again when it is reachable", EXIT_UNREACHABLE) from None

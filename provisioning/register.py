@@ -276,6 +276,21 @@ async def _retire(
     return retired
 
 
+def give_to_data_dir_owner(plan: Plan) -> list[Path]:
+    """Run as root, hand the files register wrote in ``data_dir`` (manifest, id cache) to
+    the directory's owner — the service user, who updates the id cache when uploading."""
+    import os
+
+    if os.geteuid() != 0 or not plan.data_dir.is_dir():
+        return []
+    owner = plan.data_dir.stat()
+    files = [_manifest_path(plan), plan.settings.registry_file or plan.data_dir / REGISTRY_FILE_NAME]
+    given = [f for f in files if f.exists() and f.parent == plan.data_dir]
+    for path in given:
+        os.chown(path, owner.st_uid, owner.st_gid)
+    return given
+
+
 def _write_manifest(plan: Plan, datastreams: dict[str, EntityId]) -> None:
     path = _manifest_path(plan)
     old: dict[str, Any] = {}
