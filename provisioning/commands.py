@@ -80,8 +80,11 @@ def _one_line(exc: Exception) -> str:
     from edge.config import ConfigError
 
     if isinstance(exc, ConfigError):
-        return (f"{exc.source}: {'; '.join(exc.problems)} "
-                f"(`duet-edge config check {exc.source}` explains each)")
+        hint = (f" (`duet-edge config check {exc.source}` explains each)"
+                if Path(exc.source).exists() else "")
+        return f"{exc.source}: {'; '.join(exc.problems)}{hint}"
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"cannot use {exc.filename}: {exc.strerror}"
     return str(exc)
 
 
@@ -114,7 +117,7 @@ def init(
         check_gateway_id(gid)
         sources = tuple(starter.SourceSpec.parse(s) for s in (source or ["pm=sds011:/dev/ttyUSB0"]))
     except (IdentityError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     if config.exists() and not force:
         raise _fail(f"{config} exists; use --force to replace it")
     if owner is not None:
@@ -139,7 +142,7 @@ def init(
         try:
             create_identity(identity_dir, gid, overwrite=force)
         except IdentityError as exc:
-            raise _fail(str(exc)) from None
+            raise _fail(_one_line(exc)) from None
     if force and paths.cert.exists():
         paths.cert.unlink()  # issued for the replaced key: revoke it with `provision ca revoke`
         console.print(f"  removed {paths.cert} (it belonged to the old key; revoke it)")
@@ -148,7 +151,7 @@ def init(
         try:
             give_to(paths, owner)
         except IdentityError as exc:
-            raise _fail(str(exc)) from None
+            raise _fail(_one_line(exc)) from None
     if inventory_dir is not None:
         inventory.write_record(inventory_dir, gid, name=name or None, latitude=latitude,
                                longitude=longitude, config=str(config))
@@ -157,7 +160,7 @@ def init(
     console.print(f"[green]✓[/green] gateway [bold]{gid}[/bold]")
     console.print(f"  private key  {paths.key}  (0600, stays on this device)")
     console.print(f"  CSR          {paths.csr}  → have it signed: "
-                  f"duet-edge provision ca sign {paths.csr} --ca-dir …")
+                  f"duet-edge provision ca sign {paths.csr} --ca-dir CA_DIR")
     console.print(f"  config       {config}")
     if not source:
         warn("no --source given: the config lists an SDS011 on /dev/ttyUSB0 — edit [[sources]] "
@@ -179,7 +182,7 @@ def install_cert(
         chain = load_certificates(cert)
         key = load_private_key(paths.key)
     except (OSError, IdentityError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     if not key_matches_cert(key, chain[0]):
         raise _fail(f"{cert} was not issued for this gateway's key ({paths.key})")
     write_public(paths.cert, cert.read_bytes())
@@ -200,7 +203,7 @@ def expiry(cert: Annotated[Path, typer.Argument(help="A PEM certificate (chain).
     try:
         info = read_cert_expiry(cert)
     except (OSError, IdentityError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     days = info.remaining_days()
     colour = "red" if days < 0 else "yellow" if days < 30 else "green"
     console.print(f"CN={info.subject_cn} issuer={info.issuer_cn} serial={info.serial:x}")
@@ -225,7 +228,7 @@ def _open_ca(ca_dir: Path, passphrase_env: str | None = None) -> CertificateAuth
     try:
         return CertificateAuthority.open(ca_dir, _passphrase(passphrase_env))
     except CAError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
 
 
 @ca_app.command("create")
@@ -240,7 +243,7 @@ def ca_create(
         ca = CertificateAuthority.create(ca_dir, name=name, days=days,
                                          passphrase=_passphrase(passphrase_env))
     except CAError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     console.print(f"[green]✓[/green] CA {name!r} in {ca_dir}; trust anchor: {ca.cert_path}")
 
 
@@ -258,8 +261,8 @@ def ca_sign(
     ca = _open_ca(ca_dir, passphrase_env)
     try:
         cert = ca.sign_csr(load_csr(csr), role, days, hosts=tuple(host or ()))  # type: ignore[arg-type]
-    except (CAError, IdentityError) as exc:
-        raise _fail(str(exc)) from None
+    except (CAError, IdentityError, OSError) as exc:
+        raise _fail(_one_line(exc)) from None
     target = out or csr.with_suffix(".crt")
     write_public(target, ca.chain_pem(cert))
     console.print(f"[green]✓[/green] signed serial {cert.serial_number:x} → {target}")
@@ -284,7 +287,7 @@ def ca_issue(
                                               hosts=tuple(host or ()))
         write_secret(out_dir / f"{common_name}.key", key_pem)
     except (CAError, FileExistsError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     write_public(out_dir / f"{common_name}.crt", ca.chain_pem(cert))
     console.print(f"[green]✓[/green] {role} {common_name}: {out_dir}/{common_name}.crt "
                   f"(key 0600 beside it), serial {cert.serial_number:x}")
@@ -302,7 +305,7 @@ def ca_revoke(
     try:
         rows = ca.revoke(selector, reason)
     except CAError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     for row in rows:
         console.print(f"[green]✓[/green] revoked {row.common_name} serial {row.serial}")
     console.print(f"  CRL: {ca.crl_path} — copy it to the broker, then "
@@ -329,7 +332,7 @@ def ca_list(
     try:
         rows = CertificateAuthority.read_issued(ca_dir)
     except CAError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     if as_json:
         typer.echo(json.dumps([{**dataclasses.asdict(r), "state": r.state()} for r in rows],
                               indent=2))
@@ -371,7 +374,7 @@ def broker_config(
                                     receivers=tuple(receiver or ("receiver-twin",)),
                                     run_as_user=run_as, persistence_dir=persistence_dir)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     persistence_dir.mkdir(parents=True, exist_ok=True)
     _give_broker_files(run_as, [server_key, out_dir / "crl.pem", persistence_dir])
     console.print(f"[green]✓[/green] {conf}; start with: mosquitto -c {conf}")
@@ -402,7 +405,7 @@ def bundle_keygen(
     try:
         kid = bundles.generate_signing_key(out_dir / "bundle-signing.key", out_dir / "trust.pem")
     except FileExistsError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     console.print(f"[green]✓[/green] key id {kid}; trust anchor {out_dir / 'trust.pem'}")
 
 
@@ -427,7 +430,7 @@ def bundle_sign(
             kind, version, {n: f.read_bytes() for n, f in names.items()},  # type: ignore[arg-type]
             bundles.load_signing_key(key), gateway_id=gateway_id)
     except (bundles.BundleError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     write_public(out, data)
     console.print(f"[green]✓[/green] {kind} bundle v{version} → {out}")
 
@@ -441,7 +444,7 @@ def bundle_verify(
     try:
         verified = bundles.verify_bundle(bundle.read_bytes(), bundles.load_trust_anchors(trust))
     except (bundles.BundleError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     console.print(f"[green]✓[/green] {verified.kind} v{verified.version} for "
                   f"{verified.gateway_id}, signed by {verified.key_id}: "
                   f"{', '.join(verified.files)}")
@@ -475,7 +478,7 @@ def bundle_rollback(
     try:
         version = bundles.BundleStore(store, "", {}).rollback(kind)
     except bundles.BundleError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     console.print(f"[green]✓[/green] {kind} v{version} active again")
 
 
@@ -572,7 +575,7 @@ def register_cmd(
         raise _fail(f"the twin at {plan.settings.base_url} did not answer or refused: {exc}; "
                     "run register again when it is reachable", EXIT_UNREACHABLE) from None
     except register.RegisterError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     except Exception as exc:  # the uplink's _Rejected: the server refused an entity
         raise _fail(f"the twin refused registration: {exc}") from None
     try:
@@ -649,7 +652,7 @@ def node_add(
         try:
             added = na.onboard(port, cfg.gateway.id, push, baudrate=baudrate, timeout_s=timeout)
         except na.NodeAddError as exc:
-            raise _fail(str(exc)) from None
+            raise _fail(_one_line(exc)) from None
     info = added.info
     sensors = ", ".join(f"{s[0]} ({s[1]})" for s in info.sensors)
     console.print(f"[green]✓[/green] node {info.node_id} firmware {escape(info.firmware)} "
@@ -697,7 +700,7 @@ def _add_source(config: Path, entry: Entry) -> None:
         err_console.print(source_text(entry), markup=False)
         return
     except (ConfigEditError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     console.print(f"  assigned: source {entry['name']!r} added to {config}")
 
 
@@ -716,7 +719,7 @@ def label_cmd(
         spec = label.LabelSpec(gateway_id, label.claim_url(claim_base, gateway_id), support)
         path = label.write_label(spec, out)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     console.print(f"[green]✓[/green] label {path}")
 
 
@@ -733,7 +736,7 @@ def inventory_cmd(
     try:
         rows = inventory.collect(ca_dir, records)
     except CAError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     text = inventory.to_csv(rows) if fmt == "csv" else inventory.to_json(rows)
     if out is None:
         typer.echo(text, nl=False)

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import re
+import textwrap
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,18 +42,66 @@ def warn(message: str) -> None:
     err.print(f"[yellow]![/yellow] {escape(message)}")
 
 
-class PlainHelpCommand(TyperCommand):
-    """A command whose ``--help`` is click's plain text (see the module docstring)."""
+_DL_ROW = re.compile(r"^( *\S(?:.*?\S)?)( {2,})(\S.*)$")  # "  --opt <x>   its help"
+
+
+def rewrap_help(text: str, width: int) -> str:
+    """Re-wrap click's help ``text`` (laid out without a width limit) to ``width`` without
+    ever splitting a word, at hyphens or otherwise: paths, ids and commands stay whole.
+    Definition rows keep their hanging indent."""
+    out = []
+    for line in text.splitlines():
+        if len(line) <= width:
+            out.append(line)
+            continue
+        row = _DL_ROW.match(line)
+        if row and len(row.group(1)) + len(row.group(2)) <= width // 2:
+            head = row.group(1) + row.group(2)
+            body = row.group(3)
+        else:
+            head = line[: len(line) - len(line.lstrip())]
+            body = line.strip()
+        hang = " " * len(head)
+        filled = textwrap.fill(body, width, initial_indent=hang, subsequent_indent=hang,
+                               break_on_hyphens=False, break_long_words=False)
+        out.append(head + filled[len(hang):])
+    return "\n".join(out)
+
+
+class _WholeWordsHelp:
+    """``--help`` as click's plain text, wrapped by :func:`rewrap_help`."""
+
+    def get_help(self, ctx: Any) -> str:
+        formatter = ctx.make_formatter()
+        width = formatter.width
+        formatter.width = 10_000  # lay out on one line each, then wrap whole words
+        self.format_help(ctx, formatter)  # type: ignore[attr-defined]
+        return rewrap_help(formatter.getvalue().rstrip("\n"), width)
+
+
+class PlainHelpCommand(_WholeWordsHelp, TyperCommand):
+    """A command whose ``--help`` is plain text (see the module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rich_markup_mode = None
 
 
-class PlainHelpGroup(TyperGroup):
+class PlainHelpGroup(_WholeWordsHelp, TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rich_markup_mode = None
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """Each sub-command with its whole first sentence (click cuts it with '...')."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 class PlainTyper(typer.Typer):
@@ -73,8 +123,10 @@ class LateProgress:
     """
 
     def __init__(self, what: str, total: int, after_s: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 console: Console | None = None) -> None:
         self.what, self.total, self.after_s, self.clock = what, total, after_s, clock
+        self.console = console or err
         self.started = clock()
         self.done = 0
         self._progress: Progress | None = None
@@ -85,7 +137,7 @@ class LateProgress:
         if self._progress is None and self.clock() - self.started >= self.after_s:
             self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                       MofNCompleteColumn(), TimeElapsedColumn(),
-                                      console=err, transient=True)
+                                      console=self.console, transient=True)
             self._progress.start()
             self._task = self._progress.add_task(self.what, total=self.total)
         if self._progress is not None:
