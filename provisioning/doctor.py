@@ -200,15 +200,19 @@ def check_readable(
     if not present:
         return None
     problems, fixes = [], []
+    behind: dict[Path, list[str]] = {}  # directory the user cannot enter → files behind it
     for what, path in present:
         blocked = _blocking_dir(path, uid, gids)
         if blocked is not None:
-            problems.append(f"{what} {path}: cannot enter {_describe(blocked, os.stat(blocked))}")
-            fixes.append(_dir_fix(blocked, user))
+            behind.setdefault(blocked, []).append(f"{what} {path.name}")
         elif not _may(os.stat(path), uid, gids, READ):
             problems.append(f"{what}: may not read {_describe(path, os.stat(path))}")
             private = os.stat(path).st_mode & 0o077 == 0
             fixes.append(f"sudo chown {user} {path}" + (" (it stays 0600)" if private else ""))
+    for blocked, whats in behind.items():
+        problems.insert(0, f"cannot enter {_describe(blocked, os.stat(blocked))}, which holds "
+                        + ", ".join(whats))
+        fixes.insert(0, _dir_fix(blocked, user))
     if problems:
         return _fail(name, f"as user {user}: " + "; ".join(problems),
                      "; ".join(dict.fromkeys(fixes)))
