@@ -101,3 +101,19 @@ def test_source_kinds_build_both_sources(tmp_path: Path) -> None:
     assert isinstance(ble, NodeBleSource)
     with pytest.raises(ValueError, match="state_pth"):
         SourceSettings(name="n", type="node_serial", port="/dev/x", options={"state_pth": "x"})
+
+
+def test_flash_without_mpremote_names_the_extra(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """No mpremote on PATH nor beside the interpreter: one line on stderr, exit code 3."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr("sys.executable", str(empty / "python"))
+    result = CliRunner().invoke(app, ["node", "flash", "/dev/ttyUSB0"])
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "error: mpremote is not installed; install the firmware extra: "
+        "pip install 'duet-edge[firmware]'"]
+    assert result.exception is None or isinstance(result.exception, SystemExit)
