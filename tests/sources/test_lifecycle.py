@@ -14,7 +14,7 @@ from edge.config import DutyCycle, SourceSettings
 from edge.model import Observation
 from edge.seams import SourceContext, SourceHealth
 from edge.sensors.ops243.source import RadarTrafficSource
-from edge.sources.ble import BleSource
+from edge.ble.source import BleSource
 from edge.sources.serial import SerialSource
 from hil.emulators import EMULATORS
 
