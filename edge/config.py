@@ -59,6 +59,11 @@ class SourceSettings(Strict):
         "", description="Sensor serial for provenance if the sensor can't tell."
     )
     options: dict[str, Any] = Field(default_factory=dict, description="Type-specific options.")
+    label: str = Field(
+        "",
+        max_length=60,
+        description="Name the host sees on the status page, e.g. 'Fijnstof woonkamer'.",
+    )
 
     @field_validator("type")
     @classmethod
