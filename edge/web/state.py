@@ -11,6 +11,7 @@ a dict lookup, a comparison and three attribute writes.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +77,10 @@ class StreamState:
     def time_ms(self) -> int:
         end = self.latest.phenomenon_end_ms
         return end if end is not None else self.latest.phenomenon_ms
+
+
+def _bucket_start(bucket: Bucket) -> int:
+    return bucket.start_ms
 
 
 class RateMeter:
@@ -149,6 +154,8 @@ class LiveState:
                 st.next_sample_ms = at_ms + sample_ms
                 self._track_flags(st, obs.quality, at_ms)
                 self._bucket(st, at_ms, obs.result)
+            elif at_ms < st.next_sample_ms - 2 * sample_ms:  # older than what we have: a replay
+                self._bucket(st, at_ms, obs.result)
 
     def _new_stream(self, obs: Observation, now: float) -> StreamState | None:
         if len(self.streams) >= self.max_streams:
@@ -181,11 +188,17 @@ class LiveState:
         if buckets and buckets[-1].start_ms == start:
             buckets[-1].add(value)
             return
-        if buckets and start < buckets[-1].start_ms:
-            for b in buckets:  # late value: fold into its bucket if we still have it
-                if b.start_ms == start:
-                    b.add(value)
-                    return
+        if buckets and start < buckets[-1].start_ms:  # a late or replayed value
+            if start < buckets[-1].start_ms - self.history_ms:
+                return
+            i = bisect_left(buckets, start, key=_bucket_start)
+            if buckets[i].start_ms == start:
+                buckets[i].add(value)
+            elif len(buckets) < self.max_buckets:
+                buckets.insert(i, Bucket(start, value, 1, value, value))
+            elif i > 0:  # full: the oldest bucket makes room for this newer one
+                buckets.popleft()
+                buckets.insert(i - 1, Bucket(start, value, 1, value, value))
             return
         buckets.append(Bucket(start, value, 1, value, value))
         while len(buckets) > self.max_buckets or (

@@ -211,3 +211,18 @@ def test_settle_examples() -> None:
     assert eaqi.settle("pm2_5", 9.4, "fair") == "good"
     assert eaqi.settle("pm2_5", 80.0, "good") == "extremely_poor"
     assert eaqi.ranges("pm10")[0] == (0, 20) and eaqi.ranges("pm10")[-1] == (150, None)
+
+
+def test_an_hour_replayed_after_live_values_still_counts() -> None:
+    """Live values first, then a node's stored hour: the past buckets are filled in order."""
+    site = Site()
+    site.now_ms += 3600 * 1000
+    for _ in range(30):
+        site.feed({"node": 30.0}, qty="pm10")
+    start = site.now_ms - 3600_000
+    site.live([obs("node", "pm10", 30.0, start + i * 1000) for i in range(3570)])
+    stream = site.live.stream("node", "pm10")
+    assert stream is not None
+    starts = [b.start_ms for b in stream.buckets]
+    assert starts == sorted(starts) and len(starts) == len(set(starts)) >= 60
+    assert site.verdict().state == air.FINAL

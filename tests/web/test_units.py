@@ -49,8 +49,9 @@ def test_eaqi_band_never_improves_with_more_pollution(a: float, b: float) -> Non
     ("header", "lang"),
     [
         ("nl-BE,nl;q=0.9,en;q=0.8", "nl"), ("en-GB,en;q=0.9,nl;q=0.8", "en"),
-        ("fr-FR,fr;q=0.9", "en"), ("fr;q=1,nl;q=0.5,en;q=0.4", "nl"), ("", "en"),
-        (None, "en"), ("nl;q=0, en", "en"), ("*", "en"), ("nl;q=abc,en;q=0.1", "en"),
+        ("fr-FR,fr;q=0.9", "nl"), ("fr;q=1,nl;q=0.5,en;q=0.4", "nl"), ("", "nl"),
+        (None, "nl"), ("nl;q=0, en", "en"), ("*", "nl"), ("nl;q=abc,en;q=0.1", "en"),
+        ("fr;q=1,en;q=0.5", "en"),
     ],
 )
 def test_language_from_accept_language(header: str | None, lang: str) -> None:
