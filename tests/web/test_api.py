@@ -135,6 +135,7 @@ def test_the_language_switch_is_remembered(live: dict[str, Any]) -> None:
 
 def test_actions_need_the_token(live: dict[str, Any]) -> None:
     wait_until(lambda: both_sensors(live), 20, "values")
+    assert 'id="actions"' in get(live, "/tech").text  # a token is configured: the form is there
     assert post(live, "/api/actions/upload").status_code == 401
     assert post(live, "/api/actions/upload", "wrong").status_code == 401
     assert post(live, "/api/actions/restart/sds", "wrong").status_code == 401

@@ -230,3 +230,36 @@ def test_not_uploading_needs_no_progress_not_just_old_data(tmp_path: Path) -> No
     uplink.state = "disconnected"
     assert view._uplink_down_since(BufferFacts(depth=0), at) == at - 600_000
     gw.outbox.close()
+
+
+def test_a_duty_cycled_sensor_asleep_is_not_silent(tmp_path: Path) -> None:
+    """Silence limit = missed intervals × interval + the sleep of its duty cycle."""
+    gw = fake_gateway(tmp_path, rate_obs=0, silent=False)
+    gw.config = parse_config(f"""
+[gateway]
+id = "gw"
+data_dir = "{tmp_path}"
+[[sources]]
+name = "a"
+type = "sds011"
+port = "/dev/null"
+duty_cycle = {{ measure_s = 30, sleep_s = 270 }}
+""")
+    view = GatewayView(gw, WebSettings(healthz_missed_intervals=10), LiveState())
+    last = gw.source_health["a"].last_frame_ms
+    assert not view.sensor_down("a", last + 279_000)  # 10 × 1 s + 270 s asleep
+    assert view.sensor_down("a", last + 281_000)
+    assert view.silent_sources(last + 281_000) == [{"source": "a", "silent_s": 281.0}]
+    gw.source_health["a"].state = "disconnected"
+    assert view.sensor_down("a", last + 1_000)
+    gw.outbox.close()
+
+
+@given(st.lists(st.integers(0, 4 * 3600), min_size=1, max_size=300))
+def test_history_stays_bounded_and_ordered_whatever_the_arrival_order(seconds: list[int]) -> None:
+    live = LiveState(bucket_s=60, history_s=3600, sample_s=0, clock=lambda: 1_000_000.0 + 4 * 3600)
+    live([obs("a", "pm2_5", 1.0, 1_000_000_000 + s * 1000) for s in seconds])
+    stream = live.stream("a", "pm2_5")
+    assert stream is not None
+    starts = [b.start_ms for b in stream.buckets]
+    assert starts == sorted(set(starts)) and len(starts) <= live.max_buckets
