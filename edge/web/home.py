@@ -39,6 +39,7 @@ _WIRELESS_TYPES = frozenset({"ble", "node_ble"})
 _MULTI_DEVICE_TYPES = frozenset({"ble", "node_serial", "node_ble"})  # sensor ids ≠ source name
 _FLAGS = {QC_SUSPECT: "suspect", QC_FAIL: "fail", QC_MISSING: "missing"}
 SPARK_HEIGHT = 30
+SPARK_POINTS = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,8 +261,18 @@ def _row(view: GatewayView, st: StreamState, at_ms: int,
 
 
 def spark_points(st: StreamState) -> str:
-    """The 24 h chart as SVG polyline points in a 100 × 30 box (bucket means, then latest)."""
-    pts = [(float(b.start_ms), b.total / b.count) for b in st.buckets]
+    """The 24 h chart as SVG polyline points in a 100 × 30 box (bucket means, then latest).
+
+    At most :data:`SPARK_POINTS` points (neighbouring buckets merged), so that the part of
+    the page refreshed every second stays small with a day of one-minute buckets.
+    """
+    buckets = list(st.buckets)
+    step = max(1, -(-len(buckets) // SPARK_POINTS))
+    pts = []
+    for i in range(0, len(buckets), step):
+        group = buckets[i : i + step]
+        total, count = sum(b.total for b in group), sum(b.count for b in group)
+        pts.append((float(group[0].start_ms), total / count))
     if st.value == st.value:  # not NaN
         pts.append((float(st.time_ms), st.value))
     if len(pts) < 2:

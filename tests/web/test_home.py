@@ -300,3 +300,15 @@ def test_dates_numbers_and_durations_per_language() -> None:
     assert i18n.number(14.25, "nl") == "14,2" and i18n.number(14.26, "en") == "14.3"
     assert i18n.number(812.4, "nl") == "812"
     assert i18n.duration(7200, "nl") == "2 u" and i18n.duration(7200, "en") == "2 h"
+
+
+def test_a_day_of_history_stays_a_small_chart(site: Site) -> None:
+    day = [observation("pm", "pm2_5", 10.0 + (i % 7), site.now - i * 60_000) for i in range(1440, 0, -1)]
+    site.view.live(day)
+    stream = site.view.live.stream("pm", "pm2_5")
+    assert stream is not None and len(stream.buckets) == 1440
+    points = home.spark_points(stream).split()
+    assert len(points) <= home.SPARK_POINTS + 1
+    xs = [float(p.split(",")[0]) for p in points]
+    assert xs[0] == 0 and xs[-1] == 100 and xs == sorted(xs)
+    assert len(site.page.render(site.model(), "nl", fragment=True)) < 20_000
