@@ -107,7 +107,7 @@ async function phoneEn(page) {
   return { ...facts, switchedTo: await page.evaluate(() => document.documentElement.lang) };
 }
 
-async function techPage(page, shot) {
+async function techPage(page, shot = null) {
   await page.goto(base + "/tech", { waitUntil: "domcontentloaded" });
   await page.locator("#tech table").first().waitFor({ timeout: 20000 });
   const facts = await page.evaluate(() => ({
@@ -115,7 +115,7 @@ async function techPage(page, shot) {
     actions: document.querySelectorAll("#actions, #restart-buttons button, #upload-now").length,
     actionsOff: document.querySelector("#actions-off")?.textContent || "",
   }));
-  await page.screenshot({ path: join(outDir, shot), fullPage: true });
+  if (shot) await page.screenshot({ path: join(outDir, shot), fullPage: true });
   return { ...facts, ...(await page.evaluate(overflow)) };
 }
 
@@ -124,7 +124,7 @@ try {
   result.desktop_nl = await withPage("nl-BE", DESKTOP, desktopNl);
   result.phone_en = await withPage("en-GB", PHONE, phoneEn);
   result.tech_phone = await withPage("nl-BE", PHONE, (p) => techPage(p, "status-page-tech-phone.png"));
-  result.tech_desktop = await withPage("en-GB", DESKTOP, (p) => techPage(p, "status-page-tech.png"));
+  result.tech_desktop = await withPage("en-GB", DESKTOP, (p) => techPage(p));
   result.ok = true;
 } catch (err) {
   result.error = String((err && err.stack) || err);

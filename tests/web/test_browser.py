@@ -180,6 +180,6 @@ def test_host_and_technician_pages_in_headless_chromium(site: dict[str, Any]) ->
     # the technician page: read-only without a token, so no actions
     assert tech["actions"] == 0 and "web.token_file" in tech["actionsOff"]
     assert "sds · Fijnstof voorgevel" in tech["text"] and "Frames ok" in result["tech_desktop"]["text"]
-    shots = ["status-page-phone-nl.png", "status-page-desktop-nl.png"]
+    shots = ["status-page-phone-nl.png", "status-page-desktop-nl.png", "status-page-tech-phone.png"]
     for name in shots:
         assert (out_dir / name).stat().st_size > 20_000, name
