@@ -268,6 +268,7 @@ def dynamic_keys() -> set[str]:
     keys |= {f"home_{s}" for s in ("ok", "no_uplink", "starting", "not_uploading")}
     keys |= {f"value_{f}" for f in ("suspect", "fail", "missing")}
     keys |= {"test_other", "test_flat_line", "test_spike", "test_gross_range"}
+    keys |= {"contact_who", "contact_fallback", "contact_then", "contact_installer"}  # contact()
     return keys
 
 
