@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
+from edge.codecs.base import REGISTRY
 from edge.model import QC_FAIL, QC_MISSING, QC_SUSPECT
+from edge.quantities import QUANTITIES
 from edge.web import air, eaqi, i18n
 from edge.web.settings import WebSettings
 from edge.web.state import StreamState
@@ -217,8 +219,6 @@ def _card(view: GatewayView, sensor: str, streams: list[StreamState], at_ms: int
 
 def _descriptor(type_name: str) -> tuple[str, tuple[str, ...]] | None:
     """(model, quantities) of a sensor type from the codec registry, when it has one."""
-    from edge.codecs.base import REGISTRY
-
     desc = REGISTRY.get(type_name)
     return None if desc is None else (desc.model, desc.quantities)
 
@@ -237,8 +237,6 @@ def _source_kind(quantities: list[str], source_type: str | None) -> str:
 
 def _row(view: GatewayView, st: StreamState, at_ms: int,
          counted: dict[tuple[str, str], air.HourlyMean]) -> ValueRow:
-    from edge.quantities import QUANTITIES
-
     q = QUANTITIES.get(st.quantity)
     hourly = counted.get((st.sensor, st.quantity))
     if hourly is None and eaqi.has_band(st.quantity) and not view.sensor_down(st.sensor, at_ms):
