@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import struct
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -18,6 +20,8 @@ from edge.model import (
     Quality,
     aggregate_flag,
 )
+from edge.quality import checkpoint as ckpt
+from edge.quality.detector import StreamDetector
 from edge.quality.ml import LiteRtScorer, MlUnavailable, ModelArtefact, WindowFeatures, discover
 from edge.quality.rules import PairState, StreamRules
 from edge.quality.settings import QualitySettings
@@ -78,12 +82,13 @@ class _MlStream:
 
 
 class _Stream:
-    __slots__ = ("clim", "ml", "pairs", "rules")
+    __slots__ = ("clim", "detector", "ml", "pairs", "rules")
 
-    def __init__(self, rules: StreamRules, ml: _MlStream | None,
-                 pairs: list[tuple[PairState, bool]]) -> None:
+    def __init__(self, rules: StreamRules, detector: StreamDetector | None,
+                 ml: _MlStream | None, pairs: list[tuple[PairState, bool]]) -> None:
         self.rules = rules
         self.clim = rules.has_climatology
+        self.detector = detector
         self.ml = ml
         self.pairs = pairs
 
@@ -91,32 +96,67 @@ class _Stream:
 class QualityStage:
     """``process(observations)`` flags observations in arrival order (never raises on data).
 
-    Per-datastream state is a few floats, a ``spike_window`` ring buffer and, for quantities
-    with an anomaly model, one feature row. ML availability is decided once at construction:
-    if the runtime or a model is missing, that is logged once and ``ml_anomaly`` is 2.
+    Per datastream: the rule state (a few floats and a ``spike_window`` ring buffer), the
+    learned anomaly detector (``edge.quality.detector``, under 2 KiB) and, for quantities with
+    an anomaly model, one feature row. The learned state is restored by :meth:`open` and
+    checkpointed into the outbox every ``anomaly.checkpoint_interval_s`` and at :meth:`close`,
+    so a restart continues exactly where the committed data ends. ML availability is decided
+    once at construction: if the runtime or a model is missing, that is logged once and
+    ``ml_anomaly`` is 2; the learned detector does not depend on it.
     """
 
     name = "quality"
+    STATE_KEY = "anomaly"
 
-    def open(self, state: StateStore) -> None:
-        """The rule state is rebuilt from the stream within minutes; nothing to restore yet."""
-        del state
-
-    def close(self) -> None:
-        """Nothing to checkpoint yet."""
-
-    def __init__(self, settings: QualitySettings, scorer_factory: Scorer | None = None) -> None:
+    def __init__(self, settings: QualitySettings, scorer_factory: Scorer | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self._streams: dict[Datastream, _Stream] = {}
         self._latest: dict[tuple[str, str], float] = {}
         self._pairs = [PairState(p) for p in settings.colocated]
         self._month = _Month()
         self._failed_streams: set[Datastream] = set()
+        self._clock = clock
+        self._store: StateStore | None = None
+        self._restored: dict[str, ckpt.StreamState] = {}
+        self._next_checkpoint = math.inf
         self.ml_status = "disabled"
         self._scorers: dict[str, LiteRtScorer] = {}
         self._co_codes: frozenset[str] = frozenset()
         if settings.enabled and settings.ml.enabled:
             self._load_models(scorer_factory or LiteRtScorer)
+
+    # ------------------------------------------------------------------ durable state
+    def open(self, state: StateStore) -> None:
+        """Restore the learned state of every datastream from the last checkpoint."""
+        self._store = state
+        self._next_checkpoint = self._clock() + self.settings.anomaly.checkpoint_interval_s
+        blob = state.recall(self.STATE_KEY)
+        if not blob:
+            return
+        try:
+            self._restored = ckpt.decode(blob)
+        except ValueError as exc:
+            log.warning("quality: learned state not restored, learning anew (%s)", exc)
+            return
+        log.info("quality: learned state of %d datastreams restored", len(self._restored))
+
+    def close(self) -> None:
+        """Stage a last checkpoint: it is committed with the outbox's final group."""
+        if self._store is not None:
+            self.checkpoint()
+
+    def checkpoint(self) -> bytes:
+        """Stage the learned state of every datastream now; returns the staged blob."""
+        states = dict(self._restored)  # streams not seen since the restart keep theirs
+        for ds, stream in self._streams.items():
+            det = stream.detector
+            states[ds.key] = (stream.rules.to_bytes(), b"" if det is None else det.to_bytes())
+        blob = ckpt.encode(states)
+        if self._store is not None:
+            self._store.stage(self.STATE_KEY, blob)
+        self._next_checkpoint = self._clock() + self.settings.anomaly.checkpoint_interval_s
+        return blob
 
     def _load_models(self, factory: Scorer) -> None:
         try:
@@ -140,6 +180,11 @@ class QualityStage:
 
     def _stream(self, ds: Datastream) -> _Stream:
         rules = StreamRules(self.settings.thresholds(ds.quantity_code))
+        anomaly = self.settings.anomaly
+        detector = StreamDetector(anomaly.threshold, anomaly.warmup) if anomaly.enabled else None
+        saved = self._restored.pop(ds.key, None)
+        if saved is not None:
+            rules, detector = self._restore(ds, rules, detector, saved)
         scorer = self._scorers.get(ds.quantity_code)
         ml = _MlStream(scorer, ds.sensor_id) if scorer is not None else None
         pairs = []
@@ -149,9 +194,27 @@ class QualityStage:
                     pairs.append((pair, True))
                 elif pair.cfg.sensor_b == ds.sensor_id:
                     pairs.append((pair, False))
-        state = _Stream(rules, ml, pairs)
+        state = _Stream(rules, detector, ml, pairs)
         self._streams[ds] = state
         return state
+
+    def _restore(
+        self, ds: Datastream, rules: StreamRules, detector: StreamDetector | None,
+        saved: ckpt.StreamState,
+    ) -> tuple[StreamRules, StreamDetector | None]:
+        """A datastream's checkpointed state (one that no longer fits is dropped, logged)."""
+        rules_state, detector_state = saved
+        anomaly = self.settings.anomaly
+        try:
+            restored = StreamRules(self.settings.thresholds(ds.quantity_code))
+            restored.restore(rules_state)
+            if detector is not None and detector_state:
+                detector = StreamDetector.from_bytes(detector_state, anomaly.threshold)
+                detector.warmup = anomaly.warmup
+        except (ValueError, struct.error) as exc:
+            log.warning("quality: state of %s not restored, learning anew (%s)", ds.key, exc)
+            return rules, StreamDetector(anomaly.threshold, anomaly.warmup) if detector else None
+        return restored, detector
 
     def process(self, observations: list[Observation]) -> list[Observation]:
         if not self.settings.enabled:
@@ -174,6 +237,8 @@ class QualityStage:
                 except Exception:
                     for obs in group.values():
                         self._internal_error(obs)
+        if self._store is not None and self._clock() >= self._next_checkpoint:
+            self.checkpoint()
         return observations
 
     def _one(self, obs: Observation) -> None:
@@ -190,6 +255,9 @@ class QualityStage:
         scores: dict[str, float] = {}
         month = self._month.of(ms) if state.clim else 0
         worst = state.rules.check(x, ms, month, tests, scores)
+        det = state.detector
+        if det is not None:
+            worst = max(worst, self._anomaly(det, x, ms, tests, scores))
         if state.pairs and math.isfinite(x):
             clean = worst < QC_SUSPECT
             for pair, is_a in state.pairs:
@@ -209,6 +277,23 @@ class QualityStage:
             q.tests.update(tests)
             q.scores.update(scores)
             q.aggregate = aggregate_flag(q.aggregate, worst)
+
+    @staticmethod
+    def _anomaly(det: StreamDetector, x: float, ms: int, tests: dict[str, int],
+                 scores: dict[str, float]) -> int:
+        """The learned score (``scores.anomaly``) and its alarm (``tests.anomaly``).
+
+        A value that fails gross range is not learned from (it scores as "never seen").
+        """
+        learnable = tests.get("gross_range") != QC_FAIL
+        score = det.update(x if learnable else math.nan, ms)
+        scores["anomaly"] = round(score, 3)
+        if not det.warm:
+            tests["anomaly"] = QC_NOT_EVALUATED
+            return QC_PASS
+        flag = QC_SUSPECT if det.alarm else QC_PASS
+        tests["anomaly"] = flag
+        return flag
 
     @staticmethod
     def _cadence_ok(ml: _MlStream, rules: StreamRules, ds: Datastream) -> bool:
