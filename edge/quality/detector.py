@@ -91,7 +91,7 @@ def tail_probability(z: float) -> float:
 
 
 def score_of(q: float) -> float:
-    """The score of a tail probability: 0 for q ≥ 1, 0.5 for 1e-5, 1.0 for q ≤ 1e-10."""
+    """The score of a tail probability: 0 for q ≥ 1, 0.5 for 1e-5, 0.8 for 1e-8, 1 for 0."""
     if q >= 1.0:
         return 0.0
     return min(1.0, math.log(q + LOG_Q_FLOOR) / _LOG_FLOOR)

@@ -193,13 +193,13 @@ def train(series: Series, cfg: TrainConfig, name: str | None = None) -> ModelArt
     n_val = int(n * cfg.val_fraction)
     train_part = values[:n_train]
     finite = train_part[np.isfinite(train_part)]
-    if len(finite) < MIN_TRAIN_ROWS or any(
-        np.sum(np.isfinite(series.values[f][:n_train])) < MIN_TRAIN_ROWS for f in cfg.co_features
-    ):
+    usable = min([len(finite)] + [int(np.sum(np.isfinite(series.values[f][:n_train])))
+                                  for f in cfg.co_features])
+    if usable < MIN_TRAIN_ROWS:
         raise TrainingDataError(
-            f"the training part (first {cfg.train_fraction:.0%}, {n_train} rows) has fewer than "
-            f"{MIN_TRAIN_ROWS} values of {cfg.quantity} or a co-feature: give more data or a "
-            "larger --train-fraction"
+            f"the training part (first {cfg.train_fraction:.0%} of the series, {n_train} rows) "
+            f"has {usable} usable values of {', '.join((cfg.quantity, *cfg.co_features))} "
+            f"(need {MIN_TRAIN_ROWS}): give more data or a larger --train-fraction"
         )
     logv = np.log1p(np.maximum(finite, 0.0))
     norm: dict[str, tuple[float, float]] = {
