@@ -29,8 +29,9 @@ _STEP_CAP = 4.0  # largest CUSUM step, in spreads
 _SUM_CAP = 1.25  # CUSUM ceiling, in multiples of the alarm threshold
 FLAT_FACTOR = 2.0  # a run is stuck beyond this many times the longest ordinary run lately
 _RUNS_LEARNED = 20  # ended runs before the learned length applies
+_RETURN_WITHIN = 10  # × spike_accept: values after a re-anchoring that a return is recognised
 _DAY_MS = 86_400_000
-_RULES_HEAD = struct.Struct("<qqBqqqqBB")
+_RULES_HEAD = struct.Struct("<qqBqqqqqBBB")
 
 
 class StreamRules:
@@ -48,7 +49,8 @@ class StreamRules:
     __slots__ = (
         "_clim", "_fail_max", "_fail_min", "_flat_fail", "_flat_max", "_flat_min",
         "_flat_suspect", "_flat_tol", "_gap_factor", "_roc_max", "_spike_accept",
-        "_spike_fail", "_spike_min", "_spike_suspect", "_susp_max", "_susp_min", "flat_count",
+        "_spike_fail", "_spike_min", "_spike_suspect", "_susp_max", "_susp_min", "before",
+        "before_age", "flat_count",
         "flat_flag", "flat_value", "last_ms", "last_value", "longest_ms", "longest_run",
         "n_dev", "pending", "recent", "runs_seen", "scale", "typical_dt_ms",
     )
@@ -75,6 +77,8 @@ class StreamRules:
         self._gap_factor = th.gap_factor
         self.recent: deque[float] = deque(maxlen=th.spike_window)
         self.pending: list[float] = []  # spike-flagged values in a row on one side
+        self.before: list[float] = []  # the reference replaced by the last re-anchoring
+        self.before_age = 0  # values for which a return to ``before`` is still recognised
         self.scale = 0.0
         self.n_dev = 0
         self.flat_value = math.nan
@@ -172,6 +176,11 @@ class StreamRules:
             self.n_dev += 1
             self.scale += (dev - self.scale) / self.n_dev
             tests["spike"] = QC_NOT_EVALUATED
+        if flag != QC_PASS and self._returns(x):
+            flag = QC_PASS  # back at the level it had before the last re-anchoring
+            tests["spike"] = flag
+        if self.before_age:
+            self.before_age -= 1
         if flag == QC_PASS:
             self.pending.clear()
             if gross != QC_FAIL:
@@ -179,6 +188,19 @@ class StreamRules:
         elif gross != QC_FAIL:
             self._maybe_reanchor(x, median, dev)
         return flag
+
+    def _returns(self, x: float) -> bool:
+        """True when ``x`` is back at the reference replaced by a recent re-anchoring (the
+        "new level" was a fault of a few values after all): that reference is restored."""
+        if not self.before_age:
+            return False
+        before = sorted(self.before)
+        if abs(x - before[len(before) // 2]) > self._spike_suspect * self.scale:
+            return False
+        self.recent.clear()
+        self.recent.extend(self.before)
+        self.before_age = 0
+        return True
 
     def _maybe_reanchor(self, x: float, median: float, dev: float) -> None:
         """Accept a new level once ``spike_accept`` flagged values in a row agree on it."""
@@ -190,6 +212,8 @@ class StreamRules:
             return
         spread = max(pending) - min(pending)
         if spread <= 0.5 * dev:  # a plateau, not scattered glitches: the new reference
+            self.before = list(self.recent)
+            self.before_age = _RETURN_WITHIN * self._spike_accept
             self.recent.clear()
             self.recent.extend(pending)
             pending.clear()
@@ -249,25 +273,29 @@ class StreamRules:
     def to_bytes(self) -> bytes:
         """The learned state (exact), for the stage's checkpoints."""
         floats = [self.scale, self.flat_value, self.last_value, self.typical_dt_ms,
-                  *self.recent, *self.pending]
+                  *self.recent, *self.pending, *self.before]
         return _RULES_HEAD.pack(
             self.n_dev, self.flat_count, self.flat_flag, self.runs_seen, self.longest_run,
-            self.longest_ms, -1 if self.last_ms is None else self.last_ms, len(self.recent),
-            len(self.pending),
+            self.longest_ms, -1 if self.last_ms is None else self.last_ms, self.before_age,
+            len(self.recent), len(self.pending), len(self.before),
         ) + struct.pack(f"<{len(floats)}d", *floats)
 
     def restore(self, data: bytes) -> None:
         """Load a state written by :meth:`to_bytes`; ValueError if it does not fit."""
         (self.n_dev, self.flat_count, self.flat_flag, self.runs_seen, self.longest_run,
-         self.longest_ms, last_ms, n_recent, n_pending) = _RULES_HEAD.unpack_from(data)
-        floats = struct.unpack_from(f"<{4 + n_recent + n_pending}d", data, _RULES_HEAD.size)
-        if n_recent > (self.recent.maxlen or 0) or n_pending > self._spike_accept:
+         self.longest_ms, last_ms, self.before_age, n_recent, n_pending,
+         n_before) = _RULES_HEAD.unpack_from(data)
+        floats = struct.unpack_from(f"<{4 + n_recent + n_pending + n_before}d", data,
+                                    _RULES_HEAD.size)
+        window = self.recent.maxlen or 0
+        if n_recent > window or n_before > window or n_pending > self._spike_accept:
             raise ValueError("rule state does not fit these thresholds")
         self.last_ms = None if last_ms < 0 else last_ms
         self.scale, self.flat_value, self.last_value, self.typical_dt_ms = floats[:4]
         self.recent.clear()
         self.recent.extend(floats[4 : 4 + n_recent])
-        self.pending = list(floats[4 + n_recent :])
+        self.pending = list(floats[4 + n_recent : 4 + n_recent + n_pending])
+        self.before = list(floats[4 + n_recent + n_pending :])
 
 
 class PairState:

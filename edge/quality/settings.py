@@ -230,6 +230,28 @@ class MlSettings(BaseModel):
     model_dir: Path | None = Field(
         None, description="Folder of model artefacts; default: the models shipped with duet-edge."
     )
+    reload_interval_s: float = Field(
+        600.0, ge=10.0,
+        description="How often model_dir is checked for new or changed artefacts (hot swap).",
+    )
+    retrain: bool = Field(
+        False,
+        description="Retrain each model on the gateway from its own recent clean data and "
+        "write it into model_dir (which must then be set and writable).",
+    )
+    retrain_interval_s: float = Field(
+        7 * 86_400.0, ge=3600.0, description="How often the models are retrained."
+    )
+    history_days: int = Field(
+        28, ge=7, le=365, description="Days of recent data kept per scored datastream."
+    )
+
+    @model_validator(mode="after")
+    def _retrain_needs_a_folder(self) -> MlSettings:
+        if self.retrain and self.model_dir is None:
+            raise ValueError("retrain = true needs model_dir: the folder the retrained "
+                             "models are written to (e.g. /var/lib/duet-edge/models)")
+        return self
 
 
 class AnomalySettings(BaseModel):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
 import struct
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from edge.model import (
     QC_FAIL,
@@ -23,6 +26,7 @@ from edge.model import (
 from edge.quality import checkpoint as ckpt
 from edge.quality.detector import StreamDetector
 from edge.quality.ml import LiteRtScorer, MlUnavailable, ModelArtefact, WindowFeatures, discover
+from edge.quality.retrain import History, retrain, write_artefact
 from edge.quality.rules import PairState, StreamRules
 from edge.quality.settings import QualitySettings
 from edge.stages import StateStore
@@ -65,20 +69,25 @@ class _Month:
 
 
 class _MlStream:
-    __slots__ = ("co_keys", "features", "last_ok", "max_dt_ms", "min_dt_ms", "scorer",
-                 "threshold", "warned")
+    __slots__ = ("co_keys", "features", "history", "last_ok", "max_dt_ms", "min_dt_ms",
+                 "scorer", "threshold", "warned")
 
-    def __init__(self, scorer: LiteRtScorer, sensor_id: str) -> None:
+    def __init__(self, scorer: LiteRtScorer, sensor_id: str, history: History | None) -> None:
+        self.co_keys = [(sensor_id, code) for code in scorer.artefact.co_features]
+        self.history = history
+        self.warned = False
+        self.use(scorer)
+
+    def use(self, scorer: LiteRtScorer) -> None:
+        """Score with ``scorer`` from now on (its window fills anew)."""
         art = scorer.artefact
         self.scorer = scorer
         self.features = WindowFeatures(art)
         self.threshold = art.threshold
-        self.co_keys = [(sensor_id, code) for code in art.co_features]
         self.last_ok = math.nan
         period = art.sample_period_s
         self.min_dt_ms = 0.0 if period is None else period * 1000.0 / 2.0
         self.max_dt_ms = math.inf if period is None else period * 1000.0 * 2.0
-        self.warned = False
 
 
 class _Stream:
@@ -122,9 +131,18 @@ class QualityStage:
         self._next_checkpoint = math.inf
         self.ml_status = "disabled"
         self._scorers: dict[str, LiteRtScorer] = {}
+        self._factory: Scorer = scorer_factory or LiteRtScorer
         self._co_codes: frozenset[str] = frozenset()
+        self._next_reload = math.inf
+        self._next_retrain = math.inf
+        self._retraining: threading.Thread | None = None
         if settings.enabled and settings.ml.enabled:
-            self._load_models(scorer_factory or LiteRtScorer)
+            self._load_models(self._factory)
+            if self._scorers:
+                now = clock()
+                self._next_reload = now + settings.ml.reload_interval_s
+                if settings.ml.retrain:
+                    self._next_retrain = now + settings.ml.retrain_interval_s
 
     # ------------------------------------------------------------------ durable state
     def open(self, state: StateStore) -> None:
@@ -186,7 +204,12 @@ class QualityStage:
         if saved is not None:
             rules, detector = self._restore(ds, rules, detector, saved)
         scorer = self._scorers.get(ds.quantity_code)
-        ml = _MlStream(scorer, ds.sensor_id) if scorer is not None else None
+        ml = None
+        if scorer is not None:
+            ml_settings = self.settings.ml
+            history = (History(ml_settings.history_days, scorer.artefact.sample_period_s or 3600)
+                       if ml_settings.retrain else None)
+            ml = _MlStream(scorer, ds.sensor_id, history)
         pairs = []
         for pair in self._pairs:
             if pair.cfg.quantity == ds.quantity_code:
@@ -237,9 +260,84 @@ class QualityStage:
                 except Exception:
                     for obs in group.values():
                         self._internal_error(obs)
-        if self._store is not None and self._clock() >= self._next_checkpoint:
+        now = self._clock()
+        if self._store is not None and now >= self._next_checkpoint:
             self.checkpoint()
+        if now >= self._next_reload:
+            self.reload_models()
+        if now >= self._next_retrain:
+            self._start_retraining()
         return observations
+
+    # ------------------------------------------------------------------ TinyML upkeep
+    def reload_models(self) -> list[str]:
+        """Hot-swap every model whose artefact in ``ml.model_dir`` changed; names swapped."""
+        self._next_reload = self._clock() + self.settings.ml.reload_interval_s
+        swapped: list[str] = []
+        try:
+            artefacts = discover(self.settings.ml.model_dir)
+        except (OSError, ValueError, KeyError) as exc:  # e.g. caught between two renames
+            log.warning("quality: model folder not reloaded, keeping the models (%s)", exc)
+            return swapped
+        for art in artefacts:
+            current = self._scorers.get(art.quantity)
+            if current is not None and current.artefact.tflite == art.tflite:
+                continue
+            try:
+                scorer = self._factory(art)
+            except (MlUnavailable, ValueError) as exc:
+                log.warning("quality: model %s not swapped in (%s)", art.name, exc)
+                continue
+            self._scorers[art.quantity] = scorer
+            for stream in self._streams.values():
+                if stream.ml is not None and stream.ml.scorer.artefact.quantity == art.quantity:
+                    stream.ml.use(scorer)
+            swapped.append(f"{art.name}@{art.version}")
+            log.info("quality: anomaly model hot-swapped: %s@%s (sha256 %s…)", art.name,
+                     art.version, hashlib.sha256(art.tflite).hexdigest()[:12])
+        if swapped:
+            names = ", ".join(f"{s.artefact.name}@{s.artefact.version}"
+                              for s in self._scorers.values())
+            self.ml_status = f"ok: {names}"
+        return swapped
+
+    def retrain_now(self) -> list[Path]:
+        """Retrain every model from the longest recent history of its datastreams and write
+        it into ``ml.model_dir`` (deterministic: same history, same bytes). Folders written."""
+        written = []
+        for quantity, scorer in list(self._scorers.items()):
+            old = scorer.artefact
+            histories = [s.ml.history for s in self._streams.values()
+                         if s.ml is not None and s.ml.history is not None
+                         and s.ml.scorer.artefact.quantity == quantity]
+            if not histories or old.folder is None:
+                continue
+            longest = max(histories, key=lambda h: len(h.rows))
+            try:
+                new = retrain(old, longest.series(quantity, old.co_features))
+            except ValueError as exc:  # TrainingDataError: not enough clean history yet
+                log.info("quality: %s not retrained yet (%s)", old.name, exc)
+                continue
+            written.append(write_artefact(new, old.folder))
+            log.info("quality: %s retrained on %d values of recent history", old.name,
+                     len(longest.rows))
+        return written
+
+    def _start_retraining(self) -> None:
+        """Retrain in a background thread; the next reload swaps the new models in."""
+        self._next_retrain = self._clock() + self.settings.ml.retrain_interval_s
+        if self._retraining is not None and self._retraining.is_alive():
+            return
+
+        def job() -> None:
+            try:
+                if self.retrain_now():
+                    self._next_reload = 0.0  # swap in at the next batch
+            except Exception:  # never let a training problem reach the gateway
+                log.exception("quality: retraining failed; keeping the current models")
+
+        self._retraining = threading.Thread(target=job, name="quality-retrain", daemon=True)
+        self._retraining.start()
 
     def _one(self, obs: Observation) -> None:
         ds = obs.stream
@@ -328,15 +426,19 @@ class QualityStage:
         else:
             tests["ml_anomaly"] = QC_NOT_EVALUATED
         # keep values the rules or the model rejected out of the windows that follow
-        if (
+        rejected = (
             flag == QC_SUSPECT
             or tests.get("spike", QC_PASS) >= QC_SUSPECT
             or tests.get("gross_range") == QC_FAIL
-        ):
+            or tests.get("anomaly", QC_PASS) >= QC_SUSPECT
+        )
+        if rejected:
             if ml.last_ok == ml.last_ok:
                 ml.features.replace_last(ml.last_ok)
         else:
             ml.last_ok = x
+        if ml.history is not None:
+            ml.history.add(ms, x, co, clean=not rejected)
         return flag
 
     def _pm_checks(self, group: dict[str, Observation]) -> None:

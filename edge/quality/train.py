@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import platform
 import sqlite3
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -186,7 +186,6 @@ def fit_autoencoder(x: np.ndarray, cfg: TrainConfig) -> list[Layer]:
 
 def train(series: Series, cfg: TrainConfig, name: str | None = None) -> ModelArtefact:
     """Fit on the first ``train_fraction``, choose the threshold on the next ``val_fraction``."""
-    started = time.perf_counter()
     values = series.values[cfg.quantity]
     n = len(values)
     n_train = int(n * cfg.train_fraction)
@@ -259,7 +258,10 @@ def train(series: Series, cfg: TrainConfig, name: str | None = None) -> ModelArt
                 "threshold_margin": cfg.threshold_margin,
                 "train_loss": float(reference_score(layers, x_train).mean()),
                 "val_loss": float(val_scores.mean()),
-                "seconds": round(time.perf_counter() - started, 2),
+                # floating-point sums round differently across numpy builds and CPUs: the
+                # bytes reproduce where these match (docs/quality.md)
+                "numpy": np.__version__,
+                "machine": platform.machine(),
             },
             "weights": [[w.tolist(), b.tolist()] for w, b in layers],
         },
