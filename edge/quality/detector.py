@@ -163,14 +163,20 @@ class StreamDetector:
         step = abs(x - self.last)
         outside = self._range(x, t_ms)
         point = self._point(x, step)
-        surprise = max(2.0 * point, self._stuck(x), self._volatility(step),
-                       self._daily(x, t_ms))
+        surprise = 2.0 * point
+        for part in (self._stuck(x), self._volatility(step), self._daily(x, t_ms)):
+            if part > surprise:
+                surprise = part
         if self.grid_w > 0.0:
-            surprise = max(surprise, self._novelty(x))
+            part = self._novelty(x)
+            if part > surprise:
+                surprise = part
         elif n > self.warmup // 2:
             self._set_grid()
         self.last = x
-        score = max(self._likelihood(min(1.0, surprise)), point)
+        score = self._likelihood(surprise if surprise < 1.0 else 1.0)
+        if point > score:
+            score = point
         if n <= self.warmup:
             return self._report(0.0, episode=False)
         return self._report(1.0 if outside else score, episode=True)
@@ -196,9 +202,11 @@ class StreamDetector:
 
     def _range(self, x: float, t_ms: int) -> bool:
         """True when ``x`` lies well beyond the remembered range (only the first of a run)."""
-        lo = min(self.lo, self.lo0)
-        hi = max(self.hi, self.hi0)
-        tol = max(SPATIAL_TOLERANCE * (hi - lo), 3.0 * self.q90)
+        lo = self.lo if self.lo < self.lo0 else self.lo0
+        hi = self.hi if self.hi > self.hi0 else self.hi0
+        tol = SPATIAL_TOLERANCE * (hi - lo)
+        if 3.0 * self.q90 > tol:
+            tol = 3.0 * self.q90
         outside = (x > hi + tol or x < lo - tol) and hi > lo
         if outside:
             self.out_run += 1
@@ -215,9 +223,9 @@ class StreamDetector:
             self.lo = x
         elif x > self.hi:
             self.hi = x
-        if self.grid_w > 0.0 and max(self.hi, self.hi0) - min(self.lo, self.lo0) > (
-            4 * LEVELS * self.grid_w
-        ):
+        if self.grid_w > 0.0 and (x > hi or x < lo) and max(self.hi, self.hi0) - min(
+            self.lo, self.lo0
+        ) > 4 * LEVELS * self.grid_w:
             self._set_grid()  # the stream now spans far more than the grid: start anew
         return outside
 
@@ -230,10 +238,19 @@ class StreamDetector:
         if step > 0.0:
             self.step = step if self.step == 0.0 else self.step + STEP_ALPHA * (step - self.step)
         level = self.level
-        q90 = max(self.q90, 0.5 * self.step, 1e-12 * (abs(level) + 1.0))
-        q99 = max(self.q99, 2.0 * q90)
+        q90 = self.q90
+        floor = 0.5 * self.step
+        if floor > q90:
+            q90 = floor
+        floor = 1e-12 * (abs(level) + 1.0)
+        if floor > q90:
+            q90 = floor
+        q99 = self.q99 if self.q99 > 2.0 * q90 else 2.0 * q90
         d = x - level
-        a = min(abs(d), abs(x - self.last_ok))
+        a = abs(d)
+        b = abs(x - self.last_ok)
+        if b < a:
+            a = b
         if a <= q90:
             score = 0.0
         elif a <= q99:
@@ -247,7 +264,7 @@ class StreamDetector:
             self.last_ok = x
             self.excursion = 0
             return 0.0
-        rate = max(QUANTILE_RATE, 1.0 / self.n)
+        rate = 1.0 / self.n if self.n * QUANTILE_RATE < 1.0 else QUANTILE_RATE
         if surprising:
             rate *= SURPRISE_RATE
         self.q90 = _track(self.q90, a, q90, 0.9, rate)
@@ -269,7 +286,7 @@ class StreamDetector:
         """Surprise of a burst of larger steps than usual (noise, oscillation)."""
         self.vol_s += VOL_SHORT * (step - self.vol_s)
         self.vol_l += VOL_LONG * (step - self.vol_l)
-        base = max(self.vol_l, 0.5 * self.step)
+        base = self.vol_l if self.vol_l > 0.5 * self.step else 0.5 * self.step
         if base <= 0.0:
             return 0.0
         ratio = self.vol_s / base
@@ -281,8 +298,8 @@ class StreamDetector:
         """Surprise of a run of identical values more than twice as long as any seen lately."""
         if x == self.last:
             self.run += 1
-            longest = max(self.max_run, self.max_run0, 4)
-            return STUCK_SURPRISE if self.run > 2 * longest else 0.0
+            longest = self.max_run if self.max_run > self.max_run0 else self.max_run0
+            return STUCK_SURPRISE if self.run > 2 * longest and self.run > 8 else 0.0
         if self.run > self.max_run:
             self.max_run = self.run
         self.run = 1
@@ -356,7 +373,9 @@ class StreamDetector:
             score = min(1.0, abs(r) / mad * _LAPLACE)
             cap = DAILY_CAP * mad
             r = cap if r > cap else -cap if r < -cap else r
-        alpha = max(1.0 / (count + 1), self.dt / (DAILY_DAYS * _HOUR_MS))
+        alpha = self.dt / (DAILY_DAYS * _HOUR_MS)
+        if alpha * (count + 1) < 1.0:
+            alpha = 1.0 / (count + 1)
         self.daily_mean[slot] = mean + alpha * r
         self.daily_mad[slot] = mad + alpha * (abs(r) - mad)
         if count < 4_000_000_000:
@@ -372,13 +391,20 @@ class StreamDetector:
         self.ring_i = (i + 1) % SHORT
         n = self.n
         avg = self.short_sum / (SHORT if n >= SHORT else n)
-        mean = max(self.long_mean, MEAN_FLOOR)
-        q = tail_probability((avg - mean) / math.sqrt(max(self.long_var, VAR_FLOOR)))
+        mean = self.long_mean if self.long_mean > MEAN_FLOOR else MEAN_FLOOR
+        var = self.long_var if self.long_var > VAR_FLOOR else VAR_FLOOR
+        if avg <= mean:
+            self._learn_long(avg, n)
+            return 0.0
+        q = tail_probability((avg - mean) / math.sqrt(var))
+        self._learn_long(avg, n)
+        return score_of(q)
+
+    def _learn_long(self, avg: float, n: int) -> None:
         alpha = 1.0 / n if n < LONG else 1.0 / LONG
         delta = avg - self.long_mean
         self.long_mean += alpha * delta
         self.long_var = (1.0 - alpha) * (self.long_var + alpha * delta * delta)
-        return score_of(q) if avg > mean else 0.0
 
     # ------------------------------------------------------------------ durable state
     def to_bytes(self) -> bytes:
