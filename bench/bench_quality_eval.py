@@ -10,8 +10,9 @@ the row, as a gateway source hands them over). In the same loop a windowed-Gauss
    (labels: the data set's ``fault`` column, per column only the faults that changed it).
    NAB scores (``edge/quality/nab.py``, threshold swept over all series at once, per profile)
    for our anomaly score and the baseline's; event F1 on faults (a fault run is found when an
-   alarm falls on it or the row after; a false alarm is a run of alarms elsewhere, 2 rows
-   of grace after a fault) for the detector's alarm (``tests.anomaly``), for the gateway's
+   alarm falls on it, the row before — the recorded signatures start one row before their
+   label — or the row after; a false alarm is a run of alarms elsewhere, with 2 rows of
+   grace after a fault) for the detector's alarm (``tests.anomaly``), for the gateway's
    aggregate flag (rules + detector), for the rules alone, and for the baseline at the
    threshold that maximises its own F1.
 2. **UCI** (``calibration/data/AirQualityUCI.csv``): hourly CO and NO2 with 20 injected
@@ -122,11 +123,11 @@ class Events:
     def add(self, alarms: np.ndarray, anomalies: list[tuple[int, int]]) -> None:
         near = np.zeros(len(alarms), bool)
         for a, b in anomalies:
-            if alarms[a : b + 2].any():
+            if alarms[max(0, a - 1) : b + 2].any():
                 self.found += 1
             else:
                 self.missed += 1
-            near[a : b + 3] = True
+            near[max(0, a - 1) : b + 3] = True
         self.false += len(asnx.runs(alarms & ~near))
 
     @property
