@@ -245,17 +245,30 @@ def clean_rates(settings: QualitySettings) -> dict[str, object]:
         cols = {c: (asnx.QUANTITY[c], v) for c, v in rec.values.items()}
         for c, s in run(rec.name, rec.times_ms, cols, settings).items():
             runs.append((f"ASNX {setting} {c}", s, events))
-    tests = sorted({t for _, s, _ in runs for t in s.per_test})
+    tests = ["gross_range", "spike", "rate_of_change", "flat_line", "anomaly"]
+    tests += sorted({t for _, s, _ in runs for t in s.per_test} - set(tests))
     total = sum(int(np.isfinite(s.anomaly).sum()) for _, s, _ in runs)
     print(f"\n### Clean real data: {total} observations "
           f"({len(runs)} series: UCI, ASNX base recordings)\n")
-    print("| rule | flagged (suspect or worse) |\n|---|---|")
+    print(f"| series | values | {' | '.join(tests)} | aggregate |")
+    print("|---|---|" + "---|" * (len(tests) + 1))
     result: dict[str, object] = {"observations": total}
+
+    def hits(s: Scored, test: str) -> int:
+        if test == "aggregate":
+            return int((s.aggregate >= QC_SUSPECT).sum())
+        return int(s.per_test.get(test, np.zeros(0, bool)).sum())
+
+    for name, s, _ in runs:
+        n = int(np.isfinite(s.anomaly).sum())
+        cells = [f"{100 * hits(s, t) / n:.2f}" for t in [*tests, "aggregate"]]
+        print(f"| {name} | {n} | {' | '.join(cells)} |")
+    cells = []
     for test in [*tests, "aggregate"]:
-        hits = sum(int((s.aggregate >= QC_SUSPECT).sum()) if test == "aggregate" else
-                   int(s.per_test.get(test, np.zeros(0, bool)).sum()) for _, s, _ in runs)
-        print(f"| {test} | {hits} ({100 * hits / total:.3f} %) |")
-        result[test] = hits
+        count = sum(hits(s, test) for _, s, _ in runs)
+        cells.append(f"**{100 * count / total:.3f}**")
+        result[test] = count
+    print(f"| **all** (% of values) | {total} | {' | '.join(cells)} |")
     print("\n| real events (no faults) | observations | detector alarms | aggregate flags "
           "| events with an alarm |\n|---|---|---|---|---|")
     for label, setting in (("room airing (4 events)", "indoor_-_room_airing"),
