@@ -269,6 +269,7 @@ def state_report(batches: list[list[tuple[Datastream, float, int]]]) -> None:
     while len(hour) < 3600:
         k = len(hour)
         hour.append([(ds, v, ms + k * 1000) for ds, v, ms in hour[k % len(batches)]])
+    hour = hour[:3600]
     n_obs = sum(len(b) for b in hour)
     written = {}
     blobs = []

@@ -1,6 +1,10 @@
 """Detection quality of the quality stage on real data, beside a baseline from the same run.
 
-    .venv/bin/python bench/bench_quality_eval.py [--json out.json]
+    .venv/bin/python bench/bench_quality_eval.py [--json out.json] [--results DIR]
+
+``--results DIR`` also writes the ASNX series in NAB's results layout (one CSV per series:
+``timestamp,value,anomaly_score,label``, label 1 inside the anomaly windows), which
+``duet-edge quality evaluate --results DIR`` scores to the same NAB numbers.
 
 Every series goes through the real ``QualityStage`` (one batch per row holding all columns of
 the row, as a gateway source hands them over). In the same loop a windowed-Gaussian detector
@@ -189,7 +193,7 @@ def report(title: str, labelled: list[tuple[Scored, list[tuple[int, int]]]]) -> 
     return result
 
 
-def asnx_groups(settings: QualitySettings) -> dict[str, object]:
+def asnx_groups(settings: QualitySettings, results: Path | None) -> dict[str, object]:
     labelled = []
     for setting in asnx.SETTINGS:
         clean = asnx.base(ROOT, setting)
@@ -197,8 +201,27 @@ def asnx_groups(settings: QualitySettings) -> dict[str, object]:
             cols = {c: (asnx.QUANTITY[c], v) for c, v in rec.values.items()}
             scored = run(rec.name, rec.times_ms, cols, settings)
             for c in rec.values:
-                labelled.append((scored[c], asnx.fault_runs(rec, clean, c)))
+                anomalies = asnx.fault_runs(rec, clean, c)
+                labelled.append((scored[c], anomalies))
+                if results is not None:
+                    write_result(results / setting / f"{rec.name}-{c}.csv", rec.times_ms,
+                                 rec.values[c], scored[c].anomaly,
+                                 nab_windows(anomalies, len(rec.times_ms)))
     return report("ASNX faulty recordings", labelled)
+
+
+def write_result(path: Path, times: np.ndarray, values: np.ndarray, scores: np.ndarray,
+                 windows: list[tuple[int, int]]) -> None:
+    """One series in NAB's results layout."""
+    label = np.zeros(len(times), int)
+    for a, b in windows:
+        label[a : b + 1] = 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fh.write("timestamp,value,anomaly_score,label\n")
+        for t, v, s, lab in zip(times.tolist(), values.tolist(), scores.tolist(),
+                                label.tolist(), strict=True):
+            fh.write(f"{t},{v!r},{'' if s != s else f'{s:.3f}'},{lab}\n")
 
 
 def uci_groups(settings: QualitySettings) -> dict[str, object]:
@@ -293,10 +316,12 @@ def clean_rates(settings: QualitySettings) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--results", type=Path, help="also write the ASNX series here, in "
+                        "NAB's results layout")
     args = parser.parse_args()
     settings = QualitySettings.model_validate({"ml": {"enabled": False}})
     started = time.perf_counter()
-    results = {"asnx": asnx_groups(settings), "uci": uci_groups(settings),
+    results = {"asnx": asnx_groups(settings, args.results), "uci": uci_groups(settings),
                "clean": clean_rates(settings)}
     print(f"\n({time.perf_counter() - started:.0f} s; settings: defaults, LiteRT model off)")
     if args.json:

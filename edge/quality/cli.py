@@ -83,7 +83,7 @@ def score(
         help="Quantity code for value columns whose name is not one (its rules apply).")
     ] = "value",
     flags: Annotated[bool, typer.Option(
-        "--flags", help="Also write the aggregate QARTOD flag and the tests that did not pass.")
+        "--flags", help="Also write the aggregate QARTOD flag and the tests that flagged the value.")
     ] = False,
     config: ConfigOpt = None,
 ) -> None:

@@ -9,8 +9,8 @@ exactly as a gateway's source would hand it over. Per value column one CSV comes
     timestamp,value,anomaly_score[,flag,tests]
 
 ``anomaly_score`` is ``quality.scores["anomaly"]`` as the gateway uploads it (3 decimals);
-``flag`` the aggregate QARTOD flag and ``tests`` the tests that did not pass (``name=flag``
-separated by spaces). A row without a value for the column keeps its timestamp with the other
+``flag`` the aggregate QARTOD flag and ``tests`` the tests that flagged the value (suspect 3,
+fail 4, or the informational gap 9; ``name=flag`` separated by spaces). A row without a value for the column keeps its timestamp with the other
 fields empty, so output rows line up with input rows (what NAB-style scoring needs).
 
 A *results folder* (for ``quality evaluate --results``) holds one CSV per series with at
@@ -120,7 +120,7 @@ def score_rows(
         for c, o in batch:
             q = o.quality
             score = None if q is None else q.scores.get("anomaly")
-            tests = {} if q is None else {k: v for k, v in q.tests.items() if v != 1}
+            tests = {} if q is None else {k: v for k, v in q.tests.items() if v >= 3}
             out[c].append(ScoredRow(stamp, o.result, score, None if q is None else q.aggregate,
                                     tests))
     return columns, out
