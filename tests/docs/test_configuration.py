@@ -36,6 +36,7 @@ QuantityThresholds = _nested(QualitySettings, "quantities")
 ClimatologyRange = _nested(QuantityThresholds, "climatology")
 ColocatedPair = _nested(QualitySettings, "colocated")
 MlSettings = _nested(QualitySettings, "ml")
+AnomalySettings = _nested(QualitySettings, "anomaly")
 SecuritySettings = cfg.SecuritySettings
 BundleSettings = _nested(SecuritySettings, "bundles")
 WebSettings = cfg.WebSettings
@@ -62,6 +63,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "`[quality.quantities.<code>]`": QuantityThresholds,
     "`[[quality.quantities.<code>.climatology]]`": ClimatologyRange,
     "`[[quality.colocated]]`": ColocatedPair,
+    "`[quality.anomaly]`": AnomalySettings,
     "`[quality.ml]`": MlSettings,
     "`[security]`": SecuritySettings,
     "`[security.bundles]`": BundleSettings,
