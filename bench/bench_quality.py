@@ -43,6 +43,7 @@ from edge.outbox import Outbox
 from edge.quality.detector import STATE_BYTES, StreamDetector
 from edge.quality.settings import QualitySettings
 from edge.quality.stage import QualityStage
+from edge.runtime import _StageState
 
 PROV = Provenance(sensor_model="bench")
 PMS = ("pm1", "pm2_5", "pm10", "pm1_cf1", "pm2_5_cf1", "pm10_cf1",
@@ -238,20 +239,6 @@ def time_detectors(batches: list[list[tuple[Datastream, float, int]]], make: obj
     return total
 
 
-class _Store:
-    """The runtime's StateStore shape on a real outbox."""
-
-    def __init__(self, outbox: Outbox) -> None:
-        self.outbox = outbox
-
-    def stage(self, key: str, value: bytes) -> None:
-        self.outbox.stage_state("stage:quality/" + key, value)
-
-    def recall(self, key: str) -> bytes | None:
-        value = self.outbox.state("stage:quality/" + key)
-        return value if isinstance(value, bytes) or value is None else value.encode()
-
-
 def wchar() -> int:
     for line in Path("/proc/self/io").read_text().splitlines():
         if line.startswith("wchar:"):
@@ -281,7 +268,7 @@ def state_report(batches: list[list[tuple[Datastream, float, int]]]) -> None:
             cfg = QualitySettings.model_validate({"ml": {"enabled": False}})
             stage = QualityStage(cfg, clock=lambda c=clock: c[0])
             if interval is not None:
-                stage.open(_Store(outbox))
+                stage.open(_StageState(outbox, "stage:quality/"))  # the runtime's
             before = wchar()
             for second, batch in enumerate(hour):
                 clock[0] = float(second)

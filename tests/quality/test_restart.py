@@ -3,25 +3,24 @@ after kill -9. Through the real runtime (Gateway) and the real outbox (SQLite)."
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edge.config import parse_config
+from edge.config import GatewayConfig
 from edge.model import Datastream, Observation, Provenance
 from edge.outbox import Outbox, iter_unsent
 from edge.quality.settings import QualitySettings
 from edge.quality.stage import QualityStage
-from edge.runtime import Gateway, RuntimeOptions
-from edge.sources.base import SourceContext
+from edge.runtime import _StageState
+
+from .runtime_helpers import gateway_config
+from .runtime_helpers import run_gateway as run_batches
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,61 +43,22 @@ def rows(n: int = 3000) -> list[Row]:
             for a, b in zip(pm, temp, strict=True)]
 
 
-class ListSource:
-    """Emits ``rows[start:stop]`` (one batch per row) and then waits to be cancelled."""
-
-    def __init__(self, data: list[Row], start: int, stop: int) -> None:
-        self.name = "list"
-        self.data = data
-        self.span = (start, stop)
-        self.done = asyncio.Event()
-
-    async def run(self, ctx: SourceContext) -> None:
-        for i in range(*self.span):
-            ctx.emit([Observation(Datastream(GATEWAY, "s1", code), v, T0 + i * MINUTE, PROV)
-                      for code, v in self.data[i]])
-            if i % 100 == 0:
-                await asyncio.sleep(0)  # let the committer run, as a real source would
-        self.done.set()
-        await asyncio.Event().wait()
+def batches(data: list[Row], start: int, stop: int) -> list[list[Observation]]:
+    return [[Observation(Datastream(GATEWAY, "s1", code), v, T0 + i * MINUTE, PROV)
+             for code, v in data[i]] for i in range(start, stop)]
 
 
-def config(data_dir: Path) -> str:
-    return textwrap.dedent(f"""
-        [gateway]
-        id = "{GATEWAY}"
-        data_dir = "{data_dir}"
-
-        [[sources]]  # replaced by the ListSource the test hands the Gateway
-        name = "list"
-        type = "pms5003"
-        port = "/dev/null"
-
-        [buffer]
-        commit_interval_s = 0.05
-        commit_rows = 500
-
-        [quality]
-        ml = {{ enabled = false }}
-    """)
+def config(data_dir: Path) -> GatewayConfig:
+    return gateway_config(GATEWAY, data_dir, "ml = { enabled = false }")
 
 
 async def run_gateway(data_dir: Path, data: list[Row], start: int, stop: int) -> None:
-    cfg = parse_config(config(data_dir))
-    source = ListSource(data, start, stop)
-    gw = Gateway(cfg, options=RuntimeOptions(drain_timeout_s=0.1), sources=[source],
-                 uplinks={})
-    halt = asyncio.Event()
-    task = asyncio.create_task(gw.run(halt))
-    await asyncio.wait_for(source.done.wait(), 60)
-    halt.set()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await run_batches(config(data_dir), batches(data, start, stop))
 
 
 def uploaded(data_dir: Path) -> list[tuple[str, int, dict[str, object]]]:
     """What the outbox holds for the uplinks: (quantity, time, quality) in sequence order."""
-    path = parse_config(config(data_dir)).outbox_path
+    path = config(data_dir).outbox_path
     return [(o.stream.quantity_code, o.phenomenon_ms, o.quality.as_dict() if o.quality else {})
             for o in sorted(iter_unsent(path, GATEWAY), key=lambda o: o.sequence or 0)]
 
@@ -133,18 +93,9 @@ COMMIT_EVERY = 50
 CHECKPOINT_S = 600.0
 
 
-class OutboxState:
-    """The runtime's StateStore shape, on a real outbox (keys prefixed like the runtime's)."""
-
-    def __init__(self, outbox: Outbox) -> None:
-        self.outbox = outbox
-
-    def stage(self, key: str, value: bytes) -> None:
-        self.outbox.stage_state("stage:quality/" + key, value)
-
-    def recall(self, key: str) -> bytes | None:
-        value = self.outbox.state("stage:quality/" + key)
-        return value if isinstance(value, bytes) or value is None else value.encode()
+def outbox_state(outbox: Outbox) -> _StageState:
+    """The StateStore the runtime gives the quality stage, on a real outbox."""
+    return _StageState(outbox, "stage:quality/")
 
 
 def _stage(clock: list[float]) -> QualityStage:
@@ -166,7 +117,7 @@ def feed(path: Path, upto: int) -> None:
     clock = [0.0]
     outbox = _outbox(path)
     stage = _stage(clock)
-    stage.open(OutboxState(outbox))
+    stage.open(outbox_state(outbox))
     for i in range(upto):
         clock[0] = float(i)
         outbox.append(stage.process(
@@ -194,7 +145,7 @@ def test_kill_9_falls_back_to_the_last_checkpoint(tmp_path: Path) -> None:
     # staged at row 1200 waited for a commit that never came
     clock = [0.0]
     restored = _stage(clock)
-    restored.open(OutboxState(_outbox(path)))
+    restored.open(outbox_state(_outbox(path)))
     reference = _stage(clock)
     data = rows()
     for i in range(601):

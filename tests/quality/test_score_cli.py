@@ -3,8 +3,6 @@ the CLI's errors are one line with exit code 2 (issue 15 item 3)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import csv
 import json
 import math
@@ -18,13 +16,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge.config import parse_config
 from edge.contract import decode_batch, encode_batch
 from edge.model import Datastream, Observation, Provenance
 from edge.outbox import Outbox
 from edge.quality.cli import app
-from edge.runtime import Gateway, RuntimeOptions
-from edge.sources.base import SourceContext
+
+from .runtime_helpers import gateway_config, run_gateway
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -55,49 +52,15 @@ def write_input(path: Path, n: int = 1500) -> list[dict[str, str]]:
     return rows
 
 
-class CsvRowsSource:
-    """Hands the rows over as a gateway source would: one batch per row."""
-
-    def __init__(self, rows: list[dict[str, str]]) -> None:
-        self.name = "csv"
-        self.rows = rows
-        self.done = asyncio.Event()
-
-    async def run(self, ctx: SourceContext) -> None:
-        prov = Provenance(sensor_model="csv")
-        for k, row in enumerate(self.rows):
-            batch = [Observation(Datastream("gw-score", col, "value" if col == "flow" else col),
-                                 float(row[col]), T0 + k * MINUTE, prov)
-                     for col in ("pm2_5", "temperature", "flow") if row[col]]
-            ctx.emit(batch)
-            if k % 100 == 0:
-                await asyncio.sleep(0)
-        self.done.set()
-        await asyncio.Event().wait()
-
-
 async def gateway_uploads(rows: list[dict[str, str]], data_dir: Path) -> dict[str, list[str]]:
     """Anomaly scores per column as the uplink would send them (contract encode → decode)."""
-    cfg = parse_config(f"""
-[gateway]
-id = "gw-score"
-data_dir = "{data_dir}"
-[[sources]]
-name = "csv"
-type = "pms5003"
-port = "/dev/null"
-[buffer]
-commit_interval_s = 0.05
-[quality]
-""")
-    source = CsvRowsSource(rows)
-    gw = Gateway(cfg, options=RuntimeOptions(drain_timeout_s=0.1), sources=[source], uplinks={})
-    halt = asyncio.Event()
-    task = asyncio.create_task(gw.run(halt))
-    await asyncio.wait_for(source.done.wait(), 60)
-    halt.set()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    prov = Provenance(sensor_model="csv")
+    batches = [[Observation(Datastream("gw-score", col, "value" if col == "flow" else col),
+                            float(row[col]), T0 + k * MINUTE, prov)
+                for col in ("pm2_5", "temperature", "flow") if row[col]]
+               for k, row in enumerate(rows)]
+    cfg = gateway_config("gw-score", data_dir)
+    await run_gateway(cfg, batches)
     outbox = Outbox(cfg.outbox_path, cfg.buffer, "gw-score", uplinks=["none"])
     try:
         batch = outbox.next_batch("none", 10 * len(rows))
