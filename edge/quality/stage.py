@@ -1,4 +1,5 @@
-"""The quality pipeline stage: rules + TinyML, between calibration and the outbox."""
+"""The quality pipeline stage: QARTOD rules, the learned anomaly score and TinyML, between
+calibration and the outbox (docs/quality.md)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from edge.quality.ml import LiteRtScorer, MlUnavailable, ModelArtefact, WindowFe
 from edge.quality.retrain import History, retrain, write_artefact
 from edge.quality.rules import PairState, StreamRules
 from edge.quality.settings import QualitySettings
+from edge.quality.train import Series
 from edge.stages import StateStore
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,22 @@ class _Stream:
         self.detector = detector
         self.ml = ml
         self.pairs = pairs
+
+
+def _train_and_write(sets: list[tuple[ModelArtefact, Series]]) -> list[Path]:
+    """Retrain each model on its series and write it back into the folder it came from."""
+    written = []
+    for old, series in sets:
+        assert old.folder is not None
+        try:
+            new = retrain(old, series)
+        except ValueError as exc:  # TrainingDataError: not enough clean history yet
+            log.info("quality: %s not retrained yet (%s)", old.name, exc)
+            continue
+        written.append(write_artefact(new, old.folder))
+        log.info("quality: %s retrained on %d rows of recent history", old.name,
+                 len(series.times_ms))
+    return written
 
 
 class QualityStage:
@@ -304,34 +322,32 @@ class QualityStage:
     def retrain_now(self) -> list[Path]:
         """Retrain every model from the longest recent history of its datastreams and write
         it into ``ml.model_dir`` (deterministic: same history, same bytes). Folders written."""
-        written = []
-        for quantity, scorer in list(self._scorers.items()):
+        return _train_and_write(self._training_sets())
+
+    def _training_sets(self) -> list[tuple[ModelArtefact, Series]]:
+        """Per model, a copy of the longest recent history among the streams it scores."""
+        sets = []
+        for quantity, scorer in self._scorers.items():
             old = scorer.artefact
             histories = [s.ml.history for s in self._streams.values()
                          if s.ml is not None and s.ml.history is not None
                          and s.ml.scorer.artefact.quantity == quantity]
-            if not histories or old.folder is None:
-                continue
-            longest = max(histories, key=lambda h: len(h.rows))
-            try:
-                new = retrain(old, longest.series(quantity, old.co_features))
-            except ValueError as exc:  # TrainingDataError: not enough clean history yet
-                log.info("quality: %s not retrained yet (%s)", old.name, exc)
-                continue
-            written.append(write_artefact(new, old.folder))
-            log.info("quality: %s retrained on %d values of recent history", old.name,
-                     len(longest.rows))
-        return written
+            if histories and old.folder is not None:
+                longest = max(histories, key=lambda h: len(h.rows))
+                sets.append((old, longest.series(quantity, old.co_features)))
+        return sets
 
     def _start_retraining(self) -> None:
-        """Retrain in a background thread; the next reload swaps the new models in."""
+        """Retrain in a background thread (on copies of the histories, taken here); the next
+        batch after it finished swaps the new models in."""
         self._next_retrain = self._clock() + self.settings.ml.retrain_interval_s
         if self._retraining is not None and self._retraining.is_alive():
             return
+        sets = self._training_sets()
 
         def job() -> None:
             try:
-                if self.retrain_now():
+                if _train_and_write(sets):
                     self._next_reload = 0.0  # swap in at the next batch
             except Exception:  # never let a training problem reach the gateway
                 log.exception("quality: retraining failed; keeping the current models")
