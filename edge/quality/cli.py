@@ -17,12 +17,13 @@ import numpy as np
 import typer
 from pydantic import ValidationError
 
+from edge.console import PlainTyper
 from edge.model import QC_SUSPECT
 from edge.quality import nab
 from edge.quality.faults import FAULT_TYPES
 from edge.quality.settings import MlSettings, QualitySettings
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+app = PlainTyper(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Score, train and evaluate quality control.",
                   context_settings={"help_option_names": ["-h", "--help"]})
 
