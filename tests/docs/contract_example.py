@@ -32,7 +32,8 @@ def example_payload() -> bytes:
         Observation(pms, 31.337, t0 + 20_000, pms_prov, result_ms=t0 + 20_450, quality=spiky,
                     sequence=1045),
     )
-    return encode_batch(Batch(gw, rows), gaps=[(1000, 1039, 40, "evicted:size")], sent_ms=t0 + 21_000)
+    return encode_batch(Batch(gw, rows), gaps=[(1000, 1039, 40, "evicted:size")],
+                        sent_ms=t0 + 21_000, version=1)
 
 
 def diag(value: object, indent: int = 0) -> str:
