@@ -164,16 +164,21 @@ def _score_decimals(value: float) -> int | None:
     return None
 
 
+def merge_ranges(ranges: Iterable[Range]) -> list[Range]:
+    """Sorted, merged closed ranges."""
+    out: list[Range] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1] + 1:
+            if b > out[-1][1]:
+                out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
 def seq_ranges(seqs: Iterable[int]) -> list[Range]:
     """Sorted, merged closed ranges covering ``seqs``."""
-    out: list[Range] = []
-    for s in sorted(seqs):
-        if out and s <= out[-1][1] + 1:
-            if s > out[-1][1]:
-                out[-1] = (out[-1][0], s)
-        else:
-            out.append((s, s))
-    return out
+    return merge_ranges((s, s) for s in seqs)
 
 
 # ----------------------------------------------------------------------- session dictionary

@@ -12,8 +12,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edge.contract import DecodedBatch
+from edge.ingest.ports import TwinStore
 from edge.ingest.receiver import Receiver, ReceiverSettings
 
 
@@ -118,11 +120,14 @@ class ReceiverThread:
         on_batch: Callable[[DecodedBatch, int], None] | None = None,
         share_group: str | None = "duet-ingest",
         client_id: str = "duet-ingest-1",
+        twin_store: TwinStore | None = None,
+        **options: Any,
     ):
         settings = ReceiverSettings(
-            port=broker_port, store_path=store, share_group=share_group, client_id=client_id
+            port=broker_port, store_path=store, share_group=share_group, client_id=client_id,
+            **options,
         )
-        self.receiver = Receiver(settings, on_batch=on_batch)
+        self.receiver = Receiver(settings, on_batch=on_batch, store=twin_store)
         self.loop = asyncio.new_event_loop()
         self.stop_event: asyncio.Event | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
