@@ -276,7 +276,7 @@ class Gateway:
         self._start_source(source)
 
     def _uplink_runner(self, name: str, uplink: Any) -> Callable[[], Awaitable[None]]:
-        port = UplinkPort(name, self.outbox, self.new_data, self.uplink_health[name])
+        port = UplinkPort(name, self.outbox, self.new_data, self.uplink_health[name], self.status)
         if hasattr(uplink, "run"):
             return lambda: uplink.run(port)
         batch_size = int(getattr(uplink, "batch_size", 500))
@@ -369,6 +369,7 @@ class Gateway:
         c = self.outbox.counters
         return {
             "gateway": self.gateway_id,
+            "started_ms": self.counters.started_ms,
             "observations_in": self.counters.observations_in,
             "received": c.received,
             "confirmed": c.confirmed,

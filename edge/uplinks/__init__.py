@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from edge.model import Batch, Delivery
@@ -30,6 +31,8 @@ class UplinkHealth:
     rejected: int = 0
     reconnects: int = 0
     bytes_sent: int = 0
+    retransmitted: int = 0  # observations sent again because no ack came in time
+    awaiting_ack: int = 0  # observations published and not answered by the twin yet
     last_error: str = ""
     latency_s: list[float] = field(default_factory=list)  # recent upload latencies (bounded)
 
@@ -50,19 +53,36 @@ class UplinkHealth:
             "rejected": self.rejected,
             "reconnects": self.reconnects,
             "bytes_sent": self.bytes_sent,
+            "retransmitted": self.retransmitted,
+            "awaiting_ack": self.awaiting_ack,
             "last_error": self.last_error,
             "latency_p50_s": lat[len(lat) // 2] if lat else None,
         }
 
 
-class UplinkPort:
-    """An uplink's view of the outbox: take batches, report deliveries, wait for new data."""
+GatewayStatus = Callable[[], Mapping[str, object]]
 
-    def __init__(self, name: str, outbox: Outbox, new_data: asyncio.Event, health: UplinkHealth):
+
+class UplinkPort:
+    """An uplink's view of the outbox: take batches, report deliveries, wait for new data.
+
+    ``status`` (optional) returns the gateway's status (edge.runtime.Gateway.status) for
+    uplinks that publish it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        outbox: Outbox,
+        new_data: asyncio.Event,
+        health: UplinkHealth,
+        status: GatewayStatus | None = None,
+    ):
         self.name = name
         self.outbox = outbox
         self.new_data = new_data
         self.health = health
+        self.status = status
 
     def next_batch(self, limit: int) -> Batch:
         return self.outbox.next_batch(self.name, limit)
@@ -77,6 +97,13 @@ class UplinkPort:
         self.outbox.rewind(self.name)
 
     def settle(self, batch: Batch, delivery: Delivery, started: float) -> None:
+        """Report the answer to a whole batch; rows it leaves open are handed out again."""
+        self.confirm(delivery, started)
+        if len(delivery.confirmed) + len(delivery.rejected) < len(batch):
+            self.rewind()  # some rows neither confirmed nor rejected: send them again
+
+    def confirm(self, delivery: Delivery, started: float) -> None:
+        """Report confirmed and refused rows (of one or several batches) to the outbox."""
         self.outbox.settle(self.name, delivery)
         h = self.health
         h.confirmed += len(delivery.confirmed)
@@ -84,8 +111,6 @@ class UplinkPort:
         if delivery.confirmed:
             h.last_confirmed_ms = time.time_ns() // 1_000_000
             h.record_latency(time.monotonic() - started)
-        if len(delivery.confirmed) + len(delivery.rejected) < len(batch):
-            self.rewind()  # some rows neither confirmed nor rejected: send them again
 
     async def wait_for_data(self, timeout: float = 1.0) -> None:
         self.new_data.clear()

@@ -178,3 +178,38 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def outbox_depth(tmp: Path, gateway_id: str = "gw-e2e", uplinks: tuple[str, ...] = ("mqtt",)) -> int:
+    """Unconfirmed observations left in a stopped gateway's outbox (config from gateway_config)."""
+    from edge.config import BufferSettings
+    from edge.outbox import Outbox
+
+    box = Outbox(tmp / "data" / "outbox.db", BufferSettings(), gateway_id, uplinks=uplinks)
+    try:
+        return box.depth()
+    finally:
+        box.close()
+
+
+def twin_sequences(store: Path, gateway_id: str = "gw-e2e") -> tuple[list[int], list[tuple[int, int]]]:
+    """(stored sequence numbers in order, announced gap ranges) of one gateway at the twin."""
+    import sqlite3
+
+    db = sqlite3.connect(store)
+    try:
+        seqs = [r[0] for r in db.execute(
+            "SELECT seq FROM observation WHERE gateway=? ORDER BY seq", (gateway_id,))]
+        gaps = [(a, b) for a, b in db.execute(
+            "SELECT first_seq, last_seq FROM gap WHERE gateway=?", (gateway_id,))]
+        return seqs, gaps
+    finally:
+        db.close()
+
+
+def missing_sequences(seqs: list[int], gaps: list[tuple[int, int]]) -> list[int]:
+    """Numbers in 1..max(seqs) neither stored nor announced as never coming."""
+    held = set(seqs)
+    top = max(seqs, default=0)
+    return [s for s in range(1, top + 1)
+            if s not in held and not any(a <= s <= b for a, b in gaps)]
