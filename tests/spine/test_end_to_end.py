@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from paho.mqtt import subscribe as paho_subscribe
+from paho.mqtt.client import MQTTMessage
 
 from edge.contract import DecodedBatch
 from hil.emulators.pms5003 import Pms5003Emulator
@@ -53,6 +55,14 @@ def received_pairs(rx: ReceiverThread, sensor: str) -> list[tuple[float, float]]
         assert (first[2], second[2]) == ("pm2_5", "pm10") and second[0] == first[0] + 1
         pairs.append((first[3], second[3]))
     return pairs
+
+
+def retained_status(port: int, gateway_id: str = "gw-e2e") -> dict[str, object]:
+    message = paho_subscribe.simple(f"duet/v1/{gateway_id}/status", hostname="127.0.0.1",
+                                    port=port, retained=True, msg_count=1)
+    assert isinstance(message, MQTTMessage)
+    document: dict[str, object] = json.loads(message.payload)
+    return document
 
 
 def assert_contiguous(received: list[tuple[float, float]], sent: list[tuple[float, float]]) -> None:
@@ -151,6 +161,8 @@ def test_kill_9_mid_stream_every_committed_observation_arrives_exactly_once(
             assert sds.wait_for_client(10), gw.log()
             sds.wait_sent(len(sds.sent_values) + 60, timeout=20)
             gw.kill9()
+            # the broker published the gateway's will: the retained status says offline
+            wait_until(lambda: retained_status(mosquitto.port)["state"] == "offline", 10, "will")
         for _attempt in range(3):  # clean runs until every committed row is confirmed
             gw.start()
             assert sds.wait_for_client(10), gw.log()
