@@ -1,6 +1,8 @@
 """Gateway spine benchmarks: ingest, drain to Mosquitto, wire size, disk bytes, idle footprint.
 
-Run:  .venv/bin/python bench/bench_spine.py [ingest|drain|wire|footprint|all]
+Run:  .venv/bin/python bench/bench_spine.py [ingest|drain|wire|footprint|all] [seconds]
+
+``seconds``: how long the real-load part of ``wire`` counts (default 300).
 
 Every figure is printed beside a baseline measured in the same run (this machine is shared
 and noisy: compare ratios, not absolute numbers across runs).
@@ -176,7 +178,8 @@ def bench_drain(n_obs: int = 1_000_000) -> dict[str, float]:
                 for j in range(i, i + 50_000)
             )
         box.commit()
-        settings = MqttSettings(port=port, batch_size=5000, max_inflight=16)
+        # the broker's PUBACK as delivery: this figure is the outbox + uplink publish rate
+        settings = MqttSettings(port=port, batch_size=5000, max_inflight=16, confirm="broker")
         uplink = MqttUplink(settings, GW)
         health = UplinkHealth("mqtt")
 
@@ -210,8 +213,15 @@ def bench_drain(n_obs: int = 1_000_000) -> dict[str, float]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench_wire(n: int = 5000) -> dict[str, float]:
-    """Bytes per observation: compact CBOR batch vs SensorThings JSON (one Observation each)."""
+def bench_wire(n: int = 5000, seconds: float = 300.0) -> dict[str, float]:
+    """Bytes of MQTT payload per observation: bulk (one 5000-row message) and at real load."""
+    out = bench_wire_bulk(n)
+    out.update(bench_wire_real_load(seconds))
+    return out
+
+
+def bench_wire_bulk(n: int = 5000) -> dict[str, float]:
+    """One message of n observations: contract v2 and v1 vs SensorThings JSON (one each)."""
     from edge.sensorthings import observation_body
 
     streams = [Datastream(GW, "sds", "pm2_5"), Datastream(GW, "sds", "pm10")]
@@ -226,13 +236,145 @@ def bench_wire(n: int = 5000) -> dict[str, float]:
         )
         for i in range(n)
     )
-    compact = len(encode_batch(Batch(GW, obs)))
+    v2 = len(encode_batch(Batch(GW, obs)))
+    v1 = len(encode_batch(Batch(GW, obs), version=1))
     sta = sum(len(json.dumps(observation_body(o, GW, 12), separators=(",", ":"))) for o in obs)
     return {
-        "compact_bytes_per_obs": compact / n,
-        "sensorthings_json_bytes_per_obs": sta / n,
-        "ratio": (sta / n) / (compact / n),
+        "bulk_v2_bytes_per_obs": v2 / n,
+        "bulk_v1_bytes_per_obs": v1 / n,
+        "bulk_sensorthings_json_bytes_per_obs": sta / n,
     }
+
+
+class _WireCounter:
+    """A plain MQTT client on the broker counting every payload byte, per gateway and topic."""
+
+    def __init__(self, port: int) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, str, int, float, list[int]]] = []
+        self.counting = False
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="wire-counter")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("duet/v1/#", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, _c: object, _u: object, message: object) -> None:
+        import cbor2
+
+        topic = message.topic  # type: ignore[attr-defined]
+        payload = message.payload  # type: ignore[attr-defined]
+        if not self.counting or message.retain:  # type: ignore[attr-defined]
+            return
+        _, _, gw, kind = topic.split("/", 3)
+        times: list[int] = []
+        if kind == "obs":
+            batch = cbor2.loads(payload)
+            t = batch["t0"]
+            for delta in batch["dt"]:
+                t += delta
+                times.append(t)
+        self.messages.append((gw, kind.split("/")[0], len(payload), time.time(), times))
+
+    def figures(self, gw: str, label: str, seconds: float) -> dict[str, float]:
+        mine = [m for m in self.messages if m[0] == gw]
+        obs = [m for m in mine if m[1] == "obs"]
+        n = sum(len(m[4]) for m in obs)
+        lat = sorted(m[3] - t / 1000 for m in obs for t in m[4])
+        by_kind: dict[str, int] = {}
+        for m in mine:
+            by_kind[m[1]] = by_kind.get(m[1], 0) + m[2]
+        out = {
+            f"{label}_obs_per_s": n / seconds,
+            f"{label}_messages_per_s": len(obs) / seconds,
+            f"{label}_obs_payload_bytes_per_obs": by_kind.get("obs", 0) / max(n, 1),
+            f"{label}_all_topics_bytes_per_obs": sum(by_kind.values()) / max(n, 1),
+            f"{label}_latency_p50_s": lat[len(lat) // 2] if lat else float("nan"),
+            f"{label}_latency_max_s": lat[-1] if lat else float("nan"),
+        }
+        if "ack" in by_kind:
+            out[f"{label}_ack_bytes_per_obs"] = by_kind["ack"] / max(n, 1)
+        return out
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _real_load_gateway(tmp: Path, port: int, gw: str, mqtt_extra: str, n_sources: int
+                       ) -> tuple[subprocess.Popen[bytes], list[object]]:
+    """`duet-edge run` reading n emulated SDS011 at 1 Hz, quality stage on, 1 s commits."""
+    from hil.emulators.sds011 import Sds011Emulator
+
+    emus = [
+        Sds011Emulator(link_path=tmp / f"{gw}-tty{i}", interval_s=1.0, seed=i).start()
+        for i in range(n_sources)
+    ]
+    lines = [
+        "[gateway]", f'id = "{gw}"', f'data_dir = "{tmp / gw}"', "",
+        "[buffer]", "commit_interval_s = 1.0", "",
+        "[uplinks.mqtt]", f"port = {port}", mqtt_extra, "",
+        "[quality]", "",
+        "[log]", 'level = "WARNING"', "",
+    ]
+    for i, emu in enumerate(emus):
+        lines += ["[[sources]]", f'name = "sds{i}"', 'type = "sds011"', f'port = "{emu.port}"',
+                  "options = { warmup_s = 0 }", ""]
+    cfg = tmp / f"{gw}.toml"
+    cfg.write_text("\n".join(lines))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from edge.cli import main; main()", "run", str(cfg)]
+    )
+    return proc, emus
+
+
+def bench_wire_real_load(seconds: float = 300.0, n_sources: int = 10) -> dict[str, float]:
+    """Two real gateways side by side, 10 SDS011 at 1 Hz each (20 obs/s), quality on:
+    contract v2 (confirm = twin, default window) beside contract v1 (PUBACK, no window),
+    with a real `duet-edge ingest`; payload bytes counted on the broker side."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-wire-"))
+    broker, port = _mosquitto(tmp)
+    ingest = subprocess.Popen(
+        [sys.executable, "-c", "from edge.cli import main; main()", "ingest", "--port",
+         str(port), "--store", str(tmp / "twin.db")],
+        stderr=subprocess.DEVNULL,
+    )
+    counter = _WireCounter(port)
+    runs = [
+        _real_load_gateway(tmp, port, "gw-v2", "", n_sources),
+        _real_load_gateway(tmp, port, "gw-v1",
+                           'contract = 1\nconfirm = "broker"\nmax_latency_s = 0', n_sources),
+    ]
+    try:
+        time.sleep(15)  # start-up, first connection (the v2 dictionary goes out here)
+        counter.counting = True
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        counter.counting = False
+        elapsed = time.monotonic() - t0
+        out: dict[str, float] = {"real_load_seconds": elapsed}
+        out.update(counter.figures("gw-v2", "real_v2", elapsed))
+        out.update(counter.figures("gw-v1", "real_v1", elapsed))
+        out["real_ratio_v1_over_v2_obs_payload"] = (
+            out["real_v1_obs_payload_bytes_per_obs"] / out["real_v2_obs_payload_bytes_per_obs"])
+        out["real_v2_added_latency_p50_s"] = (
+            out["real_v2_latency_p50_s"] - out["real_v1_latency_p50_s"])
+        out["real_v2_added_latency_max_s"] = (
+            out["real_v2_latency_max_s"] - out["real_v1_latency_max_s"])
+        return out
+    finally:
+        counter.close()
+        for proc, emus in runs:
+            proc.terminate()
+            proc.wait(15)
+            for emu in emus:
+                emu.stop()  # type: ignore[attr-defined]
+        ingest.terminate()
+        ingest.wait(15)
+        broker.terminate()
+        broker.wait(5)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -312,9 +454,10 @@ def bench_footprint(seconds: float = 60.0, n_sources: int = 10) -> dict[str, flo
 
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else "all"
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 300.0
     runs = {
         "ingest": bench_ingest,
-        "wire": bench_wire,
+        "wire": lambda: bench_wire(seconds=seconds),
         "drain": bench_drain,
         "footprint": bench_footprint,
     }
