@@ -105,6 +105,13 @@ class ReceiverStore:
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+
     # ------------------------------------------------------------------------ TwinStore
     def store_batches(self, batches: Sequence[DecodedBatch]) -> list[StoredBatch]:
         now = _now_ms()
@@ -159,9 +166,10 @@ class ReceiverStore:
             )
 
     def dictionary(self, gateway_id: str, ref: bytes) -> SessionDictionary | None:
-        row = self.db.execute(
-            "SELECT body FROM dictionary WHERE gateway=? AND ref=?", (gateway_id, ref)
-        ).fetchone()
+        with self._reading():
+            row = self.db.execute(
+                "SELECT body FROM dictionary WHERE gateway=? AND ref=?", (gateway_id, ref)
+            ).fetchone()
         if row is None:
             return None
         try:
@@ -173,14 +181,15 @@ class ReceiverStore:
         """The part of a batch whose ids are not stored yet."""
         if not batch.observations:
             return batch
-        known = {
-            row[0]
-            for row in self.db.execute(
-                "SELECT id FROM observation WHERE gateway=? AND seq BETWEEN ? AND ?",
-                (batch.gateway_id, batch.observations[0].sequence,
-                 batch.observations[-1].sequence),
-            )
-        }
+        with self._reading():
+            known = {
+                row[0]
+                for row in self.db.execute(
+                    "SELECT id FROM observation WHERE gateway=? AND seq BETWEEN ? AND ?",
+                    (batch.gateway_id, batch.observations[0].sequence,
+                     batch.observations[-1].sequence),
+                )
+            }
         keep = [i for i, obs_id in enumerate(batch.ids) if obs_id not in known]
         return DecodedBatch(
             batch.gateway_id,
