@@ -160,7 +160,9 @@ class Receiver:
             started = time.monotonic()
             cause, reason = "broker", ""
             try:
-                await self._session()
+                await self._session(stop)
+                if stop is not None and stop.is_set():
+                    return  # a clean stop: the last group was answered and acknowledged
                 reason = "session ended"
             except aiomqtt.MqttError as exc:
                 reason = str(exc) or type(exc).__name__
@@ -190,14 +192,14 @@ class Receiver:
         return (since is not None and since >= started
                 and time.monotonic() - since >= self.settings.healthy_after_s)
 
-    async def _session(self) -> None:
+    async def _session(self, stop: asyncio.Event | None) -> None:
         if self.forward is not None:
             async with self.forward:
-                await self._subscribe_and_handle()
+                await self._subscribe_and_handle(stop)
         else:
-            await self._subscribe_and_handle()
+            await self._subscribe_and_handle(stop)
 
-    async def _subscribe_and_handle(self) -> None:
+    async def _subscribe_and_handle(self, stop: asyncio.Event | None) -> None:
         async with self._client() as client:
             await client.subscribe(self.topic, qos=1)
             self._subscribed_at = time.monotonic()
@@ -207,7 +209,10 @@ class Receiver:
             )
             messages = client.messages
             while True:
-                group = [await anext(messages)]
+                first = await _next_unless_stopped(messages, stop)
+                if first is None:
+                    return  # stop asked: leave with every handled message acknowledged
+                group = [first]
                 while len(messages) and len(group) < self.settings.max_group:
                     group.append(await anext(messages))
                 acks = await self.handle_group([(str(m.topic), _bytes(m.payload)) for m in group])
@@ -380,6 +385,27 @@ class Receiver:
         for ack in acks.values():
             ack.ok = merge_ranges(ack.ok)
         return {gw: ack for gw, ack in acks.items() if ack}
+
+
+async def _next_unless_stopped(
+    messages: aiomqtt.client.MessagesIterator, stop: asyncio.Event | None
+) -> aiomqtt.Message | None:
+    """The next message, or None once ``stop`` is set (checked between groups only)."""
+    if stop is None:
+        return await anext(messages)
+    if stop.is_set():
+        return None
+    receive = asyncio.ensure_future(anext(messages))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({receive, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not receive.done():
+        receive.cancel()
+        await asyncio.gather(receive, return_exceptions=True)
+        return None
+    return receive.result()
 
 
 def _bytes(payload: object) -> bytes:

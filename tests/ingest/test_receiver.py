@@ -198,3 +198,32 @@ def _causes(caplog: pytest.LogCaptureFixture) -> set[str]:
             if r.__dict__.get("event") == "ingest_disconnected"}
 
 
+
+
+def test_poison_queued_while_the_receiver_was_down_is_answered_once_after_restart(
+    tmp_path: Path, mosquitto: Broker
+) -> None:
+    """The campaign's worst case: poison waiting in the receiver's persistent session came back
+    on every reconnect and stopped everyone. Now it is dead-lettered once and acknowledged."""
+    db = tmp_path / "twin.db"
+    gws = Gateways(mosquitto.port)
+    poison = poison_payloads("gw-evil")
+    try:
+        with ReceiverThread(mosquitto.port, db, share_group=None):
+            pass  # the persistent session (and its subscription) now exists on the broker
+        expected = []
+        for i, (_name, payload) in enumerate(poison):
+            gws.publish(f"{PREFIX}/gw-evil/obs", payload)
+            batch = make_batch("gw-a", 1 + 5 * i, 5)
+            gws.send(batch, full=True)
+            expected += batch.sequences
+        with ReceiverThread(mosquitto.port, db, share_group=None) as rx:
+            wait_until(lambda: gws.ok("gw-a") >= set(expected), 30, "the queued good batches")
+            assert rx.receiver.counters.rejected_messages == len(poison)
+        with ReceiverThread(mosquitto.port, db, share_group=None) as rx:
+            time.sleep(1.0)  # nothing comes back: everything was acknowledged
+            assert rx.receiver.counters.messages == 0
+        assert stored(db, "gw-a") == expected
+        assert len(dead_letters(db)) == len(poison)
+    finally:
+        gws.close()

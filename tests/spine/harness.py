@@ -152,12 +152,18 @@ class ReceiverThread:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop as `duet-edge ingest` does on SIGTERM: finish the group, disconnect cleanly."""
+        if self.stop_event is not None:
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+            self.thread.join(5)
+
         def cancel() -> None:
             for task in asyncio.all_tasks(self.loop):
                 task.cancel()
 
-        self.loop.call_soon_threadsafe(cancel)
-        self.thread.join(10)
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(cancel)
+            self.thread.join(10)
 
     def rows(self, sensor: str | None = None) -> list[tuple]:  # type: ignore[type-arg]
         import sqlite3
@@ -196,13 +202,17 @@ def twin_sequences(store: Path, gateway_id: str = "gw-e2e") -> tuple[list[int], 
     """(stored sequence numbers in order, announced gap ranges) of one gateway at the twin."""
     import sqlite3
 
-    db = sqlite3.connect(store)
+    db = sqlite3.connect(store, timeout=10)
     try:
         seqs = [r[0] for r in db.execute(
             "SELECT seq FROM observation WHERE gateway=? ORDER BY seq", (gateway_id,))]
         gaps = [(a, b) for a, b in db.execute(
             "SELECT first_seq, last_seq FROM gap WHERE gateway=?", (gateway_id,))]
         return seqs, gaps
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # the receiver has not created its schema yet
+            return [], []
+        raise
     finally:
         db.close()
 
