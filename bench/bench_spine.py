@@ -158,56 +158,84 @@ def bench_paho_baseline(port: int, n: int = 50_000) -> float:
     return n / elapsed
 
 
-def bench_drain(n_obs: int = 1_000_000) -> dict[str, float]:
-    """A backlog of n_obs committed observations published to Mosquitto (QoS 1), confirmed, deleted."""
+def _backlog(path: Path, n_obs: int) -> Outbox:
+    box = Outbox(path, BufferSettings(commit_rows=50_000), GW)
+    streams = [Datastream(GW, f"s{i}", q) for i in range(10) for q in ("pm2_5", "pm10")]
+    prov = Provenance("SDS011")
+    t = 1_700_000_000_000
+    for i in range(0, n_obs, 50_000):
+        box.append(
+            Observation(streams[j % 20], 10 + (j % 900) / 10, t + j * 50, prov)
+            for j in range(i, i + 50_000)
+        )
+    box.commit()
+    return box
+
+
+def _drain(box: Outbox, port: int, confirm: str) -> tuple[float, object]:
+    """Seconds until the uplink has every row of ``box`` confirmed (and deleted)."""
     from edge.config import MqttSettings
     from edge.uplinks import UplinkHealth, UplinkPort
     from edge.uplinks.mqtt import MqttUplink
 
+    settings = MqttSettings(port=port, batch_size=5000, max_inflight=16, confirm=confirm)
+    uplink = MqttUplink(settings, GW)
+    health = UplinkHealth("mqtt")
+
+    async def run() -> float:
+        p = UplinkPort("default", box, asyncio.Event(), health)
+        task = asyncio.create_task(uplink.run(p))
+        t0 = time.perf_counter()
+        while box.depth() > 0:
+            await asyncio.sleep(0.01)
+            if task.done():
+                task.result()
+        elapsed = time.perf_counter() - t0
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return elapsed
+
+    return asyncio.run(run()), health
+
+
+def bench_drain(n_obs: int = 1_000_000) -> dict[str, float]:
+    """A backlog of n_obs committed observations published to Mosquitto (QoS 1), confirmed,
+    deleted: on the broker's PUBACK (the outbox and uplink alone), then on the acks of a real
+    `duet-edge ingest` that stores every row (end to end, the default)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-drain-"))
     broker, port = _mosquitto(tmp)
+    ingest = None
     try:
         paho_rate = bench_paho_baseline(port)
-        box = Outbox(tmp / "outbox.db", BufferSettings(commit_rows=50_000), GW)
-        streams = [Datastream(GW, f"s{i}", q) for i in range(10) for q in ("pm2_5", "pm10")]
-        prov = Provenance("SDS011")
-        t = 1_700_000_000_000
-        for i in range(0, n_obs, 50_000):
-            box.append(
-                Observation(streams[j % 20], 10 + (j % 900) / 10, t + j * 50, prov)
-                for j in range(i, i + 50_000)
-            )
-        box.commit()
-        # the broker's PUBACK as delivery: this figure is the outbox + uplink publish rate
-        settings = MqttSettings(port=port, batch_size=5000, max_inflight=16, confirm="broker")
-        uplink = MqttUplink(settings, GW)
-        health = UplinkHealth("mqtt")
-
-        async def run() -> float:
-            event = asyncio.Event()
-            p = UplinkPort("default", box, event, health)
-            task = asyncio.create_task(uplink.run(p))
-            t0 = time.perf_counter()
-            while box.depth() > 0:
-                await asyncio.sleep(0.01)
-                if task.done():
-                    task.result()
-            elapsed = time.perf_counter() - t0
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            return elapsed
-
-        elapsed = asyncio.run(run())
+        box = _backlog(tmp / "outbox.db", n_obs)
+        elapsed, health = _drain(box, port, "broker")
         box.close()
+        ingest = subprocess.Popen(
+            [sys.executable, "-c", "from edge.cli import main; main()", "ingest", "--port",
+             str(port), "--store", str(tmp / "twin.db"), "--group", ""],
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(3)  # subscribed
+        box = _backlog(tmp / "outbox-twin.db", n_obs)
+        twin_elapsed, _ = _drain(box, port, "twin")
+        box.close()
+        stored = sqlite3.connect(tmp / "twin.db").execute(
+            "SELECT count(*) FROM observation").fetchone()[0]
         return {
             "paho_raw_qos1_msgs_per_s": paho_rate,
             "drain_seconds_for_backlog": elapsed,
             "backlog": n_obs,
             "drain_obs_per_s": n_obs / elapsed,
-            "bytes_on_wire_per_obs": health.bytes_sent / n_obs,
-            "messages": health.sent_batches,
+            "bytes_on_wire_per_obs": health.bytes_sent / n_obs,  # type: ignore[attr-defined]
+            "messages": health.sent_batches,  # type: ignore[attr-defined]
+            "drain_confirmed_by_twin_seconds": twin_elapsed,
+            "drain_confirmed_by_twin_obs_per_s": n_obs / twin_elapsed,
+            "twin_stored": stored,
         }
     finally:
+        if ingest is not None:
+            ingest.terminate()
+            ingest.wait(15)
         broker.terminate()
         broker.wait(5)
         shutil.rmtree(tmp, ignore_errors=True)

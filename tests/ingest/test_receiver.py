@@ -227,3 +227,31 @@ def test_poison_queued_while_the_receiver_was_down_is_answered_once_after_restar
         assert len(dead_letters(db)) == len(poison)
     finally:
         gws.close()
+
+
+V1_SCHEMA = """
+CREATE TABLE observation(
+    id TEXT PRIMARY KEY, gateway TEXT NOT NULL, seq INTEGER NOT NULL, sensor TEXT NOT NULL,
+    quantity TEXT NOT NULL, unit TEXT NOT NULL, phenomenon_ms INTEGER NOT NULL, phenomenon_end_ms INTEGER,
+    result_ms INTEGER NOT NULL, result REAL NOT NULL, raw_result REAL, quality TEXT, provenance TEXT NOT NULL,
+    received_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX observation_gw_seq ON observation(gateway, seq);
+CREATE TABLE gap(gateway TEXT, first_seq INTEGER, last_seq INTEGER, count INTEGER, reason TEXT,
+    received_ms INTEGER, PRIMARY KEY(gateway, first_seq));
+CREATE TABLE rejected_message(received_ms INTEGER, topic TEXT, size INTEGER, reason TEXT);
+INSERT INTO observation VALUES('id-1', 'gw-a', 1, 'sds', 'pm2_5', 'ug/m3', 1, NULL, 1, 12.5,
+    NULL, NULL, '{}', 1);
+"""
+
+
+async def test_a_store_written_by_the_v1_receiver_is_upgraded_in_place(tmp_path: Path) -> None:
+    db = tmp_path / "twin.db"
+    sqlite3.connect(db).executescript(V1_SCHEMA)
+    receiver = Receiver(ReceiverSettings(store_path=db))
+    acks = await receiver.handle(f"{PREFIX}/gw-a/obs", encode_batch(make_batch("gw-a", 1, 3)))
+    receiver.store.close()
+    assert acks["gw-a"].ok == [(1, 3)]
+    assert (receiver.counters.observations_new, receiver.counters.duplicates) == (2, 1)
+    rows = sqlite3.connect(db).execute(
+        "SELECT id, seq, result, nonfinite FROM observation ORDER BY seq").fetchall()
+    assert rows[0] == ("id-1", 1, 12.5, None) and [r[1] for r in rows] == [1, 2, 3]
