@@ -158,11 +158,15 @@ class MqttUplink:
 
     def encode(self, batch: Batch, gaps: list[tuple[int, int, int, str]], full: bool = False
                ) -> tuple[bytes, bytes]:
-        """The message for ``batch`` and the session dictionary it refers to."""
+        """The message for ``batch`` and the session dictionary it refers to.
+
+        Without twin acks every message carries its dictionary: a receiver that missed it
+        could not ask (``need``), and the gateway would already have deleted the rows.
+        """
         sent = time.time_ns() // 1_000_000
         if self.settings.contract == 1:
             return encode_batch(batch, gaps, sent, version=1), b""
-        encoded = self.encoder.encode(batch, gaps, sent, full=full)
+        encoded = self.encoder.encode(batch, gaps, sent, full=full or not self.twin_confirms)
         return encoded.payload, encoded.ref
 
 

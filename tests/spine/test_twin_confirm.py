@@ -227,3 +227,19 @@ async def test_status_is_a_retained_birth_heartbeat_and_offline_document(
     async with watcher(mosquitto, f"duet/v1/{GW}/status") as status:
         await until(lambda: status, 10, "retained status")
         assert json.loads(status[-1][1])["state"] == "offline"
+
+
+async def test_without_twin_acks_every_message_carries_its_dictionary(
+    tmp_path: Path, mosquitto: Broker
+) -> None:
+    """confirm = "broker": rows are gone on the PUBACK, so no message may depend on another."""
+    async with (
+        watcher(mosquitto, f"duet/v1/{GW}/obs") as published,
+        gateway(tmp_path, mosquitto, confirm="broker", max_latency_s=0) as gw,
+    ):
+        for _ in range(3):
+            gw.commit(4)
+            await asyncio.sleep(0.3)
+        await until(lambda: gw.outbox.depth() == 0, 10, "PUBACKed")
+        await until(lambda: len(published) >= 3, 10, "three messages")
+    assert all("st" in cbor2.loads(payload) for _t, payload, _a in published)
