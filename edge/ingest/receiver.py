@@ -367,6 +367,8 @@ class Receiver:
         log.error("receiver could not store a batch; dead-lettered",
                   extra={"event": "ingest_store_failed", "topic": m.topic,
                          "gateway": batch.gateway_id, "reason": reason})
+        if m.rejection is not None:  # some rows were refused already: keep both reasons
+            reason = f"{reason}; {m.rejection.reason}"
         m.rejection = Rejection(m.topic, reason, m.payload, batch.gateway_id, ranges)
         m.x += [(a, b, reason) for a, b in ranges]
         m.batch = None
