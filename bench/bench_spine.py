@@ -1,6 +1,8 @@
 """Gateway spine benchmarks: ingest, drain to Mosquitto, wire size, disk bytes, idle footprint.
 
-Run:  .venv/bin/python bench/bench_spine.py [ingest|drain|wire|footprint|all]
+Run:  .venv/bin/python bench/bench_spine.py [ingest|drain|wire|footprint|all] [seconds]
+
+``seconds``: how long the real-load part of ``wire`` counts (default 300).
 
 Every figure is printed beside a baseline measured in the same run (this machine is shared
 and noisy: compare ratios, not absolute numbers across runs).
@@ -156,63 +158,99 @@ def bench_paho_baseline(port: int, n: int = 50_000) -> float:
     return n / elapsed
 
 
-def bench_drain(n_obs: int = 1_000_000) -> dict[str, float]:
-    """A backlog of n_obs committed observations published to Mosquitto (QoS 1), confirmed, deleted."""
+def _backlog(path: Path, n_obs: int) -> Outbox:
+    box = Outbox(path, BufferSettings(commit_rows=50_000), GW)
+    streams = [Datastream(GW, f"s{i}", q) for i in range(10) for q in ("pm2_5", "pm10")]
+    prov = Provenance("SDS011")
+    t = 1_700_000_000_000
+    for i in range(0, n_obs, 50_000):
+        box.append(
+            Observation(streams[j % 20], 10 + (j % 900) / 10, t + j * 50, prov)
+            for j in range(i, i + 50_000)
+        )
+    box.commit()
+    return box
+
+
+def _drain(box: Outbox, port: int, confirm: str) -> tuple[float, object]:
+    """Seconds until the uplink has every row of ``box`` confirmed (and deleted)."""
     from edge.seams import UplinkHealth
     from edge.uplinks import OutboxPort
     from edge.uplinks.mqtt import MqttUplink
     from edge.uplinks.mqtt_settings import MqttSettings
 
+    settings = MqttSettings(port=port, batch_size=5000, max_inflight=16, confirm=confirm)
+    uplink = MqttUplink(settings, GW)
+    health = UplinkHealth("mqtt")
+
+    async def run() -> float:
+        p = OutboxPort("default", box, asyncio.Event(), health)
+        task = asyncio.create_task(uplink.run(p))
+        t0 = time.perf_counter()
+        while box.depth() > 0:
+            await asyncio.sleep(0.01)
+            if task.done():
+                task.result()
+        elapsed = time.perf_counter() - t0
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return elapsed
+
+    return asyncio.run(run()), health
+
+
+def bench_drain(n_obs: int = 1_000_000) -> dict[str, float]:
+    """A backlog of n_obs committed observations published to Mosquitto (QoS 1), confirmed,
+    deleted: on the broker's PUBACK (the outbox and uplink alone), then on the acks of a real
+    `duet-edge ingest` that stores every row (end to end, the default)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-drain-"))
     broker, port = _mosquitto(tmp)
+    ingest = None
     try:
         paho_rate = bench_paho_baseline(port)
-        box = Outbox(tmp / "outbox.db", BufferSettings(commit_rows=50_000), GW)
-        streams = [Datastream(GW, f"s{i}", q) for i in range(10) for q in ("pm2_5", "pm10")]
-        prov = Provenance("SDS011")
-        t = 1_700_000_000_000
-        for i in range(0, n_obs, 50_000):
-            box.append(
-                Observation(streams[j % 20], 10 + (j % 900) / 10, t + j * 50, prov)
-                for j in range(i, i + 50_000)
-            )
-        box.commit()
-        settings = MqttSettings(port=port, batch_size=5000, max_inflight=16)
-        uplink = MqttUplink(settings, GW)
-        health = UplinkHealth("mqtt")
-
-        async def run() -> float:
-            event = asyncio.Event()
-            p = OutboxPort("default", box, event, health)
-            task = asyncio.create_task(uplink.run(p))
-            t0 = time.perf_counter()
-            while box.depth() > 0:
-                await asyncio.sleep(0.01)
-                if task.done():
-                    task.result()
-            elapsed = time.perf_counter() - t0
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            return elapsed
-
-        elapsed = asyncio.run(run())
+        box = _backlog(tmp / "outbox.db", n_obs)
+        elapsed, health = _drain(box, port, "broker")
         box.close()
+        ingest = subprocess.Popen(
+            [sys.executable, "-c", "from edge.cli import main; main()", "ingest", "--port",
+             str(port), "--store", str(tmp / "twin.db"), "--group", ""],
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(3)  # subscribed
+        box = _backlog(tmp / "outbox-twin.db", n_obs)
+        twin_elapsed, _ = _drain(box, port, "twin")
+        box.close()
+        stored = sqlite3.connect(tmp / "twin.db").execute(
+            "SELECT count(*) FROM observation").fetchone()[0]
         return {
             "paho_raw_qos1_msgs_per_s": paho_rate,
             "drain_seconds_for_backlog": elapsed,
             "backlog": n_obs,
             "drain_obs_per_s": n_obs / elapsed,
-            "bytes_on_wire_per_obs": health.bytes_sent / n_obs,
-            "messages": health.sent_batches,
+            "bytes_on_wire_per_obs": health.bytes_sent / n_obs,  # type: ignore[attr-defined]
+            "messages": health.sent_batches,  # type: ignore[attr-defined]
+            "drain_confirmed_by_twin_seconds": twin_elapsed,
+            "drain_confirmed_by_twin_obs_per_s": n_obs / twin_elapsed,
+            "twin_stored": stored,
         }
     finally:
+        if ingest is not None:
+            ingest.terminate()
+            ingest.wait(15)
         broker.terminate()
         broker.wait(5)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench_wire(n: int = 5000) -> dict[str, float]:
-    """Bytes per observation: compact CBOR batch vs SensorThings JSON (one Observation each)."""
+def bench_wire(n: int = 5000, seconds: float = 300.0) -> dict[str, float]:
+    """Bytes of MQTT payload per observation: bulk (one 5000-row message) and at real load."""
+    out = bench_wire_bulk(n)
+    out.update(bench_wire_real_load(seconds))
+    return out
+
+
+def bench_wire_bulk(n: int = 5000) -> dict[str, float]:
+    """One message of n observations: contract v2 and v1 vs SensorThings JSON (one each)."""
     from edge.sensorthings import observation_body
 
     streams = [Datastream(GW, "sds", "pm2_5"), Datastream(GW, "sds", "pm10")]
@@ -227,13 +265,145 @@ def bench_wire(n: int = 5000) -> dict[str, float]:
         )
         for i in range(n)
     )
-    compact = len(encode_batch(Batch(GW, obs)))
+    v2 = len(encode_batch(Batch(GW, obs)))
+    v1 = len(encode_batch(Batch(GW, obs), version=1))
     sta = sum(len(json.dumps(observation_body(o, GW, 12), separators=(",", ":"))) for o in obs)
     return {
-        "compact_bytes_per_obs": compact / n,
-        "sensorthings_json_bytes_per_obs": sta / n,
-        "ratio": (sta / n) / (compact / n),
+        "bulk_v2_bytes_per_obs": v2 / n,
+        "bulk_v1_bytes_per_obs": v1 / n,
+        "bulk_sensorthings_json_bytes_per_obs": sta / n,
     }
+
+
+class _WireCounter:
+    """A plain MQTT client on the broker counting every payload byte, per gateway and topic."""
+
+    def __init__(self, port: int) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, str, int, float, list[int]]] = []
+        self.counting = False
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="wire-counter")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("duet/v1/#", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, _c: object, _u: object, message: object) -> None:
+        import cbor2
+
+        topic = message.topic  # type: ignore[attr-defined]
+        payload = message.payload  # type: ignore[attr-defined]
+        if not self.counting or message.retain:  # type: ignore[attr-defined]
+            return
+        _, _, gw, kind = topic.split("/", 3)
+        times: list[int] = []
+        if kind == "obs":
+            batch = cbor2.loads(payload)
+            t = batch["t0"]
+            for delta in batch["dt"]:
+                t += delta
+                times.append(t)
+        self.messages.append((gw, kind.split("/")[0], len(payload), time.time(), times))
+
+    def figures(self, gw: str, label: str, seconds: float) -> dict[str, float]:
+        mine = [m for m in self.messages if m[0] == gw]
+        obs = [m for m in mine if m[1] == "obs"]
+        n = sum(len(m[4]) for m in obs)
+        lat = sorted(m[3] - t / 1000 for m in obs for t in m[4])
+        by_kind: dict[str, int] = {}
+        for m in mine:
+            by_kind[m[1]] = by_kind.get(m[1], 0) + m[2]
+        out = {
+            f"{label}_obs_per_s": n / seconds,
+            f"{label}_messages_per_s": len(obs) / seconds,
+            f"{label}_obs_payload_bytes_per_obs": by_kind.get("obs", 0) / max(n, 1),
+            f"{label}_all_topics_bytes_per_obs": sum(by_kind.values()) / max(n, 1),
+            f"{label}_latency_p50_s": lat[len(lat) // 2] if lat else float("nan"),
+            f"{label}_latency_max_s": lat[-1] if lat else float("nan"),
+        }
+        if "ack" in by_kind:
+            out[f"{label}_ack_bytes_per_obs"] = by_kind["ack"] / max(n, 1)
+        return out
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _real_load_gateway(tmp: Path, port: int, gw: str, mqtt_extra: str, n_sources: int
+                       ) -> tuple[subprocess.Popen[bytes], list[object]]:
+    """`duet-edge run` reading n emulated SDS011 at 1 Hz, quality stage on, 1 s commits."""
+    from edge.sensors.sds011.emulator import Sds011Emulator
+
+    emus = [
+        Sds011Emulator(link_path=tmp / f"{gw}-tty{i}", interval_s=1.0, seed=i).start()
+        for i in range(n_sources)
+    ]
+    lines = [
+        "[gateway]", f'id = "{gw}"', f'data_dir = "{tmp / gw}"', "",
+        "[buffer]", "commit_interval_s = 1.0", "",
+        "[uplinks.mqtt]", f"port = {port}", mqtt_extra, "",
+        "[quality]", "",
+        "[log]", 'level = "WARNING"', "",
+    ]
+    for i, emu in enumerate(emus):
+        lines += ["[[sources]]", f'name = "sds{i}"', 'type = "sds011"', f'port = "{emu.port}"',
+                  "options = { warmup_s = 0 }", ""]
+    cfg = tmp / f"{gw}.toml"
+    cfg.write_text("\n".join(lines))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from edge.cli import main; main()", "run", str(cfg)]
+    )
+    return proc, emus
+
+
+def bench_wire_real_load(seconds: float = 300.0, n_sources: int = 10) -> dict[str, float]:
+    """Two real gateways side by side, 10 SDS011 at 1 Hz each (20 obs/s), quality on:
+    contract v2 (confirm = twin, default window) beside contract v1 (PUBACK, no window),
+    with a real `duet-edge ingest`; payload bytes counted on the broker side."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-wire-"))
+    broker, port = _mosquitto(tmp)
+    ingest = subprocess.Popen(
+        [sys.executable, "-c", "from edge.cli import main; main()", "ingest", "--port",
+         str(port), "--store", str(tmp / "twin.db")],
+        stderr=subprocess.DEVNULL,
+    )
+    counter = _WireCounter(port)
+    runs = [
+        _real_load_gateway(tmp, port, "gw-v2", "", n_sources),
+        _real_load_gateway(tmp, port, "gw-v1",
+                           'contract = 1\nconfirm = "broker"\nmax_latency_s = 0', n_sources),
+    ]
+    try:
+        time.sleep(15)  # start-up, first connection (the v2 dictionary goes out here)
+        counter.counting = True
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        counter.counting = False
+        elapsed = time.monotonic() - t0
+        out: dict[str, float] = {"real_load_seconds": elapsed}
+        out.update(counter.figures("gw-v2", "real_v2", elapsed))
+        out.update(counter.figures("gw-v1", "real_v1", elapsed))
+        out["real_ratio_v1_over_v2_obs_payload"] = (
+            out["real_v1_obs_payload_bytes_per_obs"] / out["real_v2_obs_payload_bytes_per_obs"])
+        out["real_v2_added_latency_p50_s"] = (
+            out["real_v2_latency_p50_s"] - out["real_v1_latency_p50_s"])
+        out["real_v2_added_latency_max_s"] = (
+            out["real_v2_latency_max_s"] - out["real_v1_latency_max_s"])
+        return out
+    finally:
+        counter.close()
+        for proc, emus in runs:
+            proc.terminate()
+            proc.wait(15)
+            for emu in emus:
+                emu.stop()  # type: ignore[attr-defined]
+        ingest.terminate()
+        ingest.wait(15)
+        broker.terminate()
+        broker.wait(5)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -313,9 +483,10 @@ def bench_footprint(seconds: float = 60.0, n_sources: int = 10) -> dict[str, flo
 
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else "all"
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 300.0
     runs = {
         "ingest": bench_ingest,
-        "wire": bench_wire,
+        "wire": lambda: bench_wire(seconds=seconds),
         "drain": bench_drain,
         "footprint": bench_footprint,
     }

@@ -245,6 +245,7 @@ class Gateway:
             self.new_data,
             self.uplink_health[name],
             on_bundle=self.apply_bundle if self.bundle_sink is not None else None,
+            status=self.status,
         )
         return lambda: uplink.run(port)
 
@@ -335,6 +336,7 @@ class Gateway:
         c = self.outbox.counters
         return {
             "gateway": self.gateway_id,
+            "started_ms": self.counters.started_ms,
             "observations_in": self.counters.observations_in,
             "received": c.received,
             "confirmed": c.confirmed,

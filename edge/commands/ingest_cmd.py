@@ -13,6 +13,8 @@ from edge.ingest.receiver import Receiver, ReceiverSettings
 from edge.logs import setup_logging
 from edge.tls import TlsSettings
 
+STOP_TIMEOUT_S = 10.0
+
 
 def ingest(
     host: str = typer.Option("127.0.0.1", help="MQTT broker host."),
@@ -70,6 +72,11 @@ async def _serve(receiver: Receiver) -> None:
             loop.add_signal_handler(sig, stop.set)
     task = asyncio.create_task(receiver.run_forever(stop))
     await stop.wait()
+    # the receiver answers and acknowledges the group it is on, then disconnects cleanly;
+    # if it is stuck (a broker that does not answer), what it did not acknowledge comes back
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(STOP_TIMEOUT_S):
+            await asyncio.shield(task)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     receiver.store.close()

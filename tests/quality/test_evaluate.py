@@ -110,7 +110,10 @@ def test_train_from_twin_store(tmp_path: Path) -> None:
             agg = 4 if (code == "co" and i == 50) else 1
             rows.append((f"{i}-{k}", "gw", 3 * i + k, "aq", code, "-", t, None, t, v, None,
                          json.dumps({"agg": agg}), "{}", t))
-    con.executemany("INSERT INTO observation VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    con.executemany(
+        "INSERT INTO observation(id, gateway, seq, sensor, quantity, unit, phenomenon_ms,"
+        " phenomenon_end_ms, result_ms, result, raw_result, quality, provenance, received_ms)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     con.commit()
     con.close()
     out = tmp_path / "m"

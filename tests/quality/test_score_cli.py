@@ -165,7 +165,10 @@ def _small_twin_store(path: Path, rows: int) -> None:
                                        ("humidity", 70.0))):
             values.append((f"{i}-{k}", "gw", 3 * i + k, "aq1", code, "-", t, None, t, v, None,
                            json.dumps({"agg": 1}), "{}", t))
-    con.executemany("INSERT INTO observation VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
+    con.executemany(
+        "INSERT INTO observation(id, gateway, seq, sensor, quantity, unit, phenomenon_ms,"
+        " phenomenon_end_ms, result_ms, result, raw_result, quality, provenance, received_ms)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
     con.commit()
     con.close()
 
