@@ -41,6 +41,7 @@ class Journal:
         self._offset = 0
         self.active = 0  # segment number being appended to (0: none yet)
         self.synced_offset = 0
+        self._needs_header = False
         # the record every new segment starts with (the dictionary), so it decodes on its own
         self.header: Callable[[], tuple[int, object]] | None = None
 
@@ -97,9 +98,14 @@ class Journal:
         """Append one record; returns its segment. With ``durable``, fdatasync before returning."""
         if self._fd is None or self._offset >= SEGMENT_BYTES:
             self._open_next()
-            if self.header is not None:
-                head_kind, head = self.header()
+        if self._needs_header and self.header is not None:
+            head_kind, head = self.header()
+            self._needs_header = False
+            try:
                 self.append(head_kind, head, sync=False)
+            except OSError:
+                self._needs_header = True
+                raise
         assert self._fd is not None
         body = cbor2.dumps(payload)
         record = _HEADER.pack(len(body), zlib.crc32(bytes([kind]) + body), kind) + body
@@ -136,6 +142,7 @@ class Journal:
         if self.durable:
             _fsync_dir(self.dir)
         self._fd, self._offset, self.active, self.synced_offset = fd, 0, nxt, 0
+        self._needs_header = True
 
     def _close_fd(self) -> None:
         if self._fd is not None:
