@@ -383,6 +383,9 @@ class Outbox:
             return False
         self._dictionary.saved()
         self._unrecorded_gaps = []
+        if self._disk_full:  # the WAL must not grow into the last free space
+            with contextlib.suppress(sqlite3.Error):
+                self._store.checkpoint()
         self._spilled_to = max(top, self._spilled_to)
         gone = {id(g) for g in groups}
         self._memory = [g for g in self._memory if id(g) not in gone]
