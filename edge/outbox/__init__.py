@@ -2,7 +2,7 @@
 
 from edge.outbox.outbox import Outbox, OutboxCounters
 from edge.outbox.ranges import Ranges, complement, contains, covers, intersect, merge, subtract
-from edge.outbox.reader import iter_unsent
+from edge.outbox.reader import Summary, iter_unsent, summarize
 from edge.outbox.schema import OutboxError
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "OutboxCounters",
     "OutboxError",
     "Ranges",
+    "Summary",
     "complement",
     "contains",
     "covers",
@@ -17,4 +18,5 @@ __all__ = [
     "iter_unsent",
     "merge",
     "subtract",
+    "summarize",
 ]

@@ -11,12 +11,13 @@ import bisect
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge.model import Observation
 from edge.outbox.confirmations import Confirmations
 from edge.outbox.groups import Dictionary, Group, decode_group
-from edge.outbox.journal import GROUP, Journal
+from edge.outbox.journal import GROUP, SETTLE, Journal
 from edge.outbox.ranges import Ranges, complement, covers, intersect, merge
 
 Decode = Callable[[Group], list[Observation]]
@@ -95,6 +96,67 @@ def _pick(
     found.sort(key=lambda pair: pair[0])
     best = found[-limit:] if newest_first else found[:limit]
     return [o for _, o in best]
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What ``duet-edge outbox stats`` shows, read without writing anything."""
+
+    unsent: int
+    oldest_unsent_ms: int | None
+    groups: int
+    journal_groups: int
+    last_seq: int
+    evicted: int
+    gaps: int
+    gap_observations: int
+    dead_letters: int
+
+
+def summarize(path: Path, uplinks: list[str]) -> Summary:
+    """Depth, age and counters of an outbox (database and journal), read-only."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta"))
+        spilled_to = int(meta.get("spilled_to", 0) or 0)
+        groups = [
+            Group(first, last, n, t_min, t_max)
+            for first, last, n, t_min, t_max in db.execute(
+                "SELECT first_seq, last_seq, n, t_min, t_max FROM grp ORDER BY first_seq"
+            )
+        ]
+        conf = Confirmations(uplinks)
+        conf.load(db)
+        dead = int(db.execute("SELECT count(*) FROM dead_letter").fetchone()[0])
+        gaps, gap_obs = db.execute("SELECT count(*), coalesce(sum(count), 0) FROM gap").fetchone()
+    finally:
+        db.close()
+    journal = [g for g in _journal_groups(Path(path), conf) if g.last > spilled_to]
+    everything = [*groups, *journal]
+    unsent = sum(
+        g.n - sum(b - a + 1 for a, b in intersect(conf.everyone(), [(g.first, g.last)]))
+        for g in everything
+    )
+    last = max([int(meta.get("last_seq", 0) or 0), *(g.last for g in everything)])
+    return Summary(max(unsent, 0), oldest_unsent_ms(everything, conf), len(groups),
+                   len(journal), last, int(meta.get("evicted", 0) or 0), int(gaps),
+                   int(gap_obs), dead)
+
+
+def _journal_groups(path: Path, conf: Confirmations) -> list[Group]:
+    out = []
+    for _seg, kind, payload in Journal(path, durable=False).replay(cut_torn_tail=False):
+        if not isinstance(payload, list):
+            continue
+        if kind == GROUP:
+            first, n, _data, t_min, t_max, _state, _entries = payload
+            if n:
+                out.append(Group(first, first + n - 1, n, t_min, t_max))
+        elif kind == SETTLE:
+            index, ranges = payload
+            if 0 <= index < len(conf.uplinks):
+                conf.add(conf.uplinks[index], [(int(a), int(b)) for a, b in ranges])
+    return out
 
 
 def iter_unsent(path: Path, gateway_id: str | None = None) -> Iterator[Observation]:
