@@ -112,7 +112,7 @@ class BufferSettings(Strict):
         "'full': a power cut loses nothing committed either (fdatasync each commit).",
     )
     spill_after_s: float = Field(
-        10.0, gt=0, le=3600,
+        60.0, gt=0, le=3600,
         description="Committed observations no uplink confirmed within this time are written "
         "to the database; confirmed sooner, they are never written there.",
     )

@@ -38,6 +38,7 @@ class Group:
     segment: int = 0  # journal segment holding it while in memory (0: none)
     committed_at: float = 0.0  # monotonic time of its commit
     seqs: list[int] | None = field(default=None, repr=False)  # explicit numbers, None: a run
+    blob: bytes = field(default=b"", repr=False)  # its encoding (journal record) while in memory
 
     @property
     def in_memory(self) -> bool:
@@ -60,7 +61,7 @@ class Dictionary:
         self.unsaved: list[DictEntry] = []  # in the journal, not yet in the database
         # Sources intern their Datastream/Provenance objects: look them up by identity first
         # (hashing a frozen dataclass per observation costs more than the rest of the row).
-        self._by_identity: dict[int, tuple[object, int]] = {}
+        self.by_identity: dict[int, tuple[object, int]] = {}
 
     def load(self, db: sqlite3.Connection) -> None:
         for ds_id, sensor, qty in db.execute("SELECT id, sensor, quantity FROM datastream"):
@@ -113,7 +114,7 @@ class Dictionary:
             else:
                 self.prov_ids.pop(self.prov_by_id.pop(ident), None)
         self.fresh = []
-        self._by_identity.clear()
+        self.by_identity.clear()
 
     def save(self, db: sqlite3.Connection) -> None:
         """Write entries not yet in the database (inside the caller's transaction)."""
@@ -131,7 +132,7 @@ class Dictionary:
         self.fresh = []
 
     def ds_id(self, stream: Datastream) -> int:
-        known = self._by_identity.get(id(stream))
+        known = self.by_identity.get(id(stream))
         if known is not None and known[0] is stream:
             return known[1]
         ident = self.ds_ids.get((stream.sensor_id, stream.quantity_code))
@@ -140,11 +141,11 @@ class Dictionary:
             entry: DictEntry = ("ds", ident, stream.sensor_id, stream.quantity_code)
             self._add(entry)
             self.fresh.append(entry)
-        self._by_identity[id(stream)] = (stream, ident)
+        self.by_identity[id(stream)] = (stream, ident)
         return ident
 
     def prov_id(self, prov: Provenance) -> int:
-        known = self._by_identity.get(id(prov))
+        known = self.by_identity.get(id(prov))
         if known is not None and known[0] is prov:
             return known[1]
         ident = self.prov_ids.get(prov)
@@ -153,7 +154,7 @@ class Dictionary:
             entry: DictEntry = ("prov", ident, json.dumps(prov.as_dict(), sort_keys=True), "")
             self._add(entry)
             self.fresh.append(entry)
-        self._by_identity[id(prov)] = (prov, ident)
+        self.by_identity[id(prov)] = (prov, ident)
         return ident
 
 
@@ -171,10 +172,17 @@ def encode_group(
     qual: dict[int, dict[str, object]] = {}
     t_base = obs[0].phenomenon_ms
     t_min = t_max = t_base
-    ds_id, prov_id = dictionary.ds_id, dictionary.prov_id
+    # the hot loop: identity look-ups inline, the dictionary's methods only for a miss
+    by_identity = dictionary.by_identity
     for i, o in enumerate(obs):
-        ds_col.append(ds_id(o.stream))
-        prov_col.append(prov_id(o.provenance))
+        stream = o.stream
+        known = by_identity.get(id(stream))
+        ds_col.append(known[1] if known is not None and known[0] is stream
+                      else dictionary.ds_id(stream))
+        provenance = o.provenance
+        known = by_identity.get(id(provenance))
+        prov_col.append(known[1] if known is not None and known[0] is provenance
+                        else dictionary.prov_id(provenance))
         t = o.phenomenon_ms
         t_col.append(t - t_base)
         t_min = t if t < t_min else t_min
@@ -256,6 +264,15 @@ class GroupRows:
         )
         assert cur.lastrowid is not None
         return Group(seqs[0], seqs[-1], len(seqs), t_min, t_max, row_id=cur.lastrowid)
+
+    def insert_encoded(self, g: Group) -> Group:
+        """Insert a memory group as it was encoded for the journal (no second encoding)."""
+        cur = self.db.execute(
+            "INSERT INTO grp(first_seq, last_seq, n, t_min, t_max, data) VALUES(?,?,?,?,?,?)",
+            (g.first, g.last, g.n, g.t_min, g.t_max, g.blob),
+        )
+        assert cur.lastrowid is not None
+        return Group(g.first, g.last, g.n, g.t_min, g.t_max, row_id=cur.lastrowid)
 
     def delete(self, groups: list[Group]) -> None:
         self.db.executemany(

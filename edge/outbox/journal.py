@@ -42,6 +42,7 @@ class Journal:
         self.active = 0  # segment number being appended to (0: none yet)
         self.synced_offset = 0
         self._needs_header = False
+        self._sizes: dict[int, int] | None = None  # bytes per segment, once known
         # the record every new segment starts with (the dictionary), so it decodes on its own
         self.header: Callable[[], tuple[int, object]] | None = None
 
@@ -116,6 +117,8 @@ class Journal:
                 written = os.pwrite(self._fd, view, self._offset)
                 self._offset += written
                 view = view[written:]
+            if self._sizes is not None:
+                self._sizes[self.active] = self._offset
             if self.durable and sync:
                 os.fdatasync(self._fd)
                 self.synced_offset = self._offset
@@ -142,6 +145,8 @@ class Journal:
         if self.durable:
             _fsync_dir(self.dir)
         self._fd, self._offset, self.active, self.synced_offset = fd, 0, nxt, 0
+        if self._sizes is not None:
+            self._sizes[nxt] = 0
         self._needs_header = True
 
     def _close_fd(self) -> None:
@@ -158,6 +163,8 @@ class Journal:
                 self.active = seg  # the next append opens a new segment after it
                 self._offset = 0
             self._path(seg).unlink(missing_ok=True)
+            if self._sizes is not None:
+                self._sizes.pop(seg, None)
 
     def close(self) -> None:
         self._close_fd()

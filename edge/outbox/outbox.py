@@ -38,7 +38,16 @@ from edge.outbox.eviction import DiskGuard, expired, oldest_chunk
 from edge.outbox.gaps import Gap, Gaps
 from edge.outbox.groups import DictEntry, Dictionary, Group, GroupRows, decode_group, encode_group
 from edge.outbox.journal import DICT, GROUP, SETTLE, STATE, Journal
-from edge.outbox.ranges import Ranges, complement, contains, covers, merge, runs, subtract
+from edge.outbox.ranges import (
+    Ranges,
+    complement,
+    contains,
+    covers,
+    intersect,
+    merge,
+    runs,
+    subtract,
+)
 from edge.outbox.schema import OutboxError, Store, storage_full
 from edge.outbox.sequence import Resume, SeqFile
 
@@ -106,6 +115,8 @@ class Outbox:
         self._retry_at = 0.0
         self._disk_full = False
         self._last_maintenance = 0.0
+        self._held_obs = 0
+        self._disk_checked = (-1e9, False)  # (monotonic time, low?): statvfs at most once a second
         self._open()
 
     # ================================================================== opening
@@ -177,7 +188,7 @@ class Outbox:
                 self._memory.append(group)
         self._memory.sort(key=lambda g: g.first)
         everyone = self._conf.everyone()
-        self._memory = [g for g in self._memory if not self._finished(everyone, g)]
+        self._set_memory([g for g in self._memory if not self._finished(everyone, g)])
 
     def _replay_record(self, seg: int, kind: int, payload: object, now: float) -> Group | None:
         """Apply one journal record; a group not yet in the database is returned."""
@@ -198,7 +209,7 @@ class Outbox:
             if n and first + n - 1 > self._spilled_to:  # else: state only, or in the database
                 obs = decode_group(self._dictionary, first, n, data)
                 return Group(first, first + n - 1, n, t_min, t_max, observations=obs,
-                             segment=seg, committed_at=now)
+                             segment=seg, committed_at=now, blob=data)
         return None
 
     def _begin_epoch(self) -> None:
@@ -268,7 +279,7 @@ class Outbox:
             self._begin_epoch()
             if n:
                 self._seq.reserve(last, self._low())
-            segment = self._append_record(obs, first)
+            segment, blob = self._append_record(obs, first)
         except OSError as exc:
             if not storage_full(exc):
                 raise
@@ -288,7 +299,8 @@ class Outbox:
         t_min = min(o.phenomenon_ms for o in obs)
         t_max = max(o.phenomenon_ms for o in obs)
         self._memory.append(Group(first, last, n, t_min, t_max, observations=obs,
-                                  segment=segment, committed_at=self._mono()))
+                                  segment=segment, committed_at=self._mono(), blob=blob))
+        self._held_obs += n
         self.counters.received += n
         self.counters.committed_groups += 1
         for hook in self.on_commit:
@@ -296,18 +308,20 @@ class Outbox:
         self._enforce_limits()
         return n
 
-    def _append_record(self, obs: list[Observation], first: int) -> int:
-        """One journal record for the pending group (or staged state alone)."""
+    def _append_record(self, obs: list[Observation], first: int) -> tuple[int, bytes]:
+        """One journal record for the pending group (or staged state alone); its segment and
+        the encoded group."""
         if not obs:
-            return self._journal.append(STATE, [self._staged])
+            return self._journal.append(STATE, [self._staged]), b""
         try:
             data, t_min, t_max = encode_group(self._dictionary, obs, None)
             fresh = self._dictionary.take_fresh()
             try:
-                return self._journal.append(
+                segment = self._journal.append(
                     GROUP, [first, len(obs), data, t_min, t_max, self._staged,
                             [list(e) for e in fresh]]
                 )
+                return segment, data
             except OSError:
                 self._dictionary.fresh = fresh + self._dictionary.fresh
                 for e in fresh:
@@ -367,16 +381,21 @@ class Outbox:
         """Write the unconfirmed observations of memory groups to the database (one
         transaction, with a snapshot of state and confirmations); then retire segments."""
         everyone = self._conf.everyone()
-        obs = [o for g in groups for o in g.observations or []
+        whole = [g for g in groups if g.blob and not intersect(everyone, [(g.first, g.last)])]
+        kept = {id(g) for g in whole}
+        obs = [o for g in groups if id(g) not in kept for o in g.observations or []
                if not contains(everyone, o.sequence or 0)]
-        if obs and self._disk_low():
+        count = len(obs) + sum(g.n for g in whole)
+        if count and self._disk_low():
             self._note_disk_full()
             if self.settings.eviction == "oldest":
-                self._evict_for(len(obs), "disk-full")
+                self._evict_for(count, "disk-full")
         top = max((g.last for g in groups), default=self._spilled_to)
         try:
             with self._store.transaction() as db:
-                row = self._rows.insert(obs) if obs else None
+                rows = [self._rows.insert_encoded(g) for g in whole]
+                if obs:
+                    rows.append(self._rows.insert(obs))
                 self._snapshot(db, spilled_to=max(top, self._spilled_to))
         except sqlite3.Error as exc:
             self._storage_trouble(exc)
@@ -388,13 +407,13 @@ class Outbox:
                 self._store.checkpoint()
         self._spilled_to = max(top, self._spilled_to)
         gone = {id(g) for g in groups}
-        self._memory = [g for g in self._memory if id(g) not in gone]
-        if row is not None:
+        self._set_memory([g for g in self._memory if id(g) not in gone])
+        for row in rows:
             bisect.insort(self._stored, row, key=lambda g: g.first)
-            self.counters.spilled += len(obs)
-        if obs:
+        self.counters.spilled += count
+        if count:
             log.info("outbox spilled unconfirmed observations to the database",
-                     extra={"event": "spilled", "count": len(obs)})
+                     extra={"event": "spilled", "count": count})
         if retire_all and not self._memory:
             self._journal.retire(self._journal.segments())
         else:
@@ -440,14 +459,24 @@ class Outbox:
         return self.size_bytes() > self.settings.max_bytes
 
     def _disk_low(self) -> bool:
+        at, low = self._disk_checked
+        now = self._mono()
+        if now - at < 1.0:
+            return low
         try:
-            return self._disk.low()
+            low = self._disk.low()
         except OSError:
-            return False
+            low = False
+        self._disk_checked = (now, low)
+        return low
+
+    def _set_memory(self, groups: list[Group]) -> None:
+        self._memory = groups
+        self._held_obs = sum(g.n for g in groups)
 
     def _held(self) -> int:
         """Observations held in memory (journal groups not yet spilled)."""
-        return sum(g.n for g in self._memory)
+        return self._held_obs
 
     def _enforce_limits(self) -> None:
         if self._held() > self.settings.memory_max_obs:
@@ -522,7 +551,7 @@ class Outbox:
     def _forget_stored(self, groups: list[Group]) -> None:
         gone = {id(g) for g in groups}
         self._stored = [g for g in self._stored if id(g) not in gone]
-        self._memory = [g for g in self._memory if id(g) not in gone]
+        self._set_memory([g for g in self._memory if id(g) not in gone])
         self._rows.forget(groups)
 
     # ================================================================== disk trouble
@@ -601,7 +630,7 @@ class Outbox:
 
     def _release_confirmed(self) -> None:
         everyone = self._conf.everyone()
-        self._memory = [g for g in self._memory if not self._finished(everyone, g)]
+        self._set_memory([g for g in self._memory if not self._finished(everyone, g)])
         finished = [g for g in self._stored if self._finished(everyone, g)]
         if finished:
             floor = self._floor(without=finished)
