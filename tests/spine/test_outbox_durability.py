@@ -56,15 +56,21 @@ CHILD = textwrap.dedent("""
     from edge.outbox import Outbox
 
     log_path = os.environ.get("FSYNC_LOG")
-    if log_path:
-        real = os.fdatasync
+    if log_path:  # note, at every fdatasync, how far each journal file has been written
+        real_sync, real_pwrite = os.fdatasync, os.pwrite
+        written = {}
         log = open(log_path, "a")
-        def tracked(fd):
-            real(fd)
-            log.write(json.dumps([os.readlink(f"/proc/self/fd/{fd}"),
-                                  os.lseek(fd, 0, os.SEEK_END)]) + "\\n")
+        def name(fd):
+            return os.readlink(f"/proc/self/fd/{fd}")
+        def pwrite(fd, data, offset):
+            n = real_pwrite(fd, data, offset)
+            written[name(fd)] = max(written.get(name(fd), 0), offset + n)
+            return n
+        def fdatasync(fd):
+            real_sync(fd)
+            log.write(json.dumps([name(fd), written.get(name(fd), 0)]) + "\\n")
             log.flush()
-        os.fdatasync = tracked
+        os.pwrite, os.fdatasync = pwrite, fdatasync
     settings = BufferSettings(**json.loads(sys.argv[2]))
     box = Outbox(Path(sys.argv[1]), settings, "gw-test")
     s = Datastream("gw-test", "sds", "pm2_5"); p = Provenance("SDS011")
@@ -158,7 +164,8 @@ def test_wal_damage_never_reuses_a_sequence_number(tmp_path: Path, damage: str) 
 
 
 def cut_to_fsynced(path: Path, fsync_log: Path) -> None:
-    """A power cut: each journal segment keeps only what an fdatasync made durable."""
+    """A power cut: each journal segment keeps only what an fdatasync made durable; what
+    follows is lost (zeros) with a half-written sector of garbage at its start."""
     synced: dict[str, int] = {}
     if fsync_log.exists():
         for line in fsync_log.read_text().splitlines():
@@ -166,13 +173,12 @@ def cut_to_fsynced(path: Path, fsync_log: Path) -> None:
             synced[name] = max(synced.get(name, 0), length)
     for seg in journal_files(path):
         keep = synced.get(str(seg), 0)
-        if keep == 0:
-            seg.unlink()
-        else:
-            with open(seg, "r+b") as fh:
-                fh.truncate(keep)
-                fh.seek(keep)
-                fh.write(os.urandom(100))  # half-written garbage after the durable part
+        size = seg.stat().st_size
+        with open(seg, "r+b") as fh:
+            fh.seek(keep)
+            fh.write(bytes(max(size - keep, 0)))
+            fh.seek(keep)
+            fh.write(os.urandom(300))
 
 
 def test_power_cut_full_durability_keeps_every_committed_observation(tmp_path: Path) -> None:
@@ -194,6 +200,7 @@ def test_power_cut_normal_durability_loses_only_unsynced_and_announces_it(tmp_pa
     fsync_log = tmp_path / "fsyncs.jsonl"
     reported = run_child(path, {"durability": "normal", "spill_after_s": 600}, 2000, fsync_log)
     cut_to_fsynced(path, fsync_log)  # normal mode never fdatasyncs the journal: all of it goes
+    assert not fsync_log.exists() or "outbox.db.j" not in fsync_log.read_text()
     box = Outbox(path, BufferSettings(), GW)
     assert drain(box) == []
     (gap,) = box.pending_gaps("default")
@@ -291,7 +298,7 @@ def test_failed_commit_keeps_the_pending_group(tmp_path: Path) -> None:
     def full(fd: int, data: object, offset: int) -> int:
         raise OSError(28, "No space left on device")
 
-    os.pwrite = full  # type: ignore[assignment]
+    os.pwrite = full
     try:
         assert box.commit() == 0
     finally:
