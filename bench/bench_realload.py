@@ -8,8 +8,9 @@ Starts one local Mosquitto, the twin receiver (`duet-edge ingest`) and a subscri
 counts MQTT payload bytes per gateway on the broker side; then, side by side, one gateway
 process per combination of
 
-* code: this tree ("ours") and the previous design (``--baseline-rev``, default ``main``,
-  unpacked with ``git archive`` into a temporary directory and run from there);
+* code: this tree ("ours") and the previous design (``--baseline-rev``, default the commit
+  this branch left main at, unpacked with ``git archive`` into a temporary directory and run
+  from there with the same virtual environment);
 * scenario: ``online`` (broker up) and ``offline`` (the uplink points at a closed port);
 * durability: ``normal`` and ``full``;
 
@@ -78,6 +79,12 @@ def baseline_tree(rev: str, tmp: Path) -> Path:
     with tarfile.open(tar_path) as tar:
         tar.extractall(dest, filter="data")
     return dest
+
+
+def merge_base() -> str:
+    """The commit this branch started from on main: the previous design."""
+    return subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"],
+                          capture_output=True, text=True, check=True).stdout.strip()
 
 
 class WireCounter:
@@ -207,9 +214,13 @@ def sample(run: Run, wire: WireCounter) -> dict[str, float]:
     }
 
 
-def finish(run: Run, end: dict[str, float]) -> None:
+def finish(run: Run, end: dict[str, float], tmp: Path) -> None:
     s = run.start
     assert run.proc is not None
+    if run.proc.poll() is not None:  # died: say why instead of printing zeros
+        tail = (tmp / f"{run.gateway_id}.log").read_text(errors="replace")[-1500:]
+        print(f"{run.gateway_id} exited with {run.proc.returncode}:\n{tail}", file=sys.stderr)
+        return
     seconds = end["t"] - s["t"]
     if run.scenario == "online":
         n_obs = end["wire_obs"] - s["wire_obs"]
@@ -234,8 +245,9 @@ def finish(run: Run, end: dict[str, float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=5.0)
-    parser.add_argument("--baseline-rev", default="main",
-                        help="git revision of the previous design ('' to skip it)")
+    parser.add_argument("--baseline-rev", default=None,
+                        help="git revision of the previous design (default: where this branch "
+                        "left main, `git merge-base HEAD main`; '' to skip it)")
     parser.add_argument("--scenarios", default="online,offline")
     parser.add_argument("--durability", default="normal,full")
     parser.add_argument("--quality", action="store_true", help="turn the quality stage on")
@@ -252,8 +264,9 @@ def main() -> None:
     wire = WireCounter(port)
     dead_port = free_port()
     trees = [("ours", ROOT)]
-    if args.baseline_rev:
-        trees.append(("previous", baseline_tree(args.baseline_rev, tmp)))
+    rev = merge_base() if args.baseline_rev is None else args.baseline_rev
+    if rev:
+        trees.append(("previous", baseline_tree(rev, tmp)))
     runs = [
         Run(code, tree, scenario, durability, tmp / f"data-{code}-{scenario}-{durability}")
         for code, tree in trees
@@ -265,10 +278,13 @@ def main() -> None:
             start_gateway(run, port, dead_port, args.quality, tmp)
         time.sleep(WARMUP_S)
         for run in runs:
+            if run.proc is not None and run.proc.poll() is not None:
+                log_tail = (tmp / f"{run.gateway_id}.log").read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"{run.gateway_id} did not start:\n{log_tail}")
             run.start = sample(run, wire)
         time.sleep(args.minutes * 60)
         for run in runs:
-            finish(run, sample(run, wire))
+            finish(run, sample(run, wire), tmp)
     finally:
         for run in runs:
             if run.proc is not None:
