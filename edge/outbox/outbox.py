@@ -116,6 +116,7 @@ class Outbox:
         self._disk_full = False
         self._last_maintenance = 0.0
         self._held_obs = 0
+        self._release_again = False  # a delete of confirmed rows failed: try again
         self._disk_checked = (-1e9, False)  # (monotonic time, low?): statvfs at most once a second
         self._open()
 
@@ -369,6 +370,8 @@ class Outbox:
                 self._spill(list(self._memory))
         if now - self._last_maintenance >= 1.0:
             self._last_maintenance = now
+            if self._release_again:
+                self._release_confirmed()
             self._retire_segments()
             self._enforce_limits()
             if self._disk_full and not self._disk_low() and now >= self._retry_at:
@@ -641,9 +644,11 @@ class Outbox:
                     self._rows.delete(finished)
                     self._conf.save(db)
             except sqlite3.Error as exc:
-                self._conf.done = saved
+                self._conf.done = saved  # confirmed still; deleted by a later try (tick)
+                self._release_again = True
                 self._storage_trouble(exc)
                 return
+            self._release_again = False
             self._forget_stored(finished)
         elif self._memory or self._stored:
             self._conf.trim(self._floor())

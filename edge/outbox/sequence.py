@@ -82,7 +82,12 @@ class SeqFile:
         (database, journal, dead letters). Writes nothing: :meth:`begin` does."""
         rec = self.record
         clean = rec.clean is not None and rec.clean == stored_max and rec.reserved >= stored_max
-        nxt = stored_max + 1 if clean else max(rec.reserved, stored_max) + 1
+        reserved = rec.reserved
+        if stored_max and not reserved:
+            # the side file is missing or unreadable although numbers were used: a block
+            # beyond what is stored may have been handed out and lost
+            reserved = stored_max + SEQ_RESERVE
+        nxt = stored_max + 1 if clean else max(reserved, stored_max) + 1
         self.next_seq = nxt
         return Resume(nxt, clean, stored_max + 1, nxt - 1, rec.low, rec.epoch + 1)
 

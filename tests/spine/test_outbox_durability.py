@@ -307,3 +307,93 @@ def test_failed_commit_keeps_the_pending_group(tmp_path: Path) -> None:
     assert box.commit() == 3
     assert box.next_batch("default", 10).sequences == [1, 2, 3]
     box.close()
+
+
+def _trigger(path: Path, sql: str) -> None:
+    """A second connection installs (or drops) a trigger: a write the outbox cannot do."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.execute(sql)
+    db.commit()
+    db.close()
+
+
+def rows(path: Path) -> int:
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT count(*) FROM grp").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_every_write_path_rolls_back_and_recovers(tmp_path: Path) -> None:
+    """Issue 12 item 4: a failing transaction leaves neither an open transaction nor
+    in-memory bookkeeping that disagrees with the file; the next attempt succeeds."""
+    path = tmp_path / "o.db"
+    now = [0.0]
+    box = Outbox(path, BufferSettings(spill_after_s=1), GW, monotonic=lambda: now[0])
+    box.append([obs(i) for i in range(10)])
+    box.commit()
+    box.next_batch("default", 100)
+    # spill refused by the database: kept in memory (and journal), retried later
+    _trigger(path, "CREATE TRIGGER no_ins BEFORE INSERT ON grp BEGIN "
+                   "SELECT RAISE(ABORT, 'refused'); END")
+    now[0] += 2
+    box.tick()
+    assert box.counters.spilled == 0 and box.depth() == 10
+    _trigger(path, "DROP TRIGGER no_ins")
+    now[0] += 2
+    box.tick()
+    assert box.counters.spilled == 10
+    # deleting confirmed rows refused: confirmations roll back too, rows stay pending
+    _trigger(path, "CREATE TRIGGER no_del BEFORE DELETE ON grp BEGIN "
+                   "SELECT RAISE(ABORT, 'refused'); END")
+    box.settle("default", Delivery(confirmed=list(range(1, 11))))
+    assert box.depth() == 0  # confirmed is confirmed...
+    assert rows(path) == 1  # ...but the row could not go yet
+    _trigger(path, "DROP TRIGGER no_del")
+    now[0] += 2
+    box.tick()  # tried again
+    assert rows(path) == 0 and box.depth() == 0
+    # dead letters: a refused transaction raises, nothing half-done
+    box.append([obs(i) for i in range(3)])
+    box.commit()
+    batch = box.next_batch("default", 10)
+    _trigger(path, "CREATE TRIGGER no_dead BEFORE INSERT ON dead_letter BEGIN "
+                   "SELECT RAISE(ABORT, 'refused'); END")
+    with pytest.raises(Exception, match="refused"):
+        box.settle("default", Delivery(rejected={batch.sequences[0]: "bad"}))
+    assert box.dead_letters() == [] and box.depth() == 3
+    _trigger(path, "DROP TRIGGER no_dead")
+    box.settle("default", Delivery(confirmed=batch.sequences[1:],
+                                   rejected={batch.sequences[0]: "bad"}))
+    assert box.depth() == 0 and len(box.dead_letters()) == 1
+    # requeue refused: the dead letter stays where it was
+    _trigger(path, "CREATE TRIGGER no_ins2 BEFORE INSERT ON grp BEGIN "
+                   "SELECT RAISE(ABORT, 'refused'); END")
+    with pytest.raises(Exception, match="refused"):
+        box.requeue_dead_letters()
+    assert len(box.dead_letters()) == 1 and box.depth() == 0
+    _trigger(path, "DROP TRIGGER no_ins2")
+    assert box.requeue_dead_letters() == 1 and box.depth() == 1
+    # gaps reported: a refused update keeps them pending, no exception escapes
+    box.close()
+    box = Outbox(path, BufferSettings(), GW)
+    box.append([obs(0)])
+    box.commit()
+    box.close()
+    (tmp_path / "o.db.seq").write_text("garbage")  # forces an unclean restart: one gap
+    box = Outbox(path, BufferSettings(), GW)
+    gaps = box.pending_gaps("default")
+    assert gaps
+    _trigger(path, "CREATE TRIGGER no_upd BEFORE UPDATE ON gap BEGIN "
+                   "SELECT RAISE(ABORT, 'refused'); END")
+    box.gaps_reported("default", gaps)
+    assert box.pending_gaps("default") == gaps
+    _trigger(path, "DROP TRIGGER no_upd")
+    box.gaps_reported("default", gaps)
+    assert box.pending_gaps("default") == []
+    box.close()
