@@ -109,7 +109,7 @@ for _lo in range(0, 80, 10):
         1.0,
     )
 
-# Telraam per-direction class counts and the car speed histogram (radar traffic, edge/traffic.py).
+# Telraam per-direction class counts and the car speed histogram (radar traffic, edge/sensors/ops243/traffic.py).
 for _cls in ("pedestrian", "bike", "car", "heavy"):
     for _side in ("lft", "rgt"):
         QUANTITIES[f"{_cls}_{_side}"] = Quantity(

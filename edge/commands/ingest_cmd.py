@@ -9,9 +9,9 @@ from pathlib import Path
 
 import typer
 
-from edge.config import TlsSettings
 from edge.ingest.receiver import Receiver, ReceiverSettings
 from edge.logs import setup_logging
+from edge.tls import TlsSettings
 
 
 def ingest(

@@ -32,7 +32,7 @@ def stats(config: Path) -> None:
 
     cfg = load_config(config)
     _open(config).close()  # a clear message when there is no outbox yet
-    uplinks = [name for name, settings in cfg.uplinks if settings is not None] or ["none"]
+    uplinks = cfg.uplink_names() or ["none"]
     s = summarize(cfg.outbox_path, uplinks)
     table = Table("what", "value")
     table.add_row("unsent observations", str(s.unsent))
@@ -64,7 +64,7 @@ def requeue(config: Path) -> None:
     from edge.outbox import Outbox
 
     cfg = load_config(config)
-    uplinks = [name for name, settings in cfg.uplinks if settings is not None] or ["none"]
+    uplinks = cfg.uplink_names() or ["none"]
     outbox = Outbox(cfg.outbox_path, cfg.buffer, cfg.gateway.id, uplinks=uplinks)
     n = outbox.requeue_dead_letters()
     outbox.close()

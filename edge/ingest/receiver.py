@@ -21,10 +21,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.backoff import Backoff
-from edge.config import TlsSettings
 from edge.contract import ContractError, DecodedBatch, decode_batch
 from edge.ingest.store import ReceiverStore
-from edge.uplinks.mqtt import read_secret, tls_context
+from edge.tls import TlsSettings, read_secret, tls_context
 
 log = logging.getLogger("duet.ingest")
 

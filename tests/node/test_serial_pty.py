@@ -19,7 +19,7 @@ from edge.config import BufferSettings
 from edge.node.serial_source import NodeSerialSource
 from edge.node.settings import NodeSerialOptions
 from edge.outbox import Outbox
-from edge.sources.base import SourceContext, SourceHealth
+from edge.seams import SourceContext, SourceHealth
 from hil.node_emulator import NodeEmulator
 
 pytestmark = pytest.mark.timeout(90)
