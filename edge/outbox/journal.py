@@ -277,7 +277,8 @@ class Journal:
             path = self._path(seg)
             if self.direct and not self._spare.exists():
                 with contextlib.suppress(OSError):
-                    os.replace(path, self._spare)
+                    if path.stat().st_size == SEGMENT_BYTES:  # preallocated: worth keeping
+                        os.replace(path, self._spare)
             path.unlink(missing_ok=True)
             self._sizes.pop(seg, None)
 
