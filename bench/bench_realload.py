@@ -27,10 +27,8 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -40,51 +38,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import bench.bench_spine as spine  # noqa: E402
 from edge.contract import decode_batch  # noqa: E402
 from edge.outbox import summarize  # noqa: E402
 from hil.emulators import EMULATORS  # noqa: E402
 
 N_SENSORS = 10
 WARMUP_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_mosquitto(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    conf = tmp / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest none\n")
-    proc = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)])
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("mosquitto did not start")
-
-
-def baseline_tree(rev: str, tmp: Path) -> Path:
-    """The previous design's code, unpacked from git (no worktree is registered)."""
-    dest = tmp / f"baseline-{rev.replace('/', '_')}"
-    dest.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True,
-                             check=True).stdout
-    tar_path = tmp / "baseline.tar"
-    tar_path.write_bytes(archive)
-    with tarfile.open(tar_path) as tar:
-        tar.extractall(dest, filter="data")
-    return dest
-
-
-def merge_base() -> str:
-    """The commit this branch started from on main: the previous design."""
-    return subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"],
-                          capture_output=True, text=True, check=True).stdout.strip()
 
 
 class WireCounter:
@@ -148,18 +108,6 @@ def proc_io(pid: int) -> dict[str, int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def last_seq(run: Run) -> int:
     try:
         return summarize(run.data / "outbox.db", ["mqtt"]).last_seq
@@ -207,7 +155,7 @@ def sample(run: Run, wire: WireCounter) -> dict[str, float]:
         "t": time.monotonic(),
         "write_bytes": io["write_bytes"],
         "cancelled": io["cancelled_write_bytes"],
-        "cpu": cpu_seconds(pid),
+        "cpu": spine._cpu_seconds(pid),
         "wire_bytes": wire_bytes.get(run.gateway_id, 0),
         "wire_obs": wire_obs.get(run.gateway_id, 0),
         "last_seq": last_seq(run),
@@ -238,7 +186,7 @@ def finish(run: Run, end: dict[str, float], tmp: Path) -> None:
         "wire_bytes_per_obs": round((end["wire_bytes"] - s["wire_bytes"]) / n, 1)
         if run.scenario == "online" else "",
         "cpu_percent_of_one_core": round((end["cpu"] - s["cpu"]) / seconds * 100, 2),
-        "peak_rss_mb": round(status_kib(run.proc.pid, "VmHWM") / 1024, 1),
+        "peak_rss_mb": round(spine._status_kib(run.proc.pid, "VmHWM") / 1024, 1),
     }
 
 
@@ -255,18 +203,18 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-realload-"))
-    broker, port = start_mosquitto(tmp)
+    broker, port = spine._mosquitto(tmp)
     receiver = subprocess.Popen(
         [sys.executable, "-c", "from edge.cli import main; main()", "ingest", "--port", str(port),
          "--store", str(tmp / "twin.db")],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wire = WireCounter(port)
-    dead_port = free_port()
+    dead_port = spine._free_port()
     trees = [("ours", ROOT)]
-    rev = merge_base() if args.baseline_rev is None else args.baseline_rev
+    rev = spine.previous_rev() if args.baseline_rev is None else args.baseline_rev
     if rev:
-        trees.append(("previous", baseline_tree(rev, tmp)))
+        trees.append(("previous", spine._previous_tree(rev)))
     runs = [
         Run(code, tree, scenario, durability, tmp / f"data-{code}-{scenario}-{durability}")
         for code, tree in trees
@@ -311,6 +259,9 @@ def main() -> None:
         for r in results:
             print(" | ".join(str(r[k]) for k in keys))
     shutil.rmtree(tmp, ignore_errors=True)
+    for code, tree in trees:
+        if code == "previous":
+            shutil.rmtree(tree, ignore_errors=True)
 
 
 if __name__ == "__main__":

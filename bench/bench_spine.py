@@ -115,6 +115,12 @@ def _raw_sqlite(n_raw: int = 400_000) -> tuple[float, float]:
     return n_raw / raw_s, raw_bytes
 
 
+def previous_rev() -> str:
+    """The commit this branch left main at: the previous design."""
+    return subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
 def _previous_tree(rev: str) -> Path:
     """The previous design's source, unpacked with git archive (no worktree registered)."""
     dest = Path(tempfile.mkdtemp(prefix="bench-previous-"))
@@ -143,11 +149,7 @@ def bench_ingest() -> dict[str, float]:
         "raw_sqlite_rows_per_s": raw_rate,
         "raw_sqlite_bytes_per_row": raw_bytes,
     }
-    rev = os.environ.get("BASELINE_REV") or subprocess.run(
-        ["git", "-C", str(ROOT), "merge-base", "HEAD", "main"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()
-    previous = _previous_tree(rev)
+    previous = _previous_tree(os.environ.get("BASELINE_REV") or previous_rev())
     try:
         for durability in ("normal", "full"):
             for code, tree in (("ours", ROOT), ("previous", previous)):

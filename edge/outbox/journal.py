@@ -42,6 +42,8 @@ from pathlib import Path
 
 import cbor2
 
+from edge.outbox.sequence import fsync_dir
+
 SEGMENT_BYTES = 1 << 20
 SECTOR = 512
 DIRECT_BUFFER = 1 << 16  # initial size of the page-aligned buffer for direct writes
@@ -233,7 +235,7 @@ class Journal:
         else:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             if self.durable:
-                _fsync_dir(self.dir)
+                fsync_dir(self.dir)
         self._fd, self._offset, self.active, self.synced_offset = fd, 0, nxt, 0
         self._sizes[nxt] = 0
         self._needs_header = True
@@ -258,7 +260,7 @@ class Journal:
             except OSError:
                 tmp.unlink(missing_ok=True)
                 raise
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def _close_fd(self) -> None:
         for fd in (self._fd, self._dfd):
@@ -284,11 +286,3 @@ class Journal:
 
     def close(self) -> None:
         self._close_fd()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
