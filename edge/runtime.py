@@ -71,7 +71,7 @@ def find_bundle_sink(config: GatewayConfig) -> BundleSink | None:
     return sinks[0] if sinks else None
 
 
-class _StageState:
+class OutboxStateStore:
     """A stage's :class:`edge.seams.StateStore`: keys prefixed, values kept by the outbox."""
 
     def __init__(self, outbox: Outbox, prefix: str) -> None:
@@ -190,7 +190,7 @@ class Gateway:
             for name, uplink in self.uplinks.items()
         ]
         for stage in self.stages:
-            stage.open(_StageState(self.outbox, f"stage:{stage.name}/"))
+            stage.open(OutboxStateStore(self.outbox, f"stage:{stage.name}/"))
         committer = asyncio.create_task(self._committer(), name="committer")
         log.info(
             "gateway started",

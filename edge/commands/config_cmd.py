@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 
 from edge.config import ConfigError, GatewayConfig, load_config, preflight
+from edge.console import PlainTyper
 
-app = typer.Typer(no_args_is_help=True)
+app = PlainTyper(no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
 
@@ -37,10 +38,10 @@ def check(
     if as_json:
         typer.echo(json.dumps(_summary(path, config, problems), indent=2))
     elif problems:
-        err.print(f"[red]✗ {path}[/red]: {len(problems)} problem(s)")
+        err.print(f"[red]✗ {path}[/red]: {len(problems)} problem(s)", soft_wrap=True)
         for problem in problems:
             err.print("  [red]-[/red] ", end="")
-            err.print(problem, markup=False, highlight=False)
+            err.print(problem, markup=False, highlight=False, soft_wrap=True)
     elif config is not None:
         console.print(
             f"[green]✓[/green] {path}: gateway {config.gateway.id!r}, "

@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from edge.config import load_config
+from edge.console import PlainTyper
 
-app = typer.Typer(no_args_is_help=True)
+app = PlainTyper(no_args_is_help=True)
 console = Console()
 
 
