@@ -4,6 +4,10 @@ Run:  .venv/bin/python bench/bench_spine.py [ingest|drain|wire|footprint|all] [s
 
 ``seconds``: how long the real-load part of ``wire`` counts (default 300).
 
+``ingest`` also measures the previous design: the source of git revision ``$BASELINE_REV``
+(default: the commit this branch left main at) unpacked with ``git archive`` and run in its
+own process.
+
 Every figure is printed beside a baseline measured in the same run (this machine is shared
 and noisy: compare ratios, not absolute numbers across runs).
 """
@@ -18,20 +22,25 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+if len(sys.argv) > 2 and sys.argv[1] == "ingest-child":  # run from another source tree
+    sys.path.insert(0, sys.argv[2])
+else:
+    sys.path.insert(0, str(ROOT))
 
-from edge.config import BufferSettings, SourceSettings
-from edge.contract import encode_batch
-from edge.model import Batch, Datastream, Delivery, Observation, Provenance
-from edge.outbox import Outbox
-from edge.seams import SourceContext, SourceHealth
-from edge.sensors.sds011.codec import Sds011Decoder, data_frame
-from edge.sources.serial import SerialSource
+from edge.config import BufferSettings, SourceSettings  # noqa: E402
+from edge.contract import encode_batch  # noqa: E402
+from edge.model import Batch, Datastream, Delivery, Observation, Provenance  # noqa: E402
+from edge.outbox import Outbox  # noqa: E402
+from edge.seams import SourceContext, SourceHealth  # noqa: E402
+from edge.sensors.sds011.codec import Sds011Decoder, data_frame  # noqa: E402
+from edge.sources.serial import SerialSource  # noqa: E402
 
 GW = "gw-bench"
 
@@ -44,13 +53,49 @@ def write_bytes() -> int:
     return 0
 
 
-def bench_ingest(n_frames: int = 200_000) -> dict[str, float]:
-    """Decode SDS011 frames (2 observations each) and commit them durably to the outbox."""
+def ingest_once(durability: str, n_frames: int = 200_000) -> dict[str, float]:
+    """Decode SDS011 frames (2 observations each), commit them to an outbox, drain, close.
+
+    Uses only the outbox's public API, so the same function measures the previous design
+    (``ingest-child`` below runs it from another source tree).
+    """
+    from edge.runtime import tune_gc
+
+    tune_gc()  # the gateway process' GC settings
     frames = b"".join(data_frame(10 + (i % 500) / 10, 20 + (i % 300) / 10) for i in range(2000))
     chunks = [frames[i : i + 4096] for i in range(0, len(frames), 4096)]
-    rounds = n_frames // 2000
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    # baseline: raw sqlite3, WAL, 500-row transactions, a comparable 6-column row
+    box = Outbox(tmp / "outbox.db", BufferSettings(commit_rows=500, durability=durability), GW)
+    src = SerialSource(SourceSettings(name="sds", type="sds011", port="/dev/null"), GW)
+    ctx = SourceContext(GW, box.append, SourceHealth("sds"))
+    decoder = Sds011Decoder()
+    w0 = write_bytes()
+    t0 = time.perf_counter()
+    for _ in range(n_frames // 2000):
+        for chunk in chunks:
+            box.append(src._observations(ctx, decoder.feed(chunk)))
+    box.commit()
+    ours_s = time.perf_counter() - t0
+    n_obs = box.counters.received
+    ingest_bytes = (write_bytes() - w0) / n_obs
+    # draining deletes what was stored: count those writes too, and the clean close
+    w1 = write_bytes()
+    while batch := box.next_batch("default", 5000):
+        box.settle("default", Delivery(confirmed=batch.sequences))
+    box.close()
+    drain_bytes = (write_bytes() - w1) / n_obs
+    shutil.rmtree(tmp)
+    return {
+        "obs_per_s": n_obs / ours_s,
+        "ingest_bytes_per_obs": ingest_bytes,
+        "drain_and_close_bytes_per_obs": drain_bytes,
+        "lifetime_bytes_per_obs": ingest_bytes + drain_bytes,
+    }
+
+
+def _raw_sqlite(n_raw: int = 400_000) -> tuple[float, float]:
+    """Baseline: raw sqlite3, WAL, 500-row transactions, a comparable 6-column row."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-raw-"))
     db = sqlite3.connect(tmp / "raw.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
@@ -58,7 +103,6 @@ def bench_ingest(n_frames: int = 200_000) -> dict[str, float]:
         "CREATE TABLE t(seq INTEGER PRIMARY KEY, ds INT, prov INT, t INT, v REAL, pending INT)"
     )
     rows = [(None, 1, 1, 1_700_000_000_000 + i, 12.3 + i % 100, 1) for i in range(500)]
-    n_raw = n_frames * 2
     w0 = write_bytes()
     t0 = time.perf_counter()
     for _ in range(n_raw // 500):
@@ -69,42 +113,52 @@ def bench_ingest(n_frames: int = 200_000) -> dict[str, float]:
     raw_s = time.perf_counter() - t0
     raw_bytes = (write_bytes() - w0) / n_raw
     db.close()
-    # ours: decode + observations + group commit (500 rows) through the real classes, with the
-    # gateway process' GC settings (edge.runtime.tune_gc)
-    from edge.runtime import tune_gc
-
-    tune_gc()
-    box = Outbox(tmp / "outbox.db", BufferSettings(commit_rows=500), GW)
-    src = SerialSource(SourceSettings(name="sds", type="sds011", port="/dev/null"), GW)
-    ctx = SourceContext(GW, box.append, SourceHealth("sds"))
-    decoder = Sds011Decoder()
-    w0 = write_bytes()
-    t0 = time.perf_counter()
-    for _ in range(rounds):
-        for chunk in chunks:
-            box.append(src._observations(ctx, decoder.feed(chunk)))
-    box.commit()
-    box._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    ours_s = time.perf_counter() - t0
-    n_obs = box.counters.received
-    ours_bytes = (write_bytes() - w0) / n_obs
-    # draining deletes rows: count those writes too (the full life of an observation on disk)
-    w1 = write_bytes()
-    while batch := box.next_batch("default", 5000):
-        box.settle("default", Delivery(confirmed=batch.sequences))
-    box._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    delete_bytes = (write_bytes() - w1) / n_obs
-    box.close()
     shutil.rmtree(tmp)
-    out = {
-        "raw_sqlite_rows_per_s": n_raw / raw_s,
+    return n_raw / raw_s, raw_bytes
+
+
+def previous_rev() -> str:
+    """The commit this branch left main at: the previous design."""
+    return subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _previous_tree(rev: str) -> Path:
+    """The previous design's source, unpacked with git archive (no worktree registered)."""
+    dest = Path(tempfile.mkdtemp(prefix="bench-previous-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True,
+                             check=True).stdout
+    (dest / "src.tar").write_bytes(archive)
+    with tarfile.open(dest / "src.tar") as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
+def _ingest_in(tree: Path, durability: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "ingest-child", str(tree), durability],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    result: dict[str, float] = json.loads(out.splitlines()[-1])
+    return result
+
+
+def bench_ingest() -> dict[str, float]:
+    """Ours (this tree) and the previous design (``BASELINE_REV``, default the merge base), each in a
+    fresh process, normal and full durability, beside raw SQLite inserts; same run."""
+    raw_rate, raw_bytes = _raw_sqlite()
+    out: dict[str, float] = {
+        "raw_sqlite_rows_per_s": raw_rate,
         "raw_sqlite_bytes_per_row": raw_bytes,
-        "ingest_obs_per_s": n_obs / ours_s,
-        "ingest_bytes_per_obs": ours_bytes,
-        "drain_delete_bytes_per_obs": delete_bytes,
-        "lifetime_bytes_per_obs": ours_bytes + delete_bytes,
-        "ratio_vs_raw_sqlite": (n_obs / ours_s) / (n_raw / raw_s),
     }
+    previous = _previous_tree(os.environ.get("BASELINE_REV") or previous_rev())
+    try:
+        for durability in ("normal", "full"):
+            for code, tree in (("ours", ROOT), ("previous", previous)):
+                for key, value in _ingest_in(tree, durability).items():
+                    out[f"{code}_{durability}_{key}"] = value
+    finally:
+        shutil.rmtree(previous, ignore_errors=True)
     return out
 
 
@@ -483,6 +537,9 @@ def bench_footprint(seconds: float = 60.0, n_sources: int = 10) -> dict[str, flo
 
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else "all"
+    if which == "ingest-child":
+        print(json.dumps(ingest_once(sys.argv[3])))
+        return
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 300.0
     runs = {
         "ingest": bench_ingest,

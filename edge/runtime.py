@@ -285,10 +285,18 @@ class Gateway:
             await asyncio.sleep(delay)
 
     async def _committer(self) -> None:
+        """Close group commits on time and let the outbox spill, retire and retry (tick).
+
+        Never dies: an unexpected error is logged and the next round tries again (a dead
+        committer would leave every later observation uncommitted)."""
         while True:
             await asyncio.sleep(self.options.commit_poll_s)
-            if self.outbox.commit_due():
-                self.outbox.commit()
+            try:
+                if self.outbox.commit_due():
+                    self.outbox.commit()
+                self.outbox.tick()
+            except Exception:
+                log.exception("outbox commit failed; retrying", extra={"event": "commit_error"})
 
     async def _shutdown(
         self,
