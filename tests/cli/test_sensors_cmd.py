@@ -36,7 +36,7 @@ def test_json_lists_every_registered_sensor_with_units_and_emulator() -> None:
         assert row["default_interval_s"] == desc.default_interval_s
         assert row["warmup_s"] == desc.warmup_s
         assert row["emulator"] is (name in emulators())
-        # README check: see test_every_sensor_folder_has_a_readme
+        assert Path(row["readme"]).name == "README.md" and Path(row["readme"]).is_file(), name
         if desc.interface == "serial":
             assert row["probe"] == (desc.probe.hex(" ") if desc.probe else "listen")
             assert set(row["options"]) == set(sensor.options.model_fields)
