@@ -16,6 +16,7 @@ DOCS = [
     "docs/upload-contract.md",
     "docs/sensors.md",
     "docs/ble.md",
+    "docs/adding-a-sensor.md",
     *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "edge" / "sensors").glob("*/README.md")),
 ]
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 HEADINGS = ("Protocol", "Quantities", "What the gateway sends", "Options", "Quirks", "Emulator",
             "Vectors")
-SENSOR_DOCS = ("docs/sensors.md",)
+SENSOR_DOCS = ("docs/sensors.md", "docs/adding-a-sensor.md")
 
 
 def _folder(sensor: plugins.Sensor) -> Path:
@@ -130,3 +130,26 @@ def test_python_blocks_run(doc: str, block: str, tmp_path: Path) -> None:
     script.write_text(block.replace("/tmp/duet-", f"{tmp_path}/duet-"), encoding="utf-8")
     result = _run(f"{sys.executable} {script}", tmp_path)
     assert result.returncode == 0, f"{doc}\n{result.stderr}"
+
+
+def test_adding_a_sensor_shows_the_commit_that_touched_one_folder(tmp_path: Path) -> None:
+    """The commit that added edge/sensors/pm1006 lists that folder and tests, nothing else,
+    and docs/adding-a-sensor.md shows that commit's files."""
+    shallow = _run("git rev-parse --is-shallow-repository", tmp_path)
+    if shallow.returncode != 0 or shallow.stdout.strip() == "true":
+        pytest.skip("needs the git history (not a shallow clone)")
+    doc = (ROOT / "docs" / "adding-a-sensor.md").read_text(encoding="utf-8")
+    (line,) = [cmd for d, cmd in _sh_lines() if d == "docs/adding-a-sensor.md"
+               and cmd.startswith("git show")]
+    real = _run(line, tmp_path)
+    assert real.returncode == 0, real.stderr
+
+    def files(text: str) -> list[str]:
+        return re.findall(r"^ (\S+) +\| ", text, re.M)
+
+    touched = files(real.stdout)
+    assert {f"edge/sensors/pm1006/{n}" for n in
+            ("__init__.py", "codec.py", "emulator.py", "vectors.json", "README.md")} <= set(touched)
+    assert all(f.startswith(("edge/sensors/pm1006/", "tests/")) for f in touched), touched
+    shown = doc.split("<!-- one-folder:stat -->", 1)[1]
+    assert files(_blocks(shown, "text")[0]) == touched
