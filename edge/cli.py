@@ -38,6 +38,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("edge.commands.demo_cmd", "demo"),
     ("edge.commands.ingest_cmd", "ingest"),
     ("edge.commands.scan_cmd", "scan"),
+    ("edge.commands.sensors_cmd", "sensors"),
 )
 
 
