@@ -1,10 +1,10 @@
 """The fenced blocks of the project's Markdown, and the markers that say how to run them.
 
-Every fenced block of README.md, docs/**/*.md and edge/sensors/*/README.md declares a
-language. Blocks in a shell language (``bash``, ``sh``, ``shell``, ``console``) are run by
+Every fenced block of README.md, CONTRIBUTING.md, docs/**/*.md and edge/sensors/*/README.md
+declares a language. Blocks in a shell language (``bash``, ``sh``, ``shell``, ``console``) are run by
 ``tests/docs/test_shell_blocks.py`` unless an HTML comment right before the fence marks them
-as needing what a test machine does not have. The vocabulary (docs/contributing.md explains it
-for authors):
+as needing what a test machine does not have. The vocabulary (CONTRIBUTING.md explains it for
+authors):
 
 ``<!-- needs: KIND reason -->``
     not run; KIND is one of :data:`NEEDS`, and the reason says what exactly is needed.
@@ -44,7 +44,7 @@ _MARKER = re.compile(r"^<!--\s*(needs|doctest):\s*(.*?)\s*-->\s*$")
 
 def doc_paths() -> list[Path]:
     """Every Markdown page a user reads: new pages in docs/ are picked up by themselves."""
-    found = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")),
+    found = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").rglob("*.md")),
              *sorted((ROOT / "edge" / "sensors").glob("*/README.md"))]
     return [p for p in found if "node_modules" not in p.parts]
 

@@ -52,7 +52,6 @@ STORY = ("README.md", "docs/deployment.md", "docs/provisioning.md", "docs/status
 DEVICES: dict[str, list[str]] = {
     "/dev/ttyUSB0": ["hil.emulators", "sds011"],
     "/dev/ttyUSB1": ["hil.node_emulator", "--kind", "air"],
-    "/dev/ttyACM0": ["hil.emulators", "ops243"],
     "/dev/serial/by-id/usb-1a86_USB_Serial-if00-port0": ["hil.emulators", "sds011"],
 }
 
@@ -62,10 +61,12 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
     (r"(python -m pytest)(?! --collect-only)", r"\1 --collect-only -q -p no:cacheprovider",
      "a page's test command is collected (its selection must exist); the suite runs the tests"),
     (r"demo --duration 30\b", "demo --duration 6", "the demo's page is up after a few seconds"),
-    (r"bench_realload\.py --minutes 5", "bench_realload.py --minutes 0.05",
+    (r"bench_realload\.py --minutes 5", "bench_realload.py --minutes 0.05 --scenarios online",
      "5 minutes of real load per case"),
-    (r"bench_spine\.py all", "bench_spine.py wire 20", "minutes of benchmarks"),
-    (r"bench_spine\.py wire 300", "bench_spine.py wire 20", "300 s of traffic"),
+    (r"quality evaluate( +)(#|--twin-noise 0)", r"quality evaluate --faults spike,stuck\1\2",
+     "every fault type twice is a minute; two types show the table"),
+    (r"bench_spine\.py all", "bench_spine.py wire 1", "minutes of benchmarks"),
+    (r"bench_spine\.py wire 300", "bench_spine.py wire 1", "300 s of traffic"),
     (r"bench_web\.py --seconds 6 --rounds 4", "bench_web.py --seconds 0.5 --rounds 1",
      "100 s of load"),
     (r"bench_quality\.py$", "bench_quality.py --batches 50 --repeats 1", "a minute of timing"),
