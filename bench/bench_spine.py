@@ -439,8 +439,9 @@ def bench_wire_real_load(seconds: float = 300.0, n_sources: int = 10) -> dict[st
         out: dict[str, float] = {"real_load_seconds": elapsed}
         out.update(counter.figures("gw-v2", "real_v2", elapsed))
         out.update(counter.figures("gw-v1", "real_v1", elapsed))
+        v2 = out["real_v2_obs_payload_bytes_per_obs"]
         out["real_ratio_v1_over_v2_obs_payload"] = (
-            out["real_v1_obs_payload_bytes_per_obs"] / out["real_v2_obs_payload_bytes_per_obs"])
+            out["real_v1_obs_payload_bytes_per_obs"] / v2 if v2 else float("nan"))
         out["real_v2_added_latency_p50_s"] = (
             out["real_v2_latency_p50_s"] - out["real_v1_latency_p50_s"])
         out["real_v2_added_latency_max_s"] = (

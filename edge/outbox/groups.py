@@ -233,15 +233,32 @@ class _QualityColumns:
         if not self.templates:
             return []
         templates = [[agg, dict(tests)] for agg, tests in self.templates]
-        scores = {name: _le_bytes(column) for name, column in self.scores.items()}
+        scores = {name: _score_column(column) for name, column in self.scores.items()}
         return [templates, self.rows, scores]
 
 
-def _le_bytes(column: array[float]) -> bytes:
+def _score_column(column: array[float]) -> bytes | list[int | None]:
+    """Milli-units as small integers when every score is exact at three decimals (what the
+    quality stage writes: 1-3 bytes a row); otherwise the exact float64 values."""
+    milli = [None if math.isnan(v) else round(v * 1000) for v in column]
+    if all(m is None or m / 1000 == v for m, v in zip(milli, column, strict=True)):
+        return milli
     if sys.byteorder != "little":
         column = array("d", column)
         column.byteswap()
     return column.tobytes()
+
+
+def _read_score_column(data: object, n: int) -> array[float]:
+    if isinstance(data, list) and len(data) == n:
+        return array("d", (math.nan if m is None else m / 1000 for m in data))
+    if not isinstance(data, bytes) or len(data) != 8 * n:
+        raise OutboxError("group record damaged: score column")
+    column = array("d")
+    column.frombytes(data)
+    if sys.byteorder != "little":
+        column.byteswap()
+    return column
 
 
 def _decode_quality(encoded: object, n: int) -> list[Quality | None]:
@@ -254,14 +271,8 @@ def _decode_quality(encoded: object, n: int) -> list[Quality | None]:
         raise OutboxError("group record damaged: quality columns")
     templates: list[list[object]] = encoded[0]
     rows: list[int] = encoded[1]
-    score_bytes: dict[str, bytes] = encoded[2]
-    scores: dict[str, array[float]] = {}
-    for name, data in score_bytes.items():
-        column = array("d")
-        column.frombytes(data)
-        if sys.byteorder != "little":
-            column.byteswap()
-        scores[name] = column
+    score_data: dict[str, object] = encoded[2]
+    scores = {name: _read_score_column(data, n) for name, data in score_data.items()}
     out: list[Quality | None] = []
     for i, index in enumerate(rows):
         if index < 0:

@@ -26,7 +26,7 @@ def section() -> str:
 
 
 def command() -> str:
-    blocks = re.findall(r"```\n(duet-edge calibrate fit.*?)```", section(), flags=re.S)
+    blocks = re.findall(r"```sh\n(duet-edge calibrate fit.*?)```", section(), flags=re.S)
     assert len(blocks) == 1
     return blocks[0]
 

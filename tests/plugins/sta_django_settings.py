@@ -11,7 +11,7 @@ from uuid import UUID
 
 SECRET_KEY = "duet-edge-test-only-not-secret"
 DEBUG = False
-ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", *os.environ.get("DUET_STA_HOSTS", "").split()]
 USE_TZ = True
 TIME_ZONE = "UTC"
 ROOT_URLCONF = "tests.plugins.sta_django_urls"

@@ -95,9 +95,22 @@ def test_group_records_keep_quality_exactly_and_compactly() -> None:
                                                        o.provenance, sequence=o.sequence)
                                            for o in obs], None)
     per_row_map = cbor2.dumps({i: q.as_dict() for i, q in enumerate(qualities)})
-    assert (len(data) - len(bare)) / 500 <= 10  # one template index + one float64 score
+    assert (len(data) - len(bare)) / 500 <= 4  # one template index + a score in milli-units
     assert len(per_row_map) / 500 > 60  # what format 1 spent on it
     record = cbor2.loads(data)
     record[0], record[10] = 1, {i: o.quality.as_dict() for i, o in enumerate(obs) if o.quality}
     assert [o.quality for o in decode_group(dictionary, 1, 500, cbor2.dumps(record))] == [
         o.quality for o in obs]
+
+
+def test_scores_that_are_not_three_decimals_are_kept_exactly() -> None:
+    from edge.model import Datastream, Observation, Provenance, Quality
+    from edge.outbox.groups import Dictionary, decode_group, encode_group
+
+    stream = Datastream("gw", "pm", "pm2_5")
+    obs = [Observation(stream, 1.0, 1_700_000_000_000 + i, Provenance("X"),
+                       quality=Quality(aggregate=1, scores={"ml_anomaly": 0.1234567 * i}),
+                       sequence=i + 1) for i in range(20)]
+    dictionary = Dictionary("gw")
+    data, _, _ = encode_group(dictionary, obs, None)
+    assert [o.quality for o in decode_group(dictionary, 1, 20, data)] == [o.quality for o in obs]
