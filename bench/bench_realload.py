@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import bench.bench_spine as spine  # noqa: E402
-from edge.contract import decode_batch  # noqa: E402
+from edge.contract import SessionDictionary, decode_batch  # noqa: E402
 from edge.outbox import summarize  # noqa: E402
 from hil.emulators import EMULATORS  # noqa: E402
 
@@ -55,6 +55,7 @@ class WireCounter:
 
         self.bytes: dict[str, int] = {}
         self.obs: dict[str, int] = {}
+        self.dictionaries: dict[tuple[str, bytes], SessionDictionary] = {}
         self.lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-wire")
         self.client.on_message = self._on_message
@@ -66,8 +67,11 @@ class WireCounter:
         topic: str = msg.topic  # type: ignore[attr-defined]
         payload: bytes = msg.payload  # type: ignore[attr-defined]
         gw = topic.split("/")[2]
-        try:
-            n = len(decode_batch(payload).observations)
+        try:  # v2 batches refer to their session dictionary once it was sent in full
+            batch = decode_batch(payload, lambda g, ref: self.dictionaries.get((g, ref)))
+            if batch.dictionary is not None:
+                self.dictionaries[(gw, batch.dictionary.ref)] = batch.dictionary
+            n = len(batch.observations) + len(batch.rejected)
         except Exception:
             n = 0
         with self.lock:

@@ -132,14 +132,6 @@ for _lo in range(0, 130, 10):
     )
 
 
-def register_quantity(quantity: Quantity) -> None:
-    """Add a quantity (e.g. a per-direction traffic count) to the table at import time."""
-    existing = QUANTITIES.get(quantity.code)
-    if existing is not None and existing != quantity:
-        raise ValueError(f"quantity {quantity.code!r} already registered differently")
-    QUANTITIES[quantity.code] = quantity
-
-
 def quantity(code: str) -> Quantity:
     """Look up a quantity by its code; raises KeyError naming the known codes."""
     try:

@@ -17,6 +17,7 @@ from edge.quantities import QUANTITIES
 from edge.web.view import GatewayView, now_ms
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ANOMALY = "anomaly"  # the quality stage's learned score (quality.scores)
 
 
 def _counter(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> Metric:
@@ -94,10 +95,18 @@ class GatewayCollector(Collector):
 
     def _latest(self) -> Iterator[Metric]:
         value = GaugeMetricFamily("duet_observation_value", "Latest value per datastream (UCUM unit label).", labels=["sensor", "quantity", "unit"])
+        score = GaugeMetricFamily(
+            "duet_anomaly_score",
+            "Latest learned anomaly score per datastream (0 normal .. 1 anomalous).",
+            labels=["sensor", "quantity"],
+        )
         for st in self.view.live.streams.values():
             q = QUANTITIES.get(st.quantity)
             value.add_metric([st.sensor, st.quantity, q.unit if q else ""], st.value)
+            if st.quality is not None and ANOMALY in st.quality.scores:
+                score.add_metric([st.sensor, st.quantity], st.quality.scores[ANOMALY])
         yield value
+        yield score
 
 
 def make_registry(view: GatewayView) -> CollectorRegistry:

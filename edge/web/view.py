@@ -406,6 +406,7 @@ class GatewayView:
             if st.quality is None
             else FLAG_NAMES.get(st.quality.aggregate, str(st.quality.aggregate)),
             "flags": flags,
+            "anomaly_score": None if st.quality is None else st.quality.scores.get("anomaly"),
         }
 
     def history(self) -> dict[str, Any]:

@@ -262,3 +262,22 @@ def test_history_stays_bounded_and_ordered_whatever_the_arrival_order(seconds: l
     assert stream is not None
     starts = [b.start_ms for b in stream.buckets]
     assert starts == sorted(set(starts)) and len(starts) <= live.max_buckets
+
+
+def test_the_anomaly_score_is_shown_in_the_api_and_metrics(tmp_path: Path) -> None:
+    """The quality stage's learned score reaches /api/latest and /metrics (issue 11)."""
+    from prometheus_client import generate_latest
+
+    from edge.web import metrics
+
+    gw = fake_gateway(tmp_path, rate_obs=1, silent=False)
+    live = LiveState()
+    quality = Quality(aggregate=QC_SUSPECT, tests={"anomaly": QC_SUSPECT}, scores={"anomaly": 0.87})
+    stream = Datastream("gw", "a", "pm2_5")
+    live([Observation(stream, 41.0, 1_700_000_000_000, Provenance("SDS011"), quality=quality)])
+    view = GatewayView(gw, WebSettings(), live)
+    doc = view._stream_doc(live.streams[stream], 1_700_000_001_000)
+    text = generate_latest(metrics.make_registry(view)).decode()
+    gw.outbox.close()
+    assert doc["anomaly_score"] == 0.87 and doc["flags"][0]["test"] == "anomaly"
+    assert 'duet_anomaly_score{quantity="pm2_5",sensor="a"} 0.87' in text

@@ -148,7 +148,7 @@ def _reading_fast(quantity: str, value: float) -> Reading:
 
 _new = object.__new__
 _new_reading: Callable[[str, float], Reading] = Reading
-if getattr(Reading, "__slots__", None) == ("quantity", "value"):
+if vars(Reading).get("__slots__") == ("quantity", "value"):
     _set_quantity = vars(Reading)["quantity"].__set__
     _set_value = vars(Reading)["value"].__set__
     _new_reading = _reading_fast
