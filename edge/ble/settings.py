@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from edge import plugins
 
@@ -45,6 +45,10 @@ def check_ble_sensor(name: str) -> str:
     raise ValueError(
         f"{name!r} is {kind}; BLE sensors: {', '.join(known)} (`duet-edge sensors` lists them)"
     )
+
+
+# A sensor type the BLE scanner can hear: checked against the registry when validated.
+BleSensorName = Annotated[str, AfterValidator(check_ble_sensor)]
 
 
 def _gatt_sensor(name: str) -> str:
@@ -114,7 +118,7 @@ class BleSettings(BaseModel):
         description="'passive' only listens (no scan requests; needs BlueZ ≥ 5.56 with "
         "experimental interfaces); falls back to 'active' with a warning when unsupported.",
     )
-    sensors: list[str] = Field(
+    sensors: list[BleSensorName] = Field(
         default_factory=_all_sensors,
         description="Sensor types whose advertisements are decoded; default: every BLE sensor "
         "(interface 'ble' in `duet-edge sensors`).",
@@ -145,11 +149,6 @@ class BleSettings(BaseModel):
     queue_size: int = Field(
         default=1000, ge=1, description="Readings buffered for a slow consumer; oldest dropped."
     )
-
-    @field_validator("sensors")
-    @classmethod
-    def _sensors(cls, values: list[str]) -> list[str]:
-        return [check_ble_sensor(value) for value in values]
 
     @field_validator("allow")
     @classmethod
