@@ -92,7 +92,7 @@ def test_the_folder_is_listed_and_selectable(ble_sensor: Path, tmp_path: Path) -
     config = parse_config(CONFIG.format(data=tmp_path, options=f'sensors = ["{NAME}"]'))
     assert config.sources[0].options == {"sensors": [NAME]}
     with pytest.raises(ConfigError, match=r"options\.sensors\.0: .*'beacon_dem' is not a sensor "
-                                          r"type; BLE sensors: aranet4, beacon_demo, ruuvi"):
+                                          r"type; BLE sensors: .*\bbeacon_demo\b"):
         parse_config(CONFIG.format(data=tmp_path, options='sensors = ["beacon_dem"]'))
 
 
@@ -102,9 +102,7 @@ async def test_the_scanner_decodes_it_from_replayed_adverts(ble_sensor: Path) ->
     settings = BleSettings(stall_timeout_s=30)  # passive: BlueZ is asked for 0xFFFF too
     async with BleScanner(settings, scanner_backend=radio.scanner_backend()) as scanner:
         await radio.wait_scanning()
-        assert [tuple(p)[2] for p in radio.scanning[0].patterns] == [
-            b"\x02\x07", b"\xff\xff", b"\x99\x04"
-        ]
+        assert (0, 0xFF, b"\xff\xff") in [tuple(p) for p in radio.scanning[0].patterns]
         for record in (advert(1, 2150), advert(1, 2150), advert(2, -325),
                        advert(3, 0, payload=b"\xb1\x03")):
             radio.emit(record)

@@ -102,12 +102,12 @@ def svc(seq: int, ppm_10: int, address: str = "5E:00:00:00:00:01") -> AdvertReco
 
 @pytest.mark.usefixtures("demo_sensors")
 def test_selectable_sensors_and_gatt_defaults_follow_the_registry() -> None:
-    assert BleSettings().sensors == ["aranet2_demo", "aranet4", "ruuvi", "svc_demo"]
+    assert {"aranet2_demo", "aranet4", "ruuvi", "svc_demo"} <= set(BleSettings().sensors)
     with pytest.raises(ValidationError, match=r"gatt_poll\.0\.sensor\n.*name the sensor type of "
-                                              r"this device .*readable over GATT: aranet4, svc_demo"):
+                                              r"this device .*readable over GATT: .*svc_demo"):
         BleSettings.model_validate({"gatt_poll": [{"address": ARA}]})
     with pytest.raises(ValidationError, match=r"'aranet2_demo' cannot be read over GATT; "
-                                              r"sensors that can: aranet4, svc_demo"):
+                                              r"sensors that can: aranet4, .*svc_demo"):
         BleSettings.model_validate({"gatt_poll": [{"address": ARA, "sensor": "aranet2_demo"}]})
     chosen = BleSettings.model_validate({"gatt_poll": [{"address": ARA, "sensor": "svc_demo"}]})
     assert chosen.gatt_poll[0].sensor == "svc_demo"
