@@ -33,7 +33,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -81,7 +81,10 @@ class AdvertRecord:
             local_name=self.name,
             manufacturer_data=dict(self.manufacturer_data),
             # bleak hands service data over keyed by the full 128-bit UUID, in lower case
-            service_data={normalize_uuid_str(k): v for k, v in self.service_data.items()},
+            service_data=(
+                {normalize_uuid_str(k): v for k, v in self.service_data.items()}
+                if self.service_data else {}
+            ),
             service_uuids=list(self.service_uuids),
             tx_power=self.tx_power,
             rssi=self.rssi,
@@ -138,26 +141,22 @@ def load_recording(path: str | Path) -> list[Record]:
     return records
 
 
-def _ad_structures(record: AdvertRecord) -> list[tuple[int, bytes]]:
+def _ad_structures(record: AdvertRecord) -> Iterator[tuple[int, bytes]]:
     """The advertisement's manufacturer and service data as (AD type, data) on air."""
-    structures = [
-        (int(AdvertisementDataType.MANUFACTURER_SPECIFIC_DATA), company.to_bytes(2, "little") + data)
-        for company, data in record.manufacturer_data.items()
-    ]
+    for company, data in record.manufacturer_data.items():
+        yield AdvertisementDataType.MANUFACTURER_SPECIFIC_DATA, company.to_bytes(2, "little") + data
     for service, data in record.service_data.items():
         ad_type, prefix = service_data_prefix(normalize_uuid_str(service))
-        structures.append((int(ad_type), prefix + data))
-    return structures
+        yield ad_type, prefix + data
 
 
 def _matches(patterns: Sequence[OrPatternLike], record: AdvertRecord) -> bool:
     """BlueZ advertisement-monitor matching (or-patterns on manufacturer and service data)."""
-    structures = _ad_structures(record)
-    for start, ad_type, content in patterns:
-        for kind, data in structures:
-            if kind == ad_type and data[start : start + len(content)] == content:
-                return True
-    return False
+    return any(
+        kind == ad_type and data[start : start + len(content)] == content
+        for kind, data in _ad_structures(record)
+        for start, ad_type, content in patterns
+    )
 
 
 class ReplayRadio:
