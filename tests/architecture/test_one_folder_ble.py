@@ -19,7 +19,7 @@ from edge.ble.replay import AdvertRecord, ReplayRadio
 from edge.config import ConfigError, parse_config
 from edge.outbox import iter_unsent
 from edge.runtime import Gateway
-from tests.sensor_folders import sensor_folders
+from tests.sensor_folders import run_gateway_until, sensor_folders
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -145,19 +145,7 @@ def test_the_gateway_runs_it_into_its_outbox(ble_sensor: Path, tmp_path: Path) -
         data=tmp_path / "data",
         options=f'replay = "{recording}", replay_speed = 0, stall_timeout_s = 30',
     ))
-    gateway = Gateway(config, uplinks=[])
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(gateway.run(stop))
-        for _ in range(200):  # bounded: at most 10 s
-            await asyncio.sleep(0.05)
-            if gateway.counters.observations_in >= 5:
-                break
-        stop.set()
-        await asyncio.wait_for(task, 10)
-
-    asyncio.run(main())
+    run_gateway_until(Gateway(config, uplinks=[]), observations=5)
     stored = list(iter_unsent(config.outbox_path))
     sensor_id = f"{NAME}-{ADDRESS.replace(':', '').lower()}"
     assert [(o.stream.sensor_id, o.stream.quantity_code, o.result) for o in stored] == [
