@@ -11,6 +11,7 @@ journal record (:mod:`edge.outbox.journal`) and, if it must outlive the spill wi
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import sys
 from array import array
@@ -21,7 +22,7 @@ import cbor2
 from edge.model import Datastream, Observation, Provenance, Quality
 from edge.outbox.schema import OutboxError
 
-GROUP_FORMAT = 1
+GROUP_FORMAT = 2  # 2: quality as templates + score columns (1: a map per row; still read)
 
 
 @dataclass(slots=True, eq=False)
@@ -169,7 +170,7 @@ def encode_group(
     dur: dict[int, int] = {}
     rt: dict[int, int] = {}
     raw: dict[int, float] = {}
-    qual: dict[int, dict[str, object]] = {}
+    qual = _QualityColumns(len(obs))
     t_base = obs[0].phenomenon_ms
     t_min = t_max = t_base
     # the hot loop: identity look-ups inline, the dictionary's methods only for a miss
@@ -195,19 +196,91 @@ def encode_group(
         if o.raw_result is not None:
             raw[i] = o.raw_result
         if o.quality is not None:
-            qual[i] = o.quality.as_dict()
+            qual.add(i, o.quality)
     if sys.byteorder != "little":
         values.byteswap()
     record = [GROUP_FORMAT, seqs, t_base, ds_col, prov_col, t_col, values.tobytes(), dur, rt,
-              raw, qual]
+              raw, qual.encode()]
     return cbor2.dumps(record), t_min, t_max
+
+
+class _QualityColumns:
+    """A group's quality flags, compact: the distinct (aggregate, per-test flags) combinations
+    once, one template index per row, and each score as a float64 column (NaN: absent).
+
+    Rows of one datastream repeat the same flags almost always, so this costs ~1 byte per row
+    plus 8 per score, where a map per row cost ~100 (the outbox writes every row once)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.templates: dict[tuple[int, tuple[tuple[str, int], ...]], int] = {}
+        self.rows = [-1] * n
+        self.scores: dict[str, array[float]] = {}
+
+    def add(self, row: int, quality: Quality) -> None:
+        key = (quality.aggregate, tuple(sorted(quality.tests.items())))
+        index = self.templates.get(key)
+        if index is None:
+            index = self.templates[key] = len(self.templates)
+        self.rows[row] = index
+        for name, value in quality.scores.items():
+            column = self.scores.get(name)
+            if column is None:
+                column = self.scores[name] = array("d", [math.nan]) * self.n
+            column[row] = value
+
+    def encode(self) -> list[object]:
+        if not self.templates:
+            return []
+        templates = [[agg, dict(tests)] for agg, tests in self.templates]
+        scores = {name: _le_bytes(column) for name, column in self.scores.items()}
+        return [templates, self.rows, scores]
+
+
+def _le_bytes(column: array[float]) -> bytes:
+    if sys.byteorder != "little":
+        column = array("d", column)
+        column.byteswap()
+    return column.tobytes()
+
+
+def _decode_quality(encoded: object, n: int) -> list[Quality | None]:
+    """Per row, the quality of a group record (format 2 columns, or format 1 maps per row)."""
+    if isinstance(encoded, dict):  # format 1
+        return [None if (q := encoded.get(i)) is None else Quality.from_dict(q) for i in range(n)]
+    if not encoded:
+        return [None] * n
+    if not (isinstance(encoded, list) and len(encoded) == 3):
+        raise OutboxError("group record damaged: quality columns")
+    templates: list[list[object]] = encoded[0]
+    rows: list[int] = encoded[1]
+    score_bytes: dict[str, bytes] = encoded[2]
+    scores: dict[str, array[float]] = {}
+    for name, data in score_bytes.items():
+        column = array("d")
+        column.frombytes(data)
+        if sys.byteorder != "little":
+            column.byteswap()
+        scores[name] = column
+    out: list[Quality | None] = []
+    for i, index in enumerate(rows):
+        if index < 0:
+            out.append(None)
+            continue
+        agg, tests = templates[index]
+        if not (isinstance(agg, int) and isinstance(tests, dict)):
+            raise OutboxError("group record damaged: quality template")
+        row_scores = {k: v[i] for k, v in scores.items() if not math.isnan(v[i])}
+        out.append(Quality(aggregate=agg, tests=dict(tests), scores=row_scores))
+    return out
 
 
 def decode_group(dictionary: Dictionary, first: int, n: int, data: bytes) -> list[Observation]:
     """The observations of an encoded group, ascending by sequence number."""
     fmt, seqs, t_base, ds_col, prov_col, t_col, raw_values, dur, rt, raw, qual = cbor2.loads(data)
-    if fmt != GROUP_FORMAT:
+    if fmt not in (1, GROUP_FORMAT):
         raise OutboxError(f"group format {fmt} not supported")
+    qualities = _decode_quality(qual, n)
     values = array("d")
     values.frombytes(raw_values)
     if sys.byteorder != "little":
@@ -217,7 +290,6 @@ def decode_group(dictionary: Dictionary, first: int, n: int, data: bytes) -> lis
     out = []
     for i, seq in enumerate(seq_list):
         t = t_base + t_col[i]
-        q = qual.get(i)
         d = dur.get(i)
         out.append(
             Observation(
@@ -228,7 +300,7 @@ def decode_group(dictionary: Dictionary, first: int, n: int, data: bytes) -> lis
                 None if d is None else t + d,
                 rt.get(i),
                 raw.get(i),
-                None if q is None else Quality.from_dict(q),
+                qualities[i],
                 seq,
             )
         )

@@ -66,3 +66,38 @@ def test_replay_never_crashes_on_damage(tmp_path: Path, garbage: bytes, cut: int
     got = records(Journal(path, durable=False))
     assert [p[0] for _s, _k, p in got] == list(range(len(got)))  # a prefix, in order
     seg.unlink()
+
+
+def test_group_records_keep_quality_exactly_and_compactly() -> None:
+    """Quality is stored as templates + score columns (format 2), read back exactly; format 1
+    records (a map per row, written by earlier versions) are still read."""
+    import cbor2
+
+    from edge.model import Datastream, Observation, Provenance, Quality
+    from edge.outbox.groups import Dictionary, decode_group, encode_group
+
+    stream = Datastream("gw", "pm", "pm2_5")
+    prov = Provenance("SDS011")
+    qualities = [
+        Quality(aggregate=1, tests={"gross_range": 1, "spike": 1, "anomaly": 1},
+                scores={"anomaly": round(i / 1000, 3)})
+        for i in range(500)
+    ]
+    qualities[7] = Quality(aggregate=3, tests={"gross_range": 1, "spike": 3}, scores={})
+    obs = [Observation(stream, 10.0 + i, 1_700_000_000_000 + 1000 * i, prov,
+                       quality=None if i == 9 else qualities[i], sequence=i + 1)
+           for i in range(500)]
+    dictionary = Dictionary("gw")
+    data, _, _ = encode_group(dictionary, obs, None)
+    back = decode_group(dictionary, 1, 500, data)
+    assert [o.quality for o in back] == [o.quality for o in obs]
+    bare, _, _ = encode_group(dictionary, [Observation(o.stream, o.result, o.phenomenon_ms,
+                                                       o.provenance, sequence=o.sequence)
+                                           for o in obs], None)
+    per_row_map = cbor2.dumps({i: q.as_dict() for i, q in enumerate(qualities)})
+    assert (len(data) - len(bare)) / 500 <= 10  # one template index + one float64 score
+    assert len(per_row_map) / 500 > 60  # what format 1 spent on it
+    record = cbor2.loads(data)
+    record[0], record[10] = 1, {i: o.quality.as_dict() for i, o in enumerate(obs) if o.quality}
+    assert [o.quality for o in decode_group(dictionary, 1, 500, cbor2.dumps(record))] == [
+        o.quality for o in obs]
