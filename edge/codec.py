@@ -13,7 +13,7 @@ sentinel value, a command reply) is returned with an empty ``readings`` tuple an
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -106,6 +106,88 @@ class Maintenance:
     discard_s: float
 
 
+# ``decode(payload, name)``: one advertisement payload (manufacturer data without its company
+# id, or service data) and the advertised name (None when not heard) → a Frame. Pure; raises
+# BadPayload for what it cannot decode.
+AdvertDecode = Callable[[bytes, str | None], Frame]
+
+
+def no_measurement_key(frame: Frame) -> None:
+    """For sensors whose frames carry no sequence number: the payload itself is the key."""
+    del frame
+
+
+@dataclass(frozen=True, slots=True)
+class GattRead:
+    """How the BLE scanner reads a sensor over GATT (connect, read, disconnect).
+
+    The first of ``characteristics`` (UUIDs, in order of preference) that the device has is
+    read and its bytes given to ``decode`` (pure, may raise :class:`BadPayload`); a device
+    without the first one (older firmware) is read from the next.
+    """
+
+    characteristics: tuple[str, ...]
+    decode: Callable[[bytes], Frame]
+
+    def __post_init__(self) -> None:
+        if not self.characteristics:
+            raise ValueError("GattRead needs at least one characteristic UUID")
+
+
+@dataclass(frozen=True, slots=True)
+class Variants:
+    """A device that broadcasts each measurement twice, in a full and a reduced variant told
+    apart by one ``info`` entry (the Ruuvi Air: ``format`` E1 in extended advertisements,
+    format 6 in legacy ones).
+
+    A frame whose ``info[info_key]`` is ``reduced`` is a repeat while a frame whose entry is
+    ``full`` was heard from the same device within the last ``for_s`` seconds; without a full
+    frame (an adapter that cannot hear extended advertisements) the reduced ones are the
+    readings.
+    """
+
+    info_key: str
+    full: object
+    reduced: object
+    for_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class BleCodec:
+    """How the BLE scanner hears one advertising sensor: the BLE part of its descriptor.
+
+    An advertisement belongs to the sensor when it carries manufacturer data under one of
+    ``manufacturer_ids`` (the payload is the data after the 2-byte company id) or service data
+    under one of ``service_data_uuids`` (full 128-bit UUIDs, lower case; the payload is the
+    service data). Passive scanning asks BlueZ for exactly these. ``decode`` turns a payload
+    into a frame.
+
+    Repeats (BlueZ reports an advertisement again whenever the RSSI changes) are dropped per
+    device, in this order: ``variants`` (the reduced twin of a full frame); then frames whose
+    ``info`` has ``age_s`` and ``interval_s`` (seconds since the measurement, the device's
+    measurement interval) when their measurement time is within half an interval (at most
+    30 s) of the previous one; then a frame whose ``measurement_key`` (a sequence number or
+    counter; ``None``: the payload bytes) equals the previous frame's. A frame with ``age_s``
+    is time-stamped at ``received_at − age_s``.
+
+    ``gatt`` says how to read the sensor over GATT, for devices configured under
+    ``[[ble.gatt_poll]]``.
+    """
+
+    decode: AdvertDecode
+    manufacturer_ids: tuple[int, ...] = ()
+    service_data_uuids: tuple[str, ...] = ()
+    measurement_key: Callable[[Frame], Hashable | None] = no_measurement_key
+    variants: Variants | None = None
+    gatt: GattRead | None = None
+
+    def __post_init__(self) -> None:
+        if not self.manufacturer_ids and not self.service_data_uuids:
+            raise ValueError("BleCodec needs manufacturer_ids or service_data_uuids to match")
+        if any(u != u.lower() or len(u) != 36 for u in self.service_data_uuids):
+            raise ValueError("service_data_uuids must be full 128-bit UUIDs in lower case")
+
+
 @dataclass(frozen=True, slots=True)
 class SensorDescriptor:
     """What config, `scan`, `register` and docs need to know about a sensor type.
@@ -113,7 +195,8 @@ class SensorDescriptor:
     ``name`` is the value of ``type`` in a config source. ``quantities`` lists every quantity
     code the sensor can yield. ``decoder`` builds a fresh stream decoder. ``probe`` is a
     read-only command (or ``b""`` for sensors that talk unprompted) that `scan` may send:
-    it must never change a setting on the sensor.
+    it must never change a setting on the sensor. ``ble`` is how the BLE scanner hears a
+    sensor with ``interface="ble"`` (required for those, unused otherwise).
     """
 
     name: str
@@ -128,6 +211,11 @@ class SensorDescriptor:
     probe: bytes = b""
     commands: SerialCommands = SerialCommands()
     maintenance: tuple[Maintenance, ...] = ()
+    ble: BleCodec | None = None
+
+    def __post_init__(self) -> None:
+        if self.interface == "ble" and self.ble is None:
+            raise ValueError(f"sensor {self.name!r}: interface 'ble' needs ble=BleCodec(...)")
 
 
 class BufferedDecoder:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.codec import SensorDescriptor
+from edge.codec import BleCodec, SensorDescriptor
 from edge.seams import BundleSink, Source, Stage, Uplink
 
 if TYPE_CHECKING:
@@ -132,6 +132,15 @@ def sensor(name: str) -> Sensor:
         return known[name]
     except KeyError:
         raise KeyError(f"unknown sensor type {name!r}; supported: {', '.join(sorted(known))}") from None
+
+
+def ble_codecs() -> dict[str, BleCodec]:
+    """The BLE part of every sensor the BLE scanner can hear, by sensor name (sorted)."""
+    return {
+        name: s.descriptor.ble
+        for name, s in sorted(sensors().items())
+        if s.descriptor.ble is not None
+    }
 
 
 @cache

@@ -1,8 +1,9 @@
-"""BLE sensors: passive scanning for Ruuvi / Aranet4 advertisements and Aranet4 GATT polling.
+"""BLE sensors: passive scanning for advertisements, and GATT polling, for every sensor folder
+whose descriptor has a BLE part (:class:`edge.codec.BleCodec`); this package names none.
 
 Public API: :class:`BleScanner` (``async with`` / ``async for``), :class:`BleReading`,
-:class:`BleSettings` (the ``[ble]`` config section). Decoders live in
-:mod:`edge.sensors.ruuvi.codec` and :mod:`edge.sensors.aranet4.codec`. See docs/ble.md.
+:class:`BleSettings` (the ``[ble]`` config section). Decoders live in the sensor folders
+(``edge/sensors/<name>/codec.py``). See docs/ble.md.
 """
 
 from edge.ble.scanner import BleReading, BleScanner, DeviceState, ScannerStats, discover

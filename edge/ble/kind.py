@@ -20,7 +20,7 @@ def _build(settings: SourceSettings, gateway_id: str) -> Source:
 
 KIND = SourceKind(
     name="ble",
-    summary="BLE advertising sensors (RuuviTag, Ruuvi Air, Aranet4) through one scanner",
+    summary="BLE advertising sensors (interface ble) through one scanner",
     options=BleSourceOptions,
     factory=_build,
     requires=("bleak",),

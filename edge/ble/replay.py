@@ -33,7 +33,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -52,8 +52,14 @@ from bleak.exc import (
     BleakDeviceNotFoundError,
     BleakError,
 )
+from bleak.uuids import normalize_uuid_str
+
+from edge.ble.scanner import BleScanner, service_data_prefix
+from edge.ble.settings import BleSettings
 
 Event = Literal["adapter_removed", "adapter_restored"]
+# The one GATT service the replay client offers; every recorded characteristic is in it.
+_REPLAY_SERVICE_UUID = "00000000-7265-706c-6179-000000000000"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +80,11 @@ class AdvertRecord:
         return AdvertisementData(
             local_name=self.name,
             manufacturer_data=dict(self.manufacturer_data),
-            service_data=dict(self.service_data),
+            # bleak hands service data over keyed by the full 128-bit UUID, in lower case
+            service_data=(
+                {normalize_uuid_str(k): v for k, v in self.service_data.items()}
+                if self.service_data else {}
+            ),
             service_uuids=list(self.service_uuids),
             tx_power=self.tx_power,
             rssi=self.rssi,
@@ -131,15 +141,22 @@ def load_recording(path: str | Path) -> list[Record]:
     return records
 
 
+def _ad_structures(record: AdvertRecord) -> Iterator[tuple[int, bytes]]:
+    """The advertisement's manufacturer and service data as (AD type, data) on air."""
+    for company, data in record.manufacturer_data.items():
+        yield AdvertisementDataType.MANUFACTURER_SPECIFIC_DATA, company.to_bytes(2, "little") + data
+    for service, data in record.service_data.items():
+        ad_type, prefix = service_data_prefix(normalize_uuid_str(service))
+        yield ad_type, prefix + data
+
+
 def _matches(patterns: Sequence[OrPatternLike], record: AdvertRecord) -> bool:
-    """BlueZ advertisement-monitor matching, for the manufacturer-data patterns we use."""
-    for start, ad_type, content in patterns:
-        if ad_type != AdvertisementDataType.MANUFACTURER_SPECIFIC_DATA:
-            continue
-        for company, data in record.manufacturer_data.items():
-            if (company.to_bytes(2, "little") + data)[start : start + len(content)] == content:
-                return True
-    return False
+    """BlueZ advertisement-monitor matching (or-patterns on manufacturer and service data)."""
+    return any(
+        kind == ad_type and data[start : start + len(content)] == content
+        for kind, data in _ad_structures(record)
+        for start, ad_type, content in patterns
+    )
 
 
 class ReplayRadio:
@@ -344,7 +361,7 @@ class _ReplayClient(BaseBleakClient):
             )
         radio.connects += 1
         services = BleakGATTServiceCollection()
-        service = BleakGATTService(None, 1, "0000fce0-0000-1000-8000-00805f9b34fb")
+        service = BleakGATTService(None, 1, _REPLAY_SERVICE_UUID)
         services.add_service(service)
         for handle, uuid in enumerate(table, start=2):
             services.add_characteristic(
@@ -400,9 +417,6 @@ async def replay(
     stall_timeout_s: float = 1.0,
 ) -> dict[str, Any]:
     """Run the real :class:`edge.ble.scanner.BleScanner` over ``records``; print JSON lines."""
-    from edge.ble.scanner import BleScanner
-    from edge.ble.settings import BleSettings
-
     radio = ReplayRadio()
     settings = BleSettings(
         scanning_mode=mode,

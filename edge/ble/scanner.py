@@ -1,4 +1,4 @@
-"""BLE scanner for Ruuvi and Aranet4 sensors, on bleak.
+"""BLE scanner for the advertising sensors of the registry, on bleak.
 
 Shaped like aiomqtt: lifetimes with ``async with``, data with ``async for``, no callbacks::
 
@@ -10,14 +10,17 @@ What it does between the radio and that loop:
 
 - scans passively by default (BlueZ needs advertisement-monitor ``or_patterns`` for that) and
   falls back to active scanning, with a warning, when passive scanning is unsupported;
-- dispatches each advertisement on its manufacturer id to the Ruuvi or Aranet4 decoder;
-- drops repeated advertisements of the same measurement, per device (Ruuvi sequence number,
-  Aranet4 counter / measurement time);
+- dispatches each advertisement on its manufacturer id (or service-data UUID) to the sensor
+  that declared it: every sensor folder with a :class:`edge.codec.BleCodec` in its descriptor
+  (:func:`edge.plugins.ble_codecs`); this module names no sensor;
+- drops repeated advertisements of the same measurement, per device, by the sensor's rules
+  (full/reduced variants, measurement time, sequence number: see :class:`~edge.codec.BleCodec`);
 - keeps a per-device table (last seen, RSSI, counts) and an allow-list by address or name;
 - survives the adapter disappearing: any error starting or stopping the scan, or a silent
   scan (no advertisement for ``stall_timeout_s``), restarts it after an exponential backoff
   with jitter, forever;
-- optionally polls Aranet4 devices over GATT (connect, read ``f0cd3001``, disconnect).
+- optionally polls devices over GATT (connect, read the characteristic their sensor's
+  :class:`~edge.codec.GattRead` names, disconnect).
 
 The radio is bleak's: tests pass a replaying ``BaseBleakScanner`` / ``BaseBleakClient``
 subclass as ``scanner_backend`` / ``client_backend`` (see :mod:`edge.ble.replay`).
@@ -29,8 +32,9 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -43,11 +47,10 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakCharacteristicNotFoundError, BleakDBusError, BleakError
 
+from edge import plugins
 from edge.backoff import Backoff
-from edge.ble.settings import BleSettings, GattPollDevice
-from edge.codec import BadPayload, Frame
-from edge.sensors.aranet4 import codec as aranet4
-from edge.sensors.ruuvi import codec as ruuvi
+from edge.ble.settings import BleSettings, GattPollDevice, check_ble_sensor
+from edge.codec import BadPayload, BleCodec, Frame, GattRead
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +62,8 @@ Via = Literal["advertisement", "gatt"]
 _PASSIVE_UNSUPPORTED_DBUS = frozenset(
     {"org.freedesktop.DBus.Error.UnknownInterface", "org.bluez.Error.NotSupported"}
 )
-# A Ruuvi Air heard in E1 (extended) recently: its format-6 twin carries nothing new.
-_E1_PREFERENCE_S = 60.0
+# Service data UUIDs with the Bluetooth base are advertised in their 16- or 32-bit form.
+_BASE_UUID_TAIL = "-0000-1000-8000-00805f9b34fb"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,20 +73,22 @@ class BleReading:
     address: str
     name: str | None
     rssi: int | None
-    sensor: str  # descriptor name: "ruuvi" or "aranet4"
+    sensor: str  # the sensor type (descriptor name) whose codec decoded it
     frame: Frame
     received_at: float  # Unix time (s) the gateway received it
     via: Via = "advertisement"
 
     @property
     def measured_at(self) -> float:
-        """Unix time (s) of the measurement: Aranet4 reports its age, others are live."""
+        """Unix time (s) of the measurement: ``received_at − age_s`` when the frame reports
+        its age (an Aranet4 does), else ``received_at``."""
         age = self.frame.info.get("age_s")
         return self.received_at - age if isinstance(age, int) else self.received_at
 
     @property
     def device_id(self) -> str:
-        """Stable device identity: the MAC the sensor puts in its payload, else the address."""
+        """Stable device identity: the MAC the sensor puts in its payload (``info["mac"]``,
+        a Ruuvi does), else the address."""
         mac = self.frame.info.get("mac")
         return mac if isinstance(mac, str) else self.address
 
@@ -103,7 +108,35 @@ class DeviceState:
     duplicates: int = 0
     last_key: object = None
     last_measured_at: float | None = None
-    e1_seen_at: float | None = None
+    full_seen_at: float | None = None  # last full variant (codec.variants) heard
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One selected sensor type, as the advertisement dispatch table holds it."""
+
+    sensor: str
+    codec: BleCodec
+
+
+def dispatch_tables(
+    sensors: Iterable[str],
+) -> tuple[dict[int, tuple[Listener, ...]], dict[str, tuple[Listener, ...]]]:
+    """(manufacturer id → listeners, service-data UUID → listeners) for the named sensors.
+
+    Several sensors may claim one id (SAF Tehnika's Aranet models share 0x0702): they are
+    tried in registry order and the first that decodes the payload takes it.
+    """
+    codecs = plugins.ble_codecs()
+    by_company: dict[int, tuple[Listener, ...]] = {}
+    by_service: dict[str, tuple[Listener, ...]] = {}
+    for name in dict.fromkeys(sensors):
+        listener = Listener(check_ble_sensor(name), codecs[name])
+        for company in listener.codec.manufacturer_ids:
+            by_company[company] = (*by_company.get(company, ()), listener)
+        for service in listener.codec.service_data_uuids:
+            by_service[service] = (*by_service.get(service, ()), listener)
+    return by_company, by_service
 
 
 @dataclass(slots=True)
@@ -146,13 +179,30 @@ def passive_unsupported(exc: BaseException) -> bool:
     return isinstance(exc, BleakError) and "passive" in str(exc).lower()
 
 
-def or_patterns(sensors: list[str]) -> list[OrPattern]:
-    """BlueZ advertisement-monitor patterns matching the manufacturer ids of ``sensors``."""
-    ids = {"ruuvi": ruuvi.MANUFACTURER_ID, "aranet4": aranet4.MANUFACTURER_ID}
-    return [
-        OrPattern(0, AdvertisementDataType.MANUFACTURER_SPECIFIC_DATA, ids[s].to_bytes(2, "little"))
-        for s in sensors
-    ]
+def service_data_prefix(service: str) -> tuple[AdvertisementDataType, bytes]:
+    """How service data under the 128-bit UUID ``service`` starts on air: its AD type and the
+    UUID in its shortest form, little-endian (16 or 32 bits for the Bluetooth base UUID)."""
+    raw = uuid.UUID(service)
+    if service.endswith(_BASE_UUID_TAIL):
+        short = raw.int >> 96
+        if short <= 0xFFFF:
+            return AdvertisementDataType.SERVICE_DATA_UUID16, short.to_bytes(2, "little")
+        return AdvertisementDataType.SERVICE_DATA_UUID32, short.to_bytes(4, "little")
+    return AdvertisementDataType.SERVICE_DATA_UUID128, raw.bytes[::-1]
+
+
+def or_patterns(codecs: Iterable[BleCodec]) -> list[OrPattern]:
+    """BlueZ advertisement-monitor patterns matching what ``codecs`` listen to: manufacturer
+    data starting with each company id, service data starting with each UUID."""
+    patterns: list[OrPattern] = []
+    for codec in codecs:
+        patterns += [
+            OrPattern(0, AdvertisementDataType.MANUFACTURER_SPECIFIC_DATA,
+                      company.to_bytes(2, "little"))
+            for company in codec.manufacturer_ids
+        ]
+        patterns += [OrPattern(0, *service_data_prefix(s)) for s in codec.service_data_uuids]
+    return patterns
 
 
 class BleScanner:
@@ -176,6 +226,8 @@ class BleScanner:
         self._mode: Literal["passive", "active"] = settings.scanning_mode
         self._devices: dict[str, DeviceState] = {}
         self._allow = set(settings.allow)
+        self._by_company, self._by_service = dispatch_tables(settings.sensors)
+        self._gatt = {d.sensor: _gatt_codec(d.sensor) for d in settings.gatt_poll}
         # None is the end-of-stream marker put by __aexit__ (wakes a consumer in another task)
         self._queue: asyncio.Queue[BleReading | None] = asyncio.Queue(
             maxsize=settings.queue_size + 1
@@ -254,7 +306,8 @@ class BleScanner:
         if self.settings.adapter:
             bluez["adapter"] = self.settings.adapter
         if self._mode == "passive":
-            bluez["or_patterns"] = or_patterns(list(self.settings.sensors))
+            codecs = plugins.ble_codecs()
+            bluez["or_patterns"] = or_patterns(codecs[name] for name in self.settings.sensors)
         return BleakScanner(
             self._on_advertisement,
             scanning_mode=self._mode,
@@ -357,71 +410,61 @@ class BleScanner:
         if self._allow and address not in self._allow and name not in self._allow:
             self.stats.filtered += 1
             return
-        sensor, payload = self._classify(adv)
-        if sensor is None or payload is None:
+        listeners, payload = self._match(adv)
+        if not listeners:
             self.stats.unsupported += 1
             return
         now = self._now()
-        state = self._devices.get(address) or DeviceState(address)
-        self._devices[address] = state
+        state = self._devices.get(address)
+        if state is None:
+            state = self._devices[address] = DeviceState(address)
         self._seen[address] = device
-        state.name, state.sensor, state.rssi, state.last_seen = name, sensor, adv.rssi, now
+        listener = listeners[0]
+        frame: Frame | None
+        try:
+            frame = listener.codec.decode(payload, name)
+        except BadPayload as exc:
+            listener, frame = self._decode_others(listeners, payload, name, exc.reason)
+        state.name, state.sensor, state.rssi, state.last_seen = name, listener.sensor, adv.rssi, now
         state.adverts += 1
-        frame = self._decode(sensor, payload, name)
         if frame is None:
             return
-        if self._is_duplicate(state, sensor, frame, payload, now):
+        if self.settings.deduplicate and _is_repeat(state, listener.codec, frame, now, payload):
             state.duplicates += 1
             self.stats.duplicates += 1
             return
         if frame.skip_reason:
-            self.stats.skipped[f"{sensor}:{frame.skip_reason}"] += 1
+            self.stats.skipped[f"{listener.sensor}:{frame.skip_reason}"] += 1
         state.readings += 1
-        self._put(BleReading(address, name, adv.rssi, sensor, frame, now))
+        self._put(BleReading(address, name, adv.rssi, listener.sensor, frame, now))
 
-    def _classify(self, adv: AdvertisementData) -> tuple[str | None, bytes | None]:
-        for sensor in self.settings.sensors:
-            mid = ruuvi.MANUFACTURER_ID if sensor == "ruuvi" else aranet4.MANUFACTURER_ID
-            data = adv.manufacturer_data.get(mid)
-            if data is not None:
-                return sensor, bytes(data)
-        return None, None
+    def _match(self, adv: AdvertisementData) -> tuple[tuple[Listener, ...], bytes]:
+        """The listeners of the first manufacturer id (else service-data UUID) of ``adv`` that
+        a selected sensor declared, and its payload; ``((), b"")`` when none did."""
+        for company, data in adv.manufacturer_data.items():
+            listeners = self._by_company.get(company)
+            if listeners is not None:
+                return listeners, bytes(data)
+        if self._by_service:
+            for service, data in adv.service_data.items():
+                listeners = self._by_service.get(service)
+                if listeners is not None:
+                    return listeners, bytes(data)
+        return (), b""
 
-    def _decode(self, sensor: str, payload: bytes, name: str | None) -> Frame | None:
-        try:
-            if sensor == "ruuvi":
-                return ruuvi.decode(payload)
-            return aranet4.decode_advertisement(payload, name)
-        except BadPayload as exc:
-            self.stats.bad[f"{sensor}:{exc.reason}"] += 1
-            return None
-
-    def _is_duplicate(
-        self, state: DeviceState, sensor: str, frame: Frame, payload: bytes, now: float
-    ) -> bool:
-        if not self.settings.deduplicate:
-            return False
-        info = frame.info
-        if sensor == "ruuvi":
-            if info.get("format") == 0xE1:
-                state.e1_seen_at = now
-            elif (
-                info.get("format") == 6
-                and state.e1_seen_at is not None
-                and now - state.e1_seen_at < _E1_PREFERENCE_S
-            ):
-                return True
-            seq = info.get("sequence")
-            key: object = (info.get("format"), seq) if seq is not None else payload
-        else:
-            if _same_measurement(state, frame, now):
-                return True
-            counter = info.get("counter")
-            key = ("counter", counter) if counter is not None else payload
-        if key == state.last_key:
-            return True
-        state.last_key = key
-        return False
+    def _decode_others(
+        self, listeners: tuple[Listener, ...], payload: bytes, name: str | None, reason: str
+    ) -> tuple[Listener, Frame | None]:
+        """After the first listener refused ``payload`` (for ``reason``): the next one that
+        decodes it, and the frame (sensors sharing a company id); when none does, the first
+        listener and ``None``, counted in ``stats.bad`` under the first one's reason."""
+        for listener in listeners[1:]:
+            try:
+                return listener, listener.codec.decode(payload, name)
+            except BadPayload:
+                continue
+        self.stats.bad[f"{listeners[0].sensor}:{reason}"] += 1
+        return listeners[0], None
 
     def _put(self, reading: BleReading) -> None:
         if self._queue.qsize() >= self.settings.queue_size:
@@ -430,7 +473,7 @@ class BleScanner:
         self._queue.put_nowait(reading)
         self.stats.readings += 1
 
-    # -- Aranet4 GATT polling ---------------------------------------------------------------
+    # -- GATT polling -----------------------------------------------------------------------
 
     async def _poll_forever(self, device: GattPollDevice) -> None:
         backoff = self._backoff()
@@ -446,13 +489,15 @@ class BleScanner:
                 self.stats.gatt_errors += 1
                 self.stats.errors[f"gatt:{type(exc).__name__}"] += 1
                 logger.warning(
-                    "Aranet4 %s GATT read failed: %s: %s", device.address, type(exc).__name__, exc
+                    "%s %s GATT read failed: %s: %s",
+                    device.sensor, device.address, type(exc).__name__, exc,
                 )
                 delay = backoff.next_delay()
             await asyncio.sleep(delay)
 
     async def _poll_once(self, device: GattPollDevice, state: DeviceState) -> float:
         """Connect, read current readings, disconnect; return seconds until the next read."""
+        codec, gatt = self._gatt[device.sensor]
         bluez: dict[str, Any] = {"adapter": self.settings.adapter} if self.settings.adapter else {}
         async with asyncio.timeout(self.settings.gatt_timeout_s):
             client = BleakClient(
@@ -462,28 +507,76 @@ class BleScanner:
                 backend=self._client_backend,
             )
             async with client:
-                try:
-                    data = bytes(await client.read_gatt_char(aranet4.CURRENT_READINGS_UUID))
-                except BleakCharacteristicNotFoundError:  # older firmware: no interval/age
-                    data = bytes(await client.read_gatt_char(aranet4.CURRENT_READINGS_SHORT_UUID))
+                data = await _read_first(client, gatt.characteristics)
         now = self._now()
         self.stats.gatt_reads += 1
         state.last_seen, state.gatt_reads = now, state.gatt_reads + 1
-        state.sensor = "aranet4"
-        frame = aranet4.decode_readings(data)
-        if self.settings.deduplicate and _same_measurement(state, frame, now):
+        state.sensor = device.sensor
+        frame = gatt.decode(data)
+        if self.settings.deduplicate and _is_repeat(state, codec, frame, now, None):
             state.duplicates += 1
             self.stats.duplicates += 1
         else:
             if frame.skip_reason:
-                self.stats.skipped[f"aranet4:{frame.skip_reason}"] += 1
+                self.stats.skipped[f"{device.sensor}:{frame.skip_reason}"] += 1
             state.readings += 1
-            self._put(BleReading(device.address, device.name, None, "aranet4", frame, now, "gatt"))
+            self._put(
+                BleReading(device.address, device.name, None, device.sensor, frame, now, "gatt")
+            )
         return _next_poll_delay(device, frame)
 
 
+def _gatt_codec(sensor: str) -> tuple[BleCodec, GattRead]:
+    codec = plugins.ble_codecs()[check_ble_sensor(sensor)]
+    if codec.gatt is None:
+        raise ValueError(f"sensor {sensor!r} cannot be read over GATT")
+    return codec, codec.gatt
+
+
+async def _read_first(client: BleakClient, characteristics: tuple[str, ...]) -> bytes:
+    """Read the first of ``characteristics`` the device has (older firmware lacks some)."""
+    *preferred, last = characteristics
+    for characteristic in preferred:
+        try:
+            return bytes(await client.read_gatt_char(characteristic))
+        except BleakCharacteristicNotFoundError:
+            continue
+    return bytes(await client.read_gatt_char(last))
+
+
+def _is_repeat(
+    state: DeviceState, codec: BleCodec, frame: Frame, now: float, payload: bytes | None
+) -> bool:
+    """The device's previous measurement again, by the rules of :class:`~edge.codec.BleCodec`
+    (``payload``: the key of a frame without a measurement key; ``None`` for GATT reads)."""
+    info = frame.info
+    variants = codec.variants
+    if variants is not None:
+        variant = info.get(variants.info_key)
+        if variant == variants.full:
+            state.full_seen_at = now
+        elif (
+            variant == variants.reduced
+            and state.full_seen_at is not None
+            and now - state.full_seen_at < variants.for_s
+        ):
+            return True
+    if "age_s" in info and _same_measurement(state, frame, now):
+        return True
+    key = codec.measurement_key(frame)
+    if key is None:
+        if payload is None:
+            return False
+        key = payload
+    if key == state.last_key:
+        return True
+    state.last_key = key
+    return False
+
+
 def _same_measurement(state: DeviceState, frame: Frame, now: float) -> bool:
-    """Aranet4: same measurement when the derived measurement time matches the last one."""
+    """Same measurement when the measurement time (``now − age_s``) is within half the
+    measurement interval (at most 30 s) of the last one; frames without both never are."""
     age, interval = frame.info.get("age_s"), frame.info.get("interval_s")
     if not isinstance(age, int) or not isinstance(interval, int) or interval <= 0:
         return False

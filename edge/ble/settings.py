@@ -1,15 +1,19 @@
 """Settings for the BLE scanner: the ``[ble]`` section of the gateway config.
 
 Declared next to the scanner (ESPHome style); the gateway config includes it as a section.
+The sensor types it accepts are the registered sensors with a BLE part
+(:func:`edge.plugins.ble_codecs`): this module names none of them.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from edge import plugins
 
 _MAC = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 
@@ -27,19 +31,57 @@ def normalise_mac(value: str) -> str:
     return text
 
 
-SensorName = Literal["ruuvi", "aranet4"]
+def _all_sensors() -> list[str]:
+    return list(plugins.ble_codecs())
 
 
-def _all_sensors() -> list[SensorName]:
-    return ["ruuvi", "aranet4"]
+def check_ble_sensor(name: str) -> str:
+    """``name`` if it is a registered BLE sensor; ValueError naming the ones there are."""
+    known = plugins.ble_codecs()
+    if name in known:
+        return name
+    other = plugins.sensors().get(name)
+    kind = f"a {other.descriptor.interface} sensor, not a BLE one" if other else "not a sensor type"
+    raise ValueError(
+        f"{name!r} is {kind}; BLE sensors: {', '.join(known)} (`duet-edge sensors` lists them)"
+    )
+
+
+# A sensor type the BLE scanner can hear: checked against the registry when validated.
+BleSensorName = Annotated[str, AfterValidator(check_ble_sensor)]
+
+
+def _gatt_sensor(name: str) -> str:
+    """The sensor type of a GATT-polled device: ``name``, or the only type readable over GATT."""
+    readable = [n for n, codec in plugins.ble_codecs().items() if codec.gatt is not None]
+    if not name:
+        if len(readable) == 1:
+            return readable[0]
+        raise ValueError(
+            "name the sensor type of this device (sensor = ...): "
+            f"sensors readable over GATT: {', '.join(readable) or 'none'}"
+        )
+    check_ble_sensor(name)
+    if name not in readable:
+        raise ValueError(
+            f"{name!r} cannot be read over GATT; sensors that can: {', '.join(readable) or 'none'}"
+        )
+    return name
 
 
 class GattPollDevice(BaseModel):
-    """An Aranet4 read over GATT (for devices with Smart Home integrations off)."""
+    """A device read over GATT instead of its advertisements (an Aranet4 with Smart Home
+    integrations off): connect, read, disconnect, as its sensor's ``BleCodec.gatt`` says."""
 
     model_config = ConfigDict(extra="forbid")
 
-    address: str = Field(description="Bluetooth address of the Aranet4, e.g. 'D0:1B:5A:00:11:22'.")
+    address: str = Field(description="Bluetooth address of the device, e.g. 'D0:1B:5A:00:11:22'.")
+    sensor: str = Field(
+        default="",
+        validate_default=True,
+        description="Sensor type of the device; default: the only sensor type that can be read "
+        "over GATT.",
+    )
     name: str | None = Field(default=None, description="Optional label used in logs.")
     interval_s: float | None = Field(
         default=None,
@@ -54,9 +96,14 @@ class GattPollDevice(BaseModel):
     def _address(cls, value: str) -> str:
         return normalise_mac(value)
 
+    @field_validator("sensor")
+    @classmethod
+    def _sensor(cls, value: str) -> str:
+        return _gatt_sensor(value)
+
 
 class BleSettings(BaseModel):
-    """BLE scanning for RuuviTag / Ruuvi Air / Aranet4 advertisements and Aranet4 GATT polling."""
+    """BLE scanning for the advertisements of the registered BLE sensors, and GATT polling."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -71,9 +118,10 @@ class BleSettings(BaseModel):
         description="'passive' only listens (no scan requests; needs BlueZ ≥ 5.56 with "
         "experimental interfaces); falls back to 'active' with a warning when unsupported.",
     )
-    sensors: list[SensorName] = Field(
+    sensors: list[BleSensorName] = Field(
         default_factory=_all_sensors,
-        description="Sensor types whose advertisements are decoded: 'ruuvi', 'aranet4'.",
+        description="Sensor types whose advertisements are decoded; default: every BLE sensor "
+        "(interface 'ble' in `duet-edge sensors`).",
     )
     allow: list[str] = Field(
         default_factory=list,
@@ -93,7 +141,7 @@ class BleSettings(BaseModel):
     backoff_initial_s: float = Field(default=1.0, gt=0, description="First retry delay.")
     backoff_max_s: float = Field(default=60.0, gt=0, description="Longest retry delay.")
     gatt_poll: list[GattPollDevice] = Field(
-        default_factory=list, description="Aranet4 devices to read over GATT instead of adverts."
+        default_factory=list, description="Devices to read over GATT instead of adverts."
     )
     gatt_timeout_s: float = Field(
         default=20.0, gt=0, description="Connect + read timeout for one GATT poll."

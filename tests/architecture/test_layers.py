@@ -54,6 +54,20 @@ def test_a_layer_violation_is_caught(tmp_path: Path) -> None:
     assert result.returncode != 0 and "edge._probe_violation" in result.stdout
 
 
+def test_the_ble_scanner_importing_a_sensor_is_caught() -> None:
+    """The BLE scanner is generic: a module of edge.ble importing a sensor folder breaks the
+    contract (BLE sensors reach it through the registry only)."""
+    probe = ROOT / "edge" / "ble" / "_probe_sensor_import.py"
+    probe.write_text("import edge.sensors.ruuvi.codec  # noqa: F401\n", encoding="utf-8")
+    try:
+        result = _run(str(Path(sys.executable).with_name("lint-imports")), "--no-cache")
+    finally:
+        probe.unlink()
+    assert result.returncode != 0
+    assert "The BLE scanner knows no sensor" in result.stdout
+    assert "edge.ble._probe_sensor_import -> edge.sensors.ruuvi.codec" in result.stdout
+
+
 def test_every_module_imports_on_its_own() -> None:
     modules = _modules()
     assert "edge.outbox" in modules and "edge.sensors.sds011.codec" in modules

@@ -460,3 +460,25 @@ def test_settings_errors_name_key_value_and_choices() -> None:
     assert "scanning_mode" in text and "'sniff'" in text and "'passive' or 'active'" in text
     assert "gatt_poll.0.address" in text and "AA:BB:CC:DD:EE:FF" in text
     assert "colour" in text and "Extra inputs are not permitted" in text
+
+
+def test_sensors_come_from_the_registry_and_bad_names_say_which_exist() -> None:
+    import re
+
+    from pydantic import ValidationError
+
+    from edge import plugins
+
+    ble = list(plugins.ble_codecs())
+    assert {"aranet4", "ruuvi"} <= set(ble) and ble == sorted(ble)
+    assert BleSettings().sensors == ble  # every one, by default
+    assert BleSettings(gatt_poll=[{"address": ARA}]).gatt_poll[0].sensor == "aranet4"
+    with pytest.raises(ValidationError) as err:
+        BleSettings.model_validate({"sensors": ["ruuvi", "sds011", "ruuvy"],
+                                    "gatt_poll": [{"address": TAG, "sensor": "ruuvi"}]})
+    text = str(err.value)
+    assert "sensors.1\n" in text and "'sds011' is a serial sensor, not a BLE one; " \
+        f"BLE sensors: {', '.join(ble)}" in text
+    assert "sensors.2\n" in text and "'ruuvy' is not a sensor type; BLE sensors" in text
+    assert "gatt_poll.0.sensor\n" in text and "'ruuvi' cannot be read over GATT" in text
+    assert re.search(r"sensors that can: .*\baranet4\b", text)

@@ -23,7 +23,9 @@ import struct
 
 from edge.codec import (
     BadPayload,
+    BleCodec,
     Frame,
+    GattRead,
     PayloadDecoder,
     Reading,
     SensorDescriptor,
@@ -118,6 +120,27 @@ def decode_advertisement(payload: bytes, name: str | None = None) -> Frame:
     return Frame(kind="data", readings=frame.readings, skip_reason=frame.skip_reason, info=info)
 
 
+def measurement_key(frame: Frame) -> tuple[str, object] | None:
+    """The advertisement counter (byte 21, ⚠ meaning inferred), when the payload has one.
+
+    Used only after the measurement-time rule (``age_s``/``interval_s`` in ``info``), which
+    catches most repeats on its own."""
+    counter = frame.info.get("counter")
+    return None if counter is None else ("counter", counter)
+
+
+BLE = BleCodec(
+    decode=decode_advertisement,
+    manufacturer_ids=(MANUFACTURER_ID,),
+    measurement_key=measurement_key,
+    # integrations off: read the current readings instead; older firmware lacks f0cd3001
+    gatt=GattRead(
+        characteristics=(CURRENT_READINGS_UUID, CURRENT_READINGS_SHORT_UUID),
+        decode=decode_readings,
+    ),
+)
+
+
 class Aranet4Decoder(PayloadDecoder):
     """:class:`~edge.codec.StreamDecoder`: one ``feed`` = one advertisement payload."""
 
@@ -132,4 +155,5 @@ DESCRIPTOR = SensorDescriptor(
     quantities=("co2", "temperature", "pressure", "humidity"),
     decoder=Aranet4Decoder,
     default_interval_s=60.0,
+    ble=BLE,
 )

@@ -23,10 +23,12 @@ import struct
 
 from edge.codec import (
     BadPayload,
+    BleCodec,
     Frame,
     PayloadDecoder,
     Reading,
     SensorDescriptor,
+    Variants,
 )
 
 MANUFACTURER_ID = 0x0499
@@ -188,17 +190,39 @@ def _frame(readings: list[Reading], info: dict[str, object]) -> Frame:
 _FORMATS = {0x03: _decode_v3, 0x05: _decode_v5, 0x06: _decode_v6, 0xE1: _decode_e1}
 
 
-def decode(payload: bytes) -> Frame:
+def decode(payload: bytes, name: str | None = None) -> Frame:
     """Decode one Ruuvi manufacturer-data payload (company id stripped).
 
+    ``name`` (the advertised name) is not needed: every format names itself in byte 0.
     Raises :class:`BadPayload` (and nothing else) for empty, short or unknown-format payloads.
     """
+    del name
     if not payload:
         raise BadPayload("empty")
     decoder = _FORMATS.get(payload[0])
     if decoder is None:
         raise BadPayload("unsupported-format")
     return decoder(bytes(payload))
+
+
+def measurement_key(frame: Frame) -> tuple[object, object] | None:
+    """(format, sequence number): the same measurement advertised again (BlueZ reports an
+    advertisement again when only the RSSI changes). Format 3 has no sequence: ``None``."""
+    info = frame.info
+    sequence = info.get("sequence")
+    return None if sequence is None else (info.get("format"), sequence)
+
+
+# A Ruuvi Air sends each measurement in E1 (extended advertisement) and in format 6 (legacy):
+# as the Ruuvi docs advise, format 6 is dropped for 60 s after E1 was heard from the device.
+AIR_VARIANTS = Variants(info_key="format", full=0xE1, reduced=6, for_s=60.0)
+
+BLE = BleCodec(
+    decode=decode,
+    manufacturer_ids=(MANUFACTURER_ID,),
+    measurement_key=measurement_key,
+    variants=AIR_VARIANTS,
+)
 
 
 class RuuviDecoder(PayloadDecoder):
@@ -229,4 +253,5 @@ DESCRIPTOR = SensorDescriptor(
     ),
     decoder=RuuviDecoder,
     default_interval_s=1.0,
+    ble=BLE,
 )
