@@ -64,7 +64,7 @@ from calibration.report import (
     evaluate,
     write_report,
 )
-from edge.console import PlainTyper
+from edge.console import LateProgress, PlainTyper
 from edge.quantities import QUANTITIES
 
 app = PlainTyper(no_args_is_help=True, pretty_exceptions_enable=False,
@@ -371,7 +371,9 @@ def fit(
     quantities = tuple(q for _, _, q in inputs)
     problem = Problem(X[train], y[train], t[train], quantities,
                       groups=groups[train] if groups is not None else None)
-    sel = select_model(problem, only=models.split(",") if models else None)
+    with _CandidateProgress() as bar:
+        sel = select_model(problem, only=models.split(",") if models else None,
+                           progress=bar.update)
     saved = save_artefact(_build_artefact(
         sel, inputs, X[train], t[train], y[train], quantity, data.period_s,
         _artefact_id(cal_id, quantity, sensor_model, float(t.min())), version, sensor_model,
@@ -504,6 +506,26 @@ def _print_fit(saved: Artefact, sel: Selection, summary: dict[str, object],
         _print_metrics(f"  sensor {name}", m)
     if test_ev.coverage is not None and test_ev.coverage.thin:
         _stderr("WARNING: " + test_ev.coverage.warning(QUANTITIES[quantity].unit_symbol))
+
+
+class _CandidateProgress:
+    """A bar on stderr while candidates are scored, shown only when that takes over ~2 s."""
+
+    def __init__(self) -> None:
+        self.bar: LateProgress | None = None
+
+    def update(self, total: int) -> None:
+        if self.bar is None:
+            self.bar = LateProgress("scoring candidate models", total)
+        else:
+            self.bar.advance()
+
+    def __enter__(self) -> _CandidateProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _print_candidates(problem: Problem, X_test: np.ndarray, y_test: np.ndarray, quantity: str,

@@ -373,8 +373,12 @@ def per_sensor_fits(problem: Problem, fitter: Fitter) -> dict[str, Spec]:
 
 
 def select_model(problem: Problem, n_blocks: int = 5,
-                 only: Sequence[str] | None = None) -> Selection:
-    """Score every candidate by forward-chaining validation and refit the winner on all data."""
+                 only: Sequence[str] | None = None,
+                 progress: Callable[[int], None] | None = None) -> Selection:
+    """Score every candidate by forward-chaining validation and refit the winner on all data.
+
+    ``progress(total)`` is called once with the number of candidates, then ``progress(0)``
+    after each one is scored (a command line shows a bar from it)."""
     n = problem.y.size
     if n < 10 * n_blocks:
         raise FitError(f"only {n} aligned samples; need at least {10 * n_blocks} to fit and validate")
@@ -401,7 +405,11 @@ def select_model(problem: Problem, n_blocks: int = 5,
     ]
     scores: dict[str, float] = {}
     per_fold: dict[str, list[float]] = {}
+    if progress is not None:
+        progress(len(fitters))
     for name, fitter in fitters.items():
+        if progress is not None:
+            progress(0)
         try:
             rmses = [_rmse(fitter(problem.X[tr], problem.y[tr]), problem.X[va], problem.y[va])
                      for tr, va in folds]

@@ -187,3 +187,15 @@ def test_metrics_by_hand() -> None:
     assert m["mae"] == pytest.approx(1.0)
     assert m["r2"] == pytest.approx(1 - 4 / 5)
     assert m["dqo"] == 0.25
+
+
+def test_selection_reports_progress_per_candidate() -> None:
+    t, temp, _ = _synthetic()
+    rng = np.random.default_rng(4)
+    truth = rng.lognormal(0.5, 0.6, t.size)
+    calls: list[int] = []
+    sel = select_model(Problem(np.column_stack([2 * truth, temp]), truth, t, ("co", "temperature")),
+                       progress=calls.append)
+    total = calls[0]
+    assert total >= len(sel.cv_rmse) > 1  # every scored candidate (some may fail while fitting)
+    assert calls[1:] == [0] * total
