@@ -91,3 +91,36 @@ def test_scan_json_lists_an_emulated_sensor(tmp_path: Path) -> None:
     found = [p for p in report["serial"] if p["device"] == str(emu.port)]
     assert result.returncode == 0 and found and found[0]["sensor"] == "sds011"
     assert 'type = "sds011"' in report["snippet"]
+
+
+def _command_paths() -> list[list[str]]:
+    import typer.main
+
+    from edge.cli import build_app
+
+    root = typer.main.get_command(build_app())
+    paths: list[list[str]] = []
+
+    def walk(command: object, path: list[str]) -> None:
+        paths.append(path)
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            walk(sub, [*path, name])
+
+    walk(root, [])
+    return paths
+
+
+def test_every_command_answers_short_help() -> None:
+    """`-h` works on every command and sub-command, and never cuts or swallows text."""
+    from typer.testing import CliRunner
+
+    from edge.cli import build_app
+
+    app = build_app()
+    paths = _command_paths()
+    assert ["calibrate", "fit"] in paths and ["provision", "ca", "list"] in paths
+    for path in paths:
+        result = CliRunner().invoke(app, [*path, "-h"], terminal_width=80)
+        assert result.exit_code == 0, (path, result.output)
+        assert result.output.startswith("Usage: duet-edge"), path
+        assert "╭" not in result.output, (path, "Rich panels cut text at 80 columns")
