@@ -31,6 +31,7 @@ from rich.table import Table
 from edge.config import GatewayConfig, parse_config
 from edge.contract import encode_batch
 from edge.ingest.receiver import Receiver, ReceiverSettings
+from edge.ingest.sqlite_store import count_rows, latest_rows
 from edge.logs import setup_logging
 from edge.model import Delivery
 from edge.quantities import QUANTITIES
@@ -203,13 +204,13 @@ async def _demo(work: Path, duration: float, rate: float) -> int:
         if broker is not None:
             broker.terminate()
             broker.wait(5)
-    received = receiver.store.count()
+    received = count_rows(work / "twin.db")
     console.print(
         f"\nThe twin received {received} observations "
         f"({receiver.counters.duplicates} duplicates ignored, "
         f"{receiver.counters.rejected_messages} messages rejected)."
     )
-    receiver.store.close()
+    await receiver.close()
     return 0 if received > 0 else 1
 
 
@@ -219,7 +220,7 @@ def _view(gateway: Gateway, receiver: Receiver) -> Group:
         table.add_column(column)
     latest: dict[tuple[str, str], Any] = {}
     now_ms = time.time_ns() // 1_000_000
-    for row in receiver.store.latest(200):
+    for row in latest_rows(Path(receiver.settings.store_path), 200):
         latest.setdefault((row["sensor"], row["quantity"]), row)
     for (_sensor, quantity), row in sorted(latest.items()):
         if quantity.startswith("nc"):

@@ -1,114 +1,164 @@
-"""The receiver's local store: observations keyed by their deterministic id (duplicates ignored)."""
+"""The seam between the twin receiver and its database: the :class:`TwinStore` protocol.
+
+Two implementations:
+
+- :class:`edge.ingest.sqlite_store.SqliteStore` — one file, the embedded default for one machine;
+- :class:`edge.ingest.pg_store.PgStore` — PostgreSQL (+ PostGIS), the production twin store,
+  shared by any number of receivers.
+
+:func:`open_store` picks one from ``--store``: a ``postgresql://`` URL or a file path.
+
+Rules every store keeps:
+
+- **Idempotent by (gateway, seq)**: a row the store already holds is counted as a duplicate
+  and not written again, whichever receiver got it first.
+- **One transaction for many messages**: :meth:`TwinStore.store_batches` commits all the
+  batches it is given together (or none of them); the receiver PUBACKs after it returns.
+- **Forward queue in the same transaction**: with forwarding on, the new rows of each batch are
+  queued for the SensorThings forwarder in that same transaction, so a crash can neither
+  forward what was not stored nor forget to forward what was.
+"""
 
 from __future__ import annotations
 
-import json
-import sqlite3
-import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from edge.contract import DecodedBatch
-from edge.quantities import QUANTITIES
+from edge.ingest.rows import Gap, IngestBatch
 
-_SCHEMA = """
-PRAGMA journal_mode=WAL;
-PRAGMA synchronous=NORMAL;
-CREATE TABLE IF NOT EXISTS observation(
-    id TEXT PRIMARY KEY, gateway TEXT NOT NULL, seq INTEGER NOT NULL, sensor TEXT NOT NULL,
-    quantity TEXT NOT NULL, unit TEXT NOT NULL, phenomenon_ms INTEGER NOT NULL, phenomenon_end_ms INTEGER,
-    result_ms INTEGER NOT NULL, result REAL NOT NULL, raw_result REAL, quality TEXT, provenance TEXT NOT NULL,
-    received_ms INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS observation_gw_seq ON observation(gateway, seq);
-CREATE TABLE IF NOT EXISTS gap(
-    gateway TEXT, first_seq INTEGER, last_seq INTEGER, count INTEGER, reason TEXT, received_ms INTEGER,
-    PRIMARY KEY(gateway, first_seq));
-CREATE TABLE IF NOT EXISTS rejected_message(received_ms INTEGER, topic TEXT, size INTEGER, reason TEXT);
-"""
+JsonValue = object  # parsed JSON (dict/list/str/int/float/bool/None)
 
 
-class ReceiverStore:
-    """SQLite store for received observations. ``store`` returns (new, duplicates)."""
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    """What storing one batch did: rows written, rows already held."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.executescript(_SCHEMA)
+    new: int
+    duplicates: int
 
-    def store(self, batch: DecodedBatch) -> tuple[int, int]:
-        now = time.time_ns() // 1_000_000
-        rows = []
-        for obs, obs_id in zip(batch.observations, batch.ids, strict=True):
-            q = QUANTITIES.get(obs.stream.quantity_code)
-            rows.append(
-                (
-                    obs_id,
-                    batch.gateway_id,
-                    obs.sequence,
-                    obs.stream.sensor_id,
-                    obs.stream.quantity_code,
-                    q.unit if q else "",
-                    obs.phenomenon_ms,
-                    obs.phenomenon_end_ms,
-                    obs.result_time_ms,
-                    obs.result,
-                    obs.raw_result,
-                    None
-                    if obs.quality is None
-                    else json.dumps(obs.quality.as_dict(), sort_keys=True),
-                    json.dumps(obs.provenance.as_dict(), sort_keys=True),
-                    now,
-                )
-            )
-        db = self.db
-        db.execute("BEGIN")
-        before = db.total_changes
-        db.executemany(
-            "INSERT OR IGNORE INTO observation VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
-        )
-        new = db.total_changes - before
-        for first, last, count, reason in batch.gaps:
-            db.execute(
-                "INSERT OR IGNORE INTO gap VALUES(?,?,?,?,?,?)",
-                (batch.gateway_id, first, last, count, reason, now),
-            )
-        db.execute("COMMIT")
-        return new, len(rows) - new
 
-    def unknown(self, batch: DecodedBatch) -> DecodedBatch:
-        """The part of a batch whose ids are not stored yet."""
-        known = {
-            row[0]
-            for row in self.db.execute(
-                "SELECT id FROM observation WHERE gateway=? AND seq BETWEEN ? AND ?",
-                (batch.gateway_id, batch.observations[0].sequence, batch.observations[-1].sequence),
-            )
-        }
-        keep = [i for i, obs_id in enumerate(batch.ids) if obs_id not in known]
-        return DecodedBatch(
-            batch.gateway_id,
-            [batch.observations[i] for i in keep],
-            [batch.ids[i] for i in keep],
-            batch.gaps,
-            batch.sent_ms,
-        )
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message the receiver refused (dead letter), with what could be read of it."""
 
-    def reject(self, topic: str, size: int, reason: str) -> None:
-        self.db.execute(
-            "INSERT INTO rejected_message VALUES(?,?,?,?)",
-            (time.time_ns() // 1_000_000, topic, size, reason[:500]),
-        )
+    topic: str
+    reason: str
+    payload: bytes = b""
+    gateway: str | None = None
+    first_seq: int | None = None
+    last_seq: int | None = None
 
-    def count(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM observation").fetchone()[0])
 
-    def latest(self, limit: int = 20) -> list[sqlite3.Row]:
-        cur = self.db.cursor()
-        cur.row_factory = sqlite3.Row
-        return list(
-            cur.execute(
-                "SELECT * FROM observation ORDER BY received_ms DESC, seq DESC LIMIT ?", (limit,)
-            )
-        )
+@dataclass(frozen=True, slots=True)
+class GatewayView:
+    """One row of ``duet-edge fleet``: what the twin knows about a gateway."""
 
-    def close(self) -> None:
-        self.db.close()
+    gateway: str
+    state: str  # "online" / "offline" (from its status topic) or "unknown"
+    version: str
+    last_data_ms: int | None  # when its last batch was stored
+    last_status_ms: int | None  # when its last status/heartbeat arrived
+    observations: int  # rows stored
+    backlog: int | None  # rows waiting in its outbox (its last heartbeat)
+    oldest_unsent_ms: int | None
+    events_24h: int
+    last_event: str
+    forward_parked_until_ms: int | None = None
+    forward_error: str = ""
+
+    @property
+    def last_seen_ms(self) -> int | None:
+        seen = [t for t in (self.last_data_ms, self.last_status_ms) if t is not None]
+        return max(seen) if seen else None
+
+
+@dataclass(slots=True)
+class ForwardItem:
+    """Queued rows of one gateway waiting to go to SensorThings."""
+
+    item_id: int
+    gateway: str
+    rows: IngestBatch
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class StoreTotals:
+    observations: int = 0
+    gateways: int = 0
+    dead_letters: int = 0
+    forward_queued: int = 0
+    forward_dead_letters: int = 0
+    gaps: list[Gap] = field(default_factory=list)
+
+
+class TwinStore(Protocol):
+    """What the receiver, the forwarder and ``duet-edge fleet`` need from a twin database."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def store_batches(
+        self, batches: Sequence[IngestBatch], received_ms: int, forward: bool = False
+    ) -> list[StoreOutcome]:
+        """Store every batch in ONE transaction; per batch, (new, duplicates)."""
+        ...
+
+    async def reject(self, rejection: Rejection, received_ms: int) -> None:
+        """Keep a refused message as a dead letter, with its reason."""
+        ...
+
+    async def get_dictionary(self, gateway: str, ref: bytes) -> bytes | None:
+        """A session dictionary (contract v2 ``sr`` table, as sent) stored earlier, or None."""
+        ...
+
+    async def put_dictionary(self, gateway: str, ref: bytes, table: bytes) -> None: ...
+
+    async def put_status(self, gateway: str, status: Mapping[str, JsonValue],
+                         received_ms: int) -> None:
+        """Upsert a gateway's retained status/heartbeat (birth, last will, heartbeat)."""
+        ...
+
+    async def add_event(self, gateway: str, kind: str, payload: JsonValue,
+                        received_ms: int) -> None: ...
+
+    async def fleet(self, now_ms: int) -> list[GatewayView]: ...
+
+    async def totals(self) -> StoreTotals: ...
+
+    # -- SensorThings forward queue (see edge.ingest.forwarding) --------------------------
+
+    async def forward_claim(self, now_ms: int, limit: int) -> list[ForwardItem]:
+        """Oldest queued items of gateways that are not parked (one claim per gateway)."""
+        ...
+
+    async def forward_settle(
+        self, item: ForwardItem, rejected: Mapping[int, str], now_ms: int,
+        remaining: IngestBatch | None = None,
+    ) -> None:
+        """Keep the item's refused rows as forward dead letters; delete the item, or keep only
+        its ``remaining`` rows queued (a partial delivery)."""
+        ...
+
+    async def forward_park(self, gateway: str, until_ms: int, error: str) -> None:
+        """Hold a gateway's queue until ``until_ms`` (its own backoff); others keep flowing."""
+        ...
+
+
+def is_postgres_url(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(target: str | Path) -> TwinStore:
+    """``postgresql://…`` → :class:`PgStore`; anything else is an SQLite file path."""
+    text = str(target)
+    if is_postgres_url(text):
+        from edge.ingest.pg_store import PgStore
+
+        return PgStore(text)
+    from edge.ingest.sqlite_store import SqliteStore
+
+    return SqliteStore(Path(text))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -69,14 +68,14 @@ def load_series(path: Path | None, sensor: str | None = None) -> Series:
 
 def load_twin_store(path: Path, sensor: str) -> Series:
     """Observations of ``sensor`` as received by the twin (edge/ingest/store.py), one column per
-    quantity, one row per phenomenon time. Values the gateway flagged suspect or worse are
+    quantity, one row per phenomenon time (its ``observations`` view). Values the gateway flagged suspect or worse are
     left out (NaN): training wants clean history.
     """
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         rows = con.execute(
-            "SELECT phenomenon_ms, quantity, result, quality FROM observation WHERE sensor=? "
-            "ORDER BY phenomenon_ms, seq", (sensor,)
+            "SELECT phenomenon_ms, quantity, result, quality_flag FROM observations "
+            "WHERE sensor=? ORDER BY phenomenon_ms, seq", (sensor,)
         ).fetchall()
     finally:
         con.close()
@@ -85,8 +84,8 @@ def load_twin_store(path: Path, sensor: str) -> Series:
     times = sorted({int(r[0]) for r in rows})
     index = {t: i for i, t in enumerate(times)}
     cols: dict[str, np.ndarray] = {}
-    for ms, code, result, quality in rows:
-        if quality and int(json.loads(quality).get("agg", 2)) in (3, 4):
+    for ms, code, result, flag in rows:
+        if flag in (3, 4):
             continue
         col = cols.get(code)
         if col is None:

@@ -383,6 +383,11 @@ class SensorThingsSender:
             self._http = None
 
     @property
+    def locations(self) -> Mapping[str, GeoPoint]:
+        """Known gateway positions (Thing Locations)."""
+        return self._locations
+
+    @property
     def registry(self) -> DatastreamRegistry:
         if self._registry is None:
             raise RuntimeError("SensorThings sender is not open (use 'async with')")

@@ -158,7 +158,7 @@ class ReceiverThread:
         import sqlite3
 
         db = sqlite3.connect(self.receiver.settings.store_path)
-        sql = "SELECT seq, sensor, quantity, result, phenomenon_ms, provenance FROM observation"
+        sql = "SELECT seq, sensor, quantity, result, phenomenon_ms, provenance FROM observations"
         args: tuple[str, ...] = ()
         if sensor:
             sql += " WHERE sensor=?"
