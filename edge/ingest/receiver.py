@@ -34,8 +34,9 @@ from paho.mqtt.properties import Properties
 
 from edge.backoff import Backoff
 from edge.config import TlsSettings
-from edge.contract import ContractError, DecodedBatch, decode_batch
-from edge.ingest.rows import IngestBatch, check_storable, from_decoded
+from edge.contract import ContractError
+from edge.ingest.columns import decode_columns
+from edge.ingest.rows import IngestBatch, check_storable
 from edge.ingest.store import Rejection, StoreOutcome, TwinStore, open_store
 from edge.uplinks.mqtt import read_secret, tls_context
 
@@ -113,7 +114,7 @@ class Receiver:
         self,
         settings: ReceiverSettings,
         store: TwinStore | None = None,
-        on_batch: Callable[[DecodedBatch, int], None] | None = None,
+        on_batch: Callable[[IngestBatch, int], None] | None = None,
         observer: Observer | None = None,
     ) -> None:
         self.settings = settings
@@ -269,7 +270,6 @@ class Receiver:
         now_ms = time.time_ns() // 1_000_000
         self.last_message_monotonic = time.monotonic()
         batches: list[IngestBatch] = []
-        decoded_list: list[DecodedBatch] = []
         prefix = self.settings.topic_prefix + "/"
         for topic, payload in messages:
             self.counters.messages += 1
@@ -281,35 +281,33 @@ class Receiver:
                                   payload, now_ms)
             else:
                 self.observer.message("obs")
-                pair = await self._decode(topic, gateway, payload, now_ms)
-                if pair is not None:
-                    batches.append(pair[0])
-                    decoded_list.append(pair[1])
+                batch = await self._decode(topic, gateway, payload, now_ms)
+                if batch is not None:
+                    batches.append(batch)
         if not batches:
             return
         started = time.perf_counter()
         outcomes = await self.store.store_batches(batches, now_ms, forward=self.settings.forward)
         self.counters.transactions += 1
         self.observer.group_stored(batches, outcomes, time.perf_counter() - started, now_ms)
-        for batch, decoded, outcome in zip(batches, decoded_list, outcomes, strict=True):
+        for batch, outcome in zip(batches, outcomes, strict=True):
             self.counters.observations_new += outcome.new
             self.counters.duplicates += outcome.duplicates
             self.counters.gaps_announced += len(batch.gaps)
             if self.on_batch is not None:
-                self.on_batch(decoded, outcome.new)
+                self.on_batch(batch, outcome.new)
 
     async def _decode(self, topic: str, gateway: str, payload: bytes,
-                      now_ms: int) -> tuple[IngestBatch, DecodedBatch] | None:
+                      now_ms: int) -> IngestBatch | None:
         try:
-            decoded = decode_batch(payload)
-            if decoded.gateway_id != gateway:
-                raise ContractError(f"gateway {decoded.gateway_id!r} published on {topic!r}")
-            batch = from_decoded(decoded)
+            batch = decode_columns(payload)
+            if batch.gateway != gateway:
+                raise ContractError(f"gateway {batch.gateway!r} published on {topic!r}")
             check_storable(batch, now_ms)
         except ContractError as exc:
             await self._reject(Rejection(topic, str(exc), payload, gateway or None), now_ms)
             return None
-        return batch, decoded
+        return batch
 
     async def _reject(self, rejection: Rejection, now_ms: int) -> None:
         self.counters.rejected_messages += 1

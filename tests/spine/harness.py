@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.contract import DecodedBatch
 from edge.ingest.receiver import Receiver, ReceiverSettings
+from edge.ingest.rows import IngestBatch
 
 
 def gateway_config(
@@ -115,7 +115,7 @@ class ReceiverThread:
         self,
         broker_port: int,
         store: Path,
-        on_batch: Callable[[DecodedBatch, int], None] | None = None,
+        on_batch: Callable[[IngestBatch, int], None] | None = None,
         share_group: str | None = "duet-ingest",
         client_id: str = "duet-ingest-1",
     ):
