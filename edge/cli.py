@@ -25,6 +25,8 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("edge.commands.run_cmd", "run", "run"),
     ("edge.commands.demo_cmd", "demo", "demo"),
     ("edge.commands.ingest_cmd", "ingest", "ingest"),
+    ("edge.commands.fleet_cmd", "fleet", "fleet"),
+    ("edge.commands.oslo_cmd", "oslo_export", "oslo-export"),
     ("edge.commands.scan_cmd", "scan", "scan"),
 )
 

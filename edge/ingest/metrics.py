@@ -148,9 +148,25 @@ async def serve_http(receiver: Receiver, metrics: ReceiverMetrics, fleet_store: 
         return web.Response(status=status, text=json.dumps(body),
                             content_type="application/json")
 
+    async def oslo(request: web.Request) -> web.Response:
+        """``/oslo?gateway=…&since=…&until=…&limit=…``: JSON-LD (edge.ingest.oslo)."""
+        from edge.commands.oslo_cmd import parse_time
+        from edge.ingest.oslo import export
+
+        q = request.query
+        try:
+            since = parse_time(q.get("since"), "since")
+            until = parse_time(q.get("until"), "until")
+            limit = min(int(q.get("limit", "1000")), 100_000)
+        except ValueError as exc:
+            return web.Response(status=400, text=str(exc))
+        rows = await fleet_store.read_observations(q.get("gateway"), since, until, limit)
+        return web.Response(text=json.dumps(export(rows)), content_type="application/ld+json")
+
     app = web.Application()
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/oslo", oslo)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import LiteralString
 
 import psycopg
-from psycopg.types.multirange import Int8Multirange, Multirange
-from psycopg.types.range import Range
+from psycopg.types.multirange import Multirange
 
 from edge.ingest.rows import IngestBatch, QualityProfile, StreamDef, from_cbor, to_cbor
 from edge.ingest.store import (
@@ -42,6 +42,7 @@ from edge.ingest.store import (
     GatewayView,
     JsonValue,
     Rejection,
+    StoredObservation,
     StoreOutcome,
     StoreTotals,
 )
@@ -164,6 +165,16 @@ def _opt_int(value: object) -> int | None:
     return None if value is None else _int(value)
 
 
+def _float(value: object) -> float:
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError(f"expected a number from PostgreSQL, got {value!r}")
+
+
+def _opt_float(value: object) -> float | None:
+    return None if value is None else _float(value)
+
+
 def _str(value: object) -> str:
     if isinstance(value, str):
         return value
@@ -184,8 +195,9 @@ def _dt_ms(value: object) -> int | None:
     raise TypeError(f"expected a timestamp from PostgreSQL, got {value!r}")
 
 
-def _multirange(ranges: Ranges) -> Int8Multirange:
-    return Int8Multirange([Range(lo, hi + 1, "[)") for lo, hi in ranges])
+def _multirange_text(ranges: Ranges) -> str:
+    """``{[1,11),[15,16)}``: PostgreSQL's text form of an int8multirange."""
+    return "{" + ",".join(f"[{lo},{hi + 1})" for lo, hi in ranges) + "}"
 
 
 def _contains(ranges: Ranges, seq: int) -> bool:
@@ -335,9 +347,46 @@ class PgStore:
             log.info("concurrent receiver stored some of the same rows; retrying with locks")
             return await self._transaction(batches, prepared, received_ms, forward, locked=True)
 
+    async def _register_new(self, batches: Sequence[IngestBatch]) -> None:
+        """Gateways and streams never seen before, registered with a few set-wise statements
+        (a twin meeting 20,000 gateways at once must not pay a round trip per stream)."""
+        names = sorted({b.gateway for b in batches} - set(self._gateways))
+        if names:
+            await self.conn.execute("INSERT INTO gateway(name) SELECT unnest(%s::text[]) "
+                                    "ON CONFLICT DO NOTHING", (names,))
+            cur = await self.conn.execute("SELECT name, id FROM gateway WHERE name = ANY(%s)",
+                                          (names,))
+            found = {_str(n): _int(i) for n, i in await cur.fetchall()}
+            await self.conn.execute("INSERT INTO seq_ledger(gateway_id) SELECT unnest(%s::int[]) "
+                                    "ON CONFLICT DO NOTHING", (list(found.values()),))
+            self._gateways.update(found)
+        wanted = {(self._gateways[b.gateway], s) for b in batches for s in b.streams
+                  if b.gateway in self._gateways} - set(self._streams)
+        if len(wanted) < 2:
+            return
+        rows = sorted(((g, s.sensor, s.quantity, s.unit, s.provenance_json())
+                       for g, s in wanted))
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        await self.conn.execute(
+            "INSERT INTO stream(gateway_id, sensor, quantity, unit, provenance, provenance_key) "
+            "SELECT g, se, q, u, p::jsonb, p FROM unnest(%s::int[], %s::text[], %s::text[], "
+            "%s::text[], %s::text[]) AS v(g, se, q, u, p) ON CONFLICT DO NOTHING", columns)
+        cur = await self.conn.execute(
+            "SELECT s.id, s.gateway_id, s.sensor, s.quantity, s.provenance_key FROM stream s "
+            "JOIN unnest(%s::int[], %s::text[], %s::text[], %s::text[]) AS v(g, se, q, p) "
+            "ON s.gateway_id = v.g AND s.sensor = v.se AND s.quantity = v.q "
+            "AND s.provenance_key = v.p",
+            [columns[0], columns[1], columns[2], columns[4]])
+        by_key = {(g, s.sensor, s.quantity, s.provenance_json()): s for g, s in wanted}
+        for sid, g, sensor, qty, prov in await cur.fetchall():
+            sdef = by_key.get((_int(g), _str(sensor), _str(qty), _str(prov)))
+            if sdef is not None:
+                self._streams[(_int(g), sdef)] = _int(sid)
+
     async def _prepare(self, batches: Sequence[IngestBatch]) -> list[tuple[int, list[int],
                                                                             list[int | None]]]:
         """Gateway id, stream ids and quality profile ids per batch; partitions exist."""
+        await self._register_new(batches)
         out = []
         days: set[int] = set()
         for batch in batches:
@@ -399,12 +448,14 @@ class PgStore:
                             if _overlaps(current[g], added[g]):
                                 raise LedgerRace()
                             working[g] = _merge(current[g], added[g])
-                now = ms_to_datetime(received_ms)
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        "UPDATE seq_ledger SET seqs = %s, observations = observations + %s, "
-                        "last_data = %s WHERE gateway_id = %s",
-                        [(_multirange(working[g]), len(added[g]), now, g) for g in touched])
+                await conn.execute(
+                    "UPDATE seq_ledger AS l SET seqs = v.seqs::int8multirange, "
+                    "observations = l.observations + v.n, last_data = %s "
+                    "FROM unnest(%s::int[], %s::text[], %s::int8[]) AS v(g, seqs, n) "
+                    "WHERE l.gateway_id = v.g",
+                    (ms_to_datetime(received_ms), touched,
+                     [_multirange_text(working[g]) for g in touched],
+                     [len(added[g]) for g in touched]))
             await self._write_side_tables(batches, prepared, fresh_rows, received_ms, forward)
         return outcomes
 
@@ -524,6 +575,31 @@ class PgStore:
             forward_dead_letters=await one("SELECT count(*) FROM forward_dead_letter"),
             gaps=gaps,
         )
+
+    async def read_observations(self, gateway: str | None, since_ms: int | None,
+                                until_ms: int | None, limit: int) -> list[StoredObservation]:
+        since = None if since_ms is None else ms_to_datetime(since_ms)
+        until = None if until_ms is None else ms_to_datetime(until_ms)
+        cur = await self.conn.execute("""
+            SELECT g.name, o.seq, s.sensor, s.quantity, s.unit, s.provenance_key,
+                   o.phenomenon_time, o.duration_ms, o.result_offset_ms, o.result,
+                   o.raw_result, o.quality_flag
+            FROM observation o JOIN gateway g ON g.id = o.gateway_id
+            JOIN stream s ON s.id = o.stream_id
+            WHERE (%(gw)s::text IS NULL OR g.name = %(gw)s)
+              AND (%(since)s::timestamptz IS NULL OR o.phenomenon_time >= %(since)s)
+              AND (%(until)s::timestamptz IS NULL OR o.phenomenon_time < %(until)s)
+            ORDER BY o.phenomenon_time, g.name, o.seq LIMIT %(limit)s""",
+            {"gw": gateway, "since": since, "until": until, "limit": limit})
+        out = []
+        for gw, seq, sensor, qty, unit, prov, t, dur, off, res, raw, flag in await cur.fetchall():
+            provenance = json.loads(_str(prov))
+            t_ms = _dt_ms(t)
+            assert t_ms is not None
+            out.append(StoredObservation(
+                _str(gw), _int(seq), _str(sensor), _str(qty), _str(unit), provenance, t_ms,
+                _opt_int(dur), _opt_int(off), _float(res), _opt_float(raw), _opt_int(flag)))
+        return out
 
     # -- forward queue --------------------------------------------------------------------
 

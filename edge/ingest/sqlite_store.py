@@ -24,6 +24,7 @@ from edge.ingest.store import (
     GatewayView,
     JsonValue,
     Rejection,
+    StoredObservation,
     StoreOutcome,
     StoreTotals,
 )
@@ -282,6 +283,21 @@ class SqliteStore:
                 "SELECT first_seq, last_seq, count, reason FROM gap ORDER BY gateway_id, "
                 "first_seq")],
         )
+
+    async def read_observations(self, gateway: str | None, since_ms: int | None,
+                                until_ms: int | None, limit: int) -> list[StoredObservation]:
+        rows = self.db.execute("""
+            SELECT g.name, o.seq, s.sensor, s.quantity, s.unit, s.provenance, o.phenomenon_ms,
+                   o.duration_ms, o.result_offset_ms, o.result, o.raw_result, o.quality_flag
+            FROM observation o JOIN gateway g ON g.id = o.gateway_id
+            JOIN stream s ON s.id = o.stream_id
+            WHERE (?1 IS NULL OR g.name = ?1) AND (?2 IS NULL OR o.phenomenon_ms >= ?2)
+              AND (?3 IS NULL OR o.phenomenon_ms < ?3)
+            ORDER BY o.phenomenon_ms, g.name, o.seq LIMIT ?4""",
+            (gateway, since_ms, until_ms, limit)).fetchall()
+        return [StoredObservation(gw, seq, sensor, qty, unit, json.loads(prov), t, dur, off,
+                                  res, raw, flag)
+                for gw, seq, sensor, qty, unit, prov, t, dur, off, res, raw, flag in rows]
 
     # -- forward queue --------------------------------------------------------------------
 

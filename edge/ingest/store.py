@@ -84,6 +84,33 @@ class ForwardItem:
     attempts: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class StoredObservation:
+    """One stored row, names resolved (for exports)."""
+
+    gateway: str
+    seq: int
+    sensor: str
+    quantity: str
+    unit: str
+    provenance: Mapping[str, str]
+    phenomenon_ms: int
+    duration_ms: int | None
+    result_offset_ms: int | None
+    result: float
+    raw_result: float | None
+    quality_flag: int | None
+
+    @property
+    def phenomenon_end_ms(self) -> int | None:
+        return None if self.duration_ms is None else self.phenomenon_ms + self.duration_ms
+
+    @property
+    def result_ms(self) -> int:
+        end = self.phenomenon_ms + (self.duration_ms or 0)
+        return end + (self.result_offset_ms or 0)
+
+
 @dataclass(slots=True)
 class StoreTotals:
     observations: int = 0
@@ -128,6 +155,11 @@ class TwinStore(Protocol):
     async def fleet(self, now_ms: int) -> list[GatewayView]: ...
 
     async def totals(self) -> StoreTotals: ...
+
+    async def read_observations(self, gateway: str | None, since_ms: int | None,
+                                until_ms: int | None, limit: int) -> list[StoredObservation]:
+        """Rows by phenomenon time (``since`` inclusive, ``until`` exclusive), oldest first."""
+        ...
 
     # -- SensorThings forward queue (see edge.ingest.forwarding) --------------------------
 
