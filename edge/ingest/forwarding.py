@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from edge.ingest.rows import to_observations
 from edge.ingest.sta_forward import StaForwarder
 from edge.ingest.store import ForwardItem, TwinStore
-from edge.uplinks.sensorthings_http import SensorThingsUnavailable
+from edge.uplinks.sensorthings_http import SensorThingsConfigError, SensorThingsUnavailable
 
 log = logging.getLogger("duet.ingest.forward")
 
@@ -80,7 +80,7 @@ class ForwardLoop:
         observations = to_observations(item.rows)
         try:
             delivery = await self.forwarder.forward_observations(gateway, observations)
-        except SensorThingsUnavailable as exc:
+        except (SensorThingsUnavailable, SensorThingsConfigError) as exc:
             await self._park(item, str(exc))
             return
         missing_location = self.forwarder.missing_location(gateway)
