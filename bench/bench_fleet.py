@@ -349,8 +349,44 @@ def pg_pids(pg: PgServer) -> list[int]:
 # One run
 
 
+def wait_ready(setup: Setup, receivers: list[subprocess.Popen[bytes]], http_ports: list[int],
+               run_dir: Path) -> None:
+    """Until every receiver has opened its store (schema created) and subscribed."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for r in receivers:
+            if r.poll() is not None:
+                raise RuntimeError(f"receiver exited: {(run_dir / 'rx-0.log').read_text()}")
+        if setup.store == "baseline":
+            time.sleep(3.0)
+            return
+        ready = 0
+        for port in http_ports:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                ready += 1
+            except OSError:
+                pass
+        if ready == len(http_ports):
+            return
+        time.sleep(0.2)
+    raise RuntimeError("receivers not ready after 60 s")
+
+
+def pg_bytes(target: str) -> tuple[int, int]:
+    """(WAL bytes so far, heap + index bytes of the observation partitions)."""
+    import psycopg
+
+    with psycopg.connect(target, autocommit=True) as c:
+        wal = c.execute("SELECT wal_bytes::int8 FROM pg_stat_wal").fetchone()
+        size = c.execute("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8 "
+                         "FROM pg_class c WHERE c.relname LIKE 'observation_2%' "
+                         "AND c.relkind = 'r'").fetchone()
+    return (int(wal[0]) if wal else 0), (int(size[0]) if size else 0)
+
+
 def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | None,
-        expected: int, timeout_s: float) -> dict[str, object]:
+        expected: int, timeout_s: float, profile_dir: Path | None = None) -> dict[str, object]:
     run_dir = Path(tempfile.mkdtemp(prefix=f"{setup.name}-", dir=work))
     broker = Broker(run_dir)
     pg: PgServer | None = None
@@ -372,10 +408,15 @@ def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | 
                                   stdout=logs[w], stderr=subprocess.STDOUT)
                  for w in range(setup.workers)]
     try:
-        time.sleep(3.0)  # connect, subscribe (and create the schema)
-        for r in receivers:
-            if r.poll() is not None:
-                raise RuntimeError(f"receiver exited: {(run_dir / 'rx-0.log').read_text()}")
+        wait_ready(setup, receivers, http_ports, run_dir)
+        profiler = None
+        if profile_dir is not None:
+            profile_dir.mkdir(parents=True, exist_ok=True)
+            out = profile_dir / f"{setup.store}-{setup.workers}.txt"
+            profiler = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(receivers[0].pid), "--format", "raw",
+                 "--output", str(out), "--nonblocking"], stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
         ready, go, done = mp.Event(), mp.Event(), mp.Queue()
         pub = mp.Process(target=publisher, args=(broker.port, plan, ready, go, done))
         pub.start()
@@ -394,6 +435,7 @@ def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | 
         before = {"rx": sample(rx_pids), "broker": sample([broker.proc.pid]),
                   "pg": sample(pg_before), "pub": sample([pub.pid or 0])}
         base_count = stored_count(setup, target)
+        wal0, heap0 = pg_bytes(target) if pg is not None else (0, 0)
         t0 = time.monotonic()
         go.set()
         first_t: float | None = None
@@ -418,11 +460,16 @@ def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | 
         pub.join(30)
         count -= base_count
         expected -= base_count
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
+        wal1, heap1 = wal0, heap0
         if pg is not None:
             import psycopg
 
             with psycopg.connect(target, autocommit=True) as c:
                 c.execute("CHECKPOINT")  # the rows' heap pages hit the disk now, and count
+            wal1, heap1 = pg_bytes(target)
         after = {"rx": sample(rx_pids), "broker": sample([broker.proc.pid]),
                  "pg": sample(pg_pids(pg) if pg else []), "pub": sample([pub.pid or 0])}
         p50, p99 = (quantiles(latency_buckets(http_ports), since) if setup.store != "baseline"
@@ -446,6 +493,9 @@ def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | 
             "broker_rss_mb": round(br_rss / 2**20, 1),
             "postgres_cpu_pct": round(100 * pg_cpu / wall, 1) if wall else 0,
             "bytes_written_per_obs": round((rx_written + pg_written) / max(count, 1), 1),
+            "pg_wal_per_obs": round((wal1 - wal0) / max(count, 1), 1),
+            "pg_table_per_obs": round((heap1 - heap0) / max(count, 1), 1),
+            "obs_per_receiver_cpu_s": round(count / rx_cpu) if rx_cpu else 0,
         }
     finally:
         for r in receivers:
@@ -484,6 +534,8 @@ def main() -> None:
     ap.add_argument("--baseline-rev", default="7b427f2")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="py-spy the first receiver of each set-up into this folder")
     args = ap.parse_args()
     all_setups = {"baseline": Setup("baseline SQLite (7b427f2)", "baseline", 1),
                   "sqlite": Setup("SQLite, 1 worker", "sqlite", 1),
@@ -517,7 +569,8 @@ def main() -> None:
     results = []
     try:
         for key in chosen:
-            result = run(all_setups[key], plan, work, baseline_dir, expected, args.timeout)
+            result = run(all_setups[key], plan, work, baseline_dir, expected, args.timeout,
+                         args.profile)
             results.append(result)
             print(json.dumps(result) if args.json else
                   "  ".join(f"{k}={v}" for k, v in result.items()), flush=True)

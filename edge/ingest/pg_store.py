@@ -26,6 +26,7 @@ gateway per transaction.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import json
 import logging
@@ -266,6 +267,15 @@ class PgStore:
             await self._conn.close()
             self._conn = None
 
+    async def _alive(self) -> None:
+        """Reconnect after PostgreSQL restarted (the failed call raised; the receiver retries)."""
+        c = self._conn
+        if c is not None and (c.closed or c.broken):
+            with contextlib.suppress(psycopg.Error):
+                await c.close()
+            self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            log.info("reconnected to PostgreSQL", extra={"event": "store_reconnected"})
+
     # -- ids of normalised things (autocommit, cached) -----------------------------------
 
     async def _insert_or_select(self, insert: LiteralString, select: LiteralString,
@@ -338,6 +348,7 @@ class PgStore:
     async def store_batches(
         self, batches: Sequence[IngestBatch], received_ms: int, forward: bool = False
     ) -> list[StoreOutcome]:
+        await self._alive()
         if not batches:
             return []
         prepared = await self._prepare(batches)
@@ -485,6 +496,7 @@ class PgStore:
     # -- dead letters, dictionaries, status, events ---------------------------------------
 
     async def reject(self, rejection: Rejection, received_ms: int) -> None:
+        await self._alive()
         r = rejection
         await self.conn.execute(
             "INSERT INTO dead_letter VALUES (%s, %s, %s, %s, %s, %s, %s)",
@@ -492,6 +504,7 @@ class PgStore:
              r.reason[:1000], r.payload[:DEAD_LETTER_PAYLOAD_MAX]))
 
     async def get_dictionary(self, gateway: str, ref: bytes) -> bytes | None:
+        await self._alive()
         cur = await self.conn.execute(
             "SELECT d.body FROM dictionary d JOIN gateway g ON g.id = d.gateway_id "
             "WHERE g.name = %s AND d.ref = %s", (gateway, ref))
@@ -499,12 +512,14 @@ class PgStore:
         return None if row is None else _bytes(row[0])
 
     async def put_dictionary(self, gateway: str, ref: bytes, table: bytes) -> None:
+        await self._alive()
         gid = await self._gateway_id(gateway)
         await self.conn.execute("INSERT INTO dictionary VALUES (%s, %s, %s) "
                                 "ON CONFLICT DO NOTHING", (gid, ref, table))
 
     async def put_status(self, gateway: str, status: Mapping[str, JsonValue],
                          received_ms: int) -> None:
+        await self._alive()
         f = status_fields(status)
         gid = await self._gateway_id(gateway)
         await self.conn.execute(
@@ -520,12 +535,14 @@ class PgStore:
 
     async def add_event(self, gateway: str, kind: str, payload: JsonValue,
                         received_ms: int) -> None:
+        await self._alive()
         gid = await self._gateway_id(gateway)
         await self.conn.execute("INSERT INTO gateway_event VALUES (%s, %s, %s, %s::jsonb)",
                                 (gid, ms_to_datetime(received_ms), kind, compact_json(payload)))
 
     async def set_location(self, gateway: str, lon: float, lat: float, alt: float = 0.0) -> None:
         """Record a gateway's position (PostGIS point, WGS84)."""
+        await self._alive()
         if not self.has_postgis:
             return
         gid = await self._gateway_id(gateway)
@@ -536,6 +553,7 @@ class PgStore:
     # -- fleet ----------------------------------------------------------------------------
 
     async def fleet(self, now_ms: int) -> list[GatewayView]:
+        await self._alive()
         since = ms_to_datetime(now_ms - DAY_MS)
         cur = await self.conn.execute("""
             SELECT g.name, coalesce(s.state, 'unknown'), coalesce(s.version, ''), l.last_data,
@@ -559,6 +577,7 @@ class PgStore:
         return out
 
     async def totals(self) -> StoreTotals:
+        await self._alive()
         async def one(sql: str) -> int:
             cur = await self.conn.execute(sql)
             row = await cur.fetchone()
@@ -578,6 +597,7 @@ class PgStore:
 
     async def read_observations(self, gateway: str | None, since_ms: int | None,
                                 until_ms: int | None, limit: int) -> list[StoredObservation]:
+        await self._alive()
         since = None if since_ms is None else ms_to_datetime(since_ms)
         until = None if until_ms is None else ms_to_datetime(until_ms)
         cur = await self.conn.execute("""
@@ -604,6 +624,7 @@ class PgStore:
     # -- forward queue --------------------------------------------------------------------
 
     async def forward_claim(self, now_ms: int, limit: int) -> list[ForwardItem]:
+        await self._alive()
         cur = await self.conn.execute("""
             SELECT q.id, g.name, q.body, q.attempts FROM forward_queue q
             JOIN gateway g ON g.id = q.gateway_id
@@ -618,6 +639,7 @@ class PgStore:
         self, item: ForwardItem, rejected: Mapping[int, str], now_ms: int,
         remaining: IngestBatch | None = None,
     ) -> None:
+        await self._alive()
         gid = await self._gateway_id(item.gateway)
         now = ms_to_datetime(now_ms)
         async with self.conn.transaction(), self.conn.cursor() as cur:
@@ -634,6 +656,7 @@ class PgStore:
                 await cur.execute("DELETE FROM forward_state WHERE gateway_id = %s", (gid,))
 
     async def forward_park(self, gateway: str, until_ms: int, error: str) -> None:
+        await self._alive()
         gid = await self._gateway_id(gateway)
         async with self.conn.transaction():
             await self.conn.execute(
