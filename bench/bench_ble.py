@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python bench/bench_ble.py [--adverts N]``
 
-1. Decoders: ``edge.codecs.ruuvi.decode`` / ``aranet4.decode_advertisement`` on the official
+1. Decoders: ``edge.sensors.ruuvi.codec.decode`` / ``aranet4.decode_advertisement`` on the official
    vectors, against a bare ``struct.unpack_from`` of the same bytes (baseline, same run).
 2. Scanner path: N advertisements (a RuuviTag with a new sequence number each time, every
    second one repeated) delivered through bleak's real ``BleakScanner`` callback machinery by
@@ -21,8 +21,9 @@ from collections.abc import Callable
 from bleak import BleakScanner
 
 from edge.ble import BleScanner, BleSettings
-from edge.codecs import aranet4, ruuvi
-from hil.ble_replay import AdvertRecord, ReplayRadio
+from edge.ble.replay import AdvertRecord, ReplayRadio
+from edge.sensors.aranet4 import codec as aranet4
+from edge.sensors.ruuvi import codec as ruuvi
 
 VECTORS = {
     "ruuvi-5": ("0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F", ruuvi.decode, ">BhHHhhhHBH6s"),

@@ -5,7 +5,9 @@ Prints CPU µs/observation (process time, best of 9 round-robin runs over 20 000
 GC paused while timing) for a
 hand-inlined offset/gain loop (the baseline: the least work any calibration must do), the stage
 on an unassigned stream, and the stage with offset/gain, multilinear with T/RH co-inputs,
-linear+power-law blend, and κ-Köhler → linear artefacts. Budget: 5 µs per observation.
+linear+power-law blend, κ-Köhler → linear, and the piecewise-linear-in-RH (``rh-hinge``, the
+non-linear family: 3 knots, gain and offset bend with RH, plus T) artefacts.
+Budget: 5 µs per observation.
 """
 
 from __future__ import annotations
@@ -55,6 +57,18 @@ ARTEFACTS = {
             )
         ),
         ("humidity",),
+    ),
+    # what `fit` writes for rh-hinge with T and RH co-inputs (inputs: signal, temperature, humidity)
+    "rh_hinge": (
+        LinearModel(intercept=4.6, terms=(
+            Term(input=0, coef=0.63), Term(input=0, coef=-0.0046, times=2),
+            Term(input=2, coef=-0.042),
+            *(t for k in (50.0, 65.0, 80.0) for t in (
+                Term(input=2, transform="hinge", knot=k, coef=-0.01, times=0),
+                Term(input=2, transform="hinge", knot=k, coef=0.37))),
+            Term(input=1, coef=-0.13),
+        )),
+        ("temperature", "humidity"),
     ),
 }
 

@@ -34,50 +34,50 @@ class Case:
 
 
 def _sds011(rng: random.Random) -> bytes:
-    from edge.codecs import sds011
+    from edge.sensors.sds011 import codec as sds011
 
     return sds011.data_frame(rng.uniform(1, 200), rng.uniform(1, 400))
 
 
 def _pms5003(rng: random.Random) -> bytes:
-    from edge.codecs import pms5003
+    from edge.sensors.pms5003 import codec as pms5003
 
     return pms5003.data_frame({q: rng.uniform(1, 500) for q in pms5003.DESCRIPTOR.quantities})
 
 
 def _sps30(rng: random.Random) -> bytes:
-    from edge.codecs import sps30
+    from edge.sensors.sps30 import codec as sps30
 
     return sps30.data_frame({q: rng.uniform(0.5, 60) for q in sps30.DESCRIPTOR.quantities})
 
 
 def _mhz19b(rng: random.Random) -> bytes:
-    from edge.codecs import mhz19b
+    from edge.sensors.mhz19b import codec as mhz19b
 
     return mhz19b.data_frame(rng.uniform(400, 2000))
 
 
 def _scd30(rng: random.Random) -> bytes:
-    from edge.codecs import scd30
+    from edge.sensors.scd30 import codec as scd30
 
     return scd30.data_frame({"co2": rng.uniform(400, 2000), "temperature": rng.uniform(0, 30),
                              "humidity": rng.uniform(20, 90)})
 
 
 def _ops243(rng: random.Random) -> bytes:
-    from edge.codecs import ops243
+    from edge.sensors.ops243 import codec as ops243
 
     return ops243.object_report(rng.uniform(5, 90), rng.choice(["inbound", "outbound"]),
                                 1.7e9 + rng.uniform(0, 1e5))
 
 
 CASES = [
-    Case("sds011", "edge.codecs.sds011", _sds011, "<2xHH4x"),
-    Case("pms5003", "edge.codecs.pms5003", _pms5003, ">4x12HBBH"),
-    Case("sps30", "edge.codecs.sps30", _sps30, ">5x10f"),
-    Case("mhz19b", "edge.codecs.mhz19b", _mhz19b, ">2xH5x"),
-    Case("scd30", "edge.codecs.scd30", _scd30, ">3x3f2x"),
-    Case("ops243", "edge.codecs.ops243", _ops243, "", baseline_fn=json.loads),
+    Case("sds011", "edge.sensors.sds011.codec", _sds011, "<2xHH4x"),
+    Case("pms5003", "edge.sensors.pms5003.codec", _pms5003, ">4x12HBBH"),
+    Case("sps30", "edge.sensors.sps30.codec", _sps30, ">5x10f"),
+    Case("mhz19b", "edge.sensors.mhz19b.codec", _mhz19b, ">2xH5x"),
+    Case("scd30", "edge.sensors.scd30.codec", _scd30, ">3x3f2x"),
+    Case("ops243", "edge.sensors.ops243.codec", _ops243, "", baseline_fn=json.loads),
 ]
 
 

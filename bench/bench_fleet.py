@@ -414,7 +414,7 @@ def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | 
             profile_dir.mkdir(parents=True, exist_ok=True)
             out = profile_dir / f"{setup.store}-{setup.workers}.txt"
             profiler = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(receivers[0].pid), "--format", "raw",
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(receivers[0].pid), "--format", "raw",
                  "--output", str(out), "--nonblocking"], stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL)
         ready, go, done = mp.Event(), mp.Event(), mp.Queue()

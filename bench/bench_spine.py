@@ -23,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.codecs.sds011 import Sds011Decoder, data_frame
 from edge.config import BufferSettings, SourceSettings
 from edge.contract import encode_batch
 from edge.model import Batch, Datastream, Delivery, Observation, Provenance
 from edge.outbox import Outbox
-from edge.sources.base import SourceContext, SourceHealth
+from edge.seams import SourceContext, SourceHealth
+from edge.sensors.sds011.codec import Sds011Decoder, data_frame
 from edge.sources.serial import SerialSource
 
 GW = "gw-bench"
@@ -158,9 +158,10 @@ def bench_paho_baseline(port: int, n: int = 50_000) -> float:
 
 def bench_drain(n_obs: int = 1_000_000) -> dict[str, float]:
     """A backlog of n_obs committed observations published to Mosquitto (QoS 1), confirmed, deleted."""
-    from edge.config import MqttSettings
-    from edge.uplinks import UplinkHealth, UplinkPort
+    from edge.seams import UplinkHealth
+    from edge.uplinks import OutboxPort
     from edge.uplinks.mqtt import MqttUplink
+    from edge.uplinks.mqtt_settings import MqttSettings
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-drain-"))
     broker, port = _mosquitto(tmp)
@@ -182,7 +183,7 @@ def bench_drain(n_obs: int = 1_000_000) -> dict[str, float]:
 
         async def run() -> float:
             event = asyncio.Event()
-            p = UplinkPort("default", box, event, health)
+            p = OutboxPort("default", box, event, health)
             task = asyncio.create_task(uplink.run(p))
             t0 = time.perf_counter()
             while box.depth() > 0:
@@ -249,7 +250,7 @@ def _status_kib(pid: int, key: str) -> int:
 
 def bench_footprint(seconds: float = 60.0, n_sources: int = 10) -> dict[str, float]:
     """RSS and CPU of a real gateway process reading n emulated sensors at 1 Hz to Mosquitto."""
-    from hil.emulators.sds011 import Sds011Emulator
+    from edge.sensors.sds011.emulator import Sds011Emulator
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-footprint-"))
     broker, port = _mosquitto(tmp)

@@ -35,8 +35,8 @@ from typing import Any
 from edge.config import parse_config
 from edge.model import Datastream, Delivery, Observation, Provenance
 from edge.runtime import Gateway, RuntimeOptions
-from edge.sources.base import SourceContext
-from edge.uplinks import UplinkPort
+from edge.seams import SourceContext, UplinkPort
+from edge.web.settings import WebSettings
 
 QTYS = ("pm1", "pm2_5", "pm10", "pm1_cf1", "pm2_5_cf1", "pm10_cf1",
         "nc0_3", "nc0_5", "nc1", "nc2_5", "nc5", "nc10")
@@ -84,6 +84,8 @@ class FloodSource:
 class SinkUplink:
     """Confirms every batch at once (no network): the outbox deletes as in steady state."""
 
+    name = "sink"
+
     async def run(self, port: UplinkPort) -> None:
         port.health.state = "connected"
         port.rewind()
@@ -126,7 +128,7 @@ async def one_case(web: bool, poll_hz: float, seconds: float) -> tuple[float, fl
             config(Path(tmp), port),
             options=RuntimeOptions(drain_timeout_s=0.5),
             sources=[FloodSource("flood")],
-            uplinks={"sink": SinkUplink()},
+            uplinks=[SinkUplink()],
         )
         stop = asyncio.Event()
         task = asyncio.create_task(gw.run(stop))
@@ -170,11 +172,11 @@ async def handler_costs(n: int = 50) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
         gw = Gateway(config(Path(tmp), free_port()), sources=[FloodSource("flood")],
-                     uplinks={"sink": SinkUplink()})
+                     uplinks=[SinkUplink()])
         stop = asyncio.Event()
         task = asyncio.create_task(gw.run(stop))
         await asyncio.sleep(1.0)
-        server = StatusServer(gw, gw.config.web)
+        server = StatusServer(gw, gw.config.settings(WebSettings))
         view = server.view
         costs: dict[str, float] = {}
         for name, call in (

@@ -8,6 +8,14 @@ edit to coefficients or ranges is detected at load time.
 
 Artefacts reach a gateway through ``[calibration] artefact_dir`` (see docs/calibration.md);
 provisioning will later sign and push the same files.
+
+Input → output: ``inputs[0].quantity`` is the quantity the artefact reads (e.g. ``pm2_5_cf1``,
+a PMS5003's CF=1 stream) and ``quantity`` the one it produces (e.g. ``pm2_5``).
+
+Schemas: ``duet-edge/calibration/2`` (current) defines κ as in :data:`calibration.models.
+KAPPA_DEFINITION`. ``duet-edge/calibration/1`` files (κ in the mass-growth form with ρ = 1.65)
+still load: their hash is checked on the file as written, then :func:`migrate_v1` converts
+them in memory (κ/1.65, identical corrected values); ``calibrate migrate`` writes the result.
 """
 
 from __future__ import annotations
@@ -22,8 +30,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from calibration.models import (
+    MASS_FORM_DENSITY_RATIO,
     CalibrationMathError,
+    ChainModel,
+    EnsembleModel,
     Evaluator,
+    KoehlerModel,
     LinearModel,
     ModelSpec,
     Term,
@@ -32,7 +44,9 @@ from calibration.models import (
 )
 from edge.quantities import QUANTITIES
 
-SCHEMA = "duet-edge/calibration/1"
+SCHEMA = "duet-edge/calibration/2"
+LEGACY_SCHEMA = "duet-edge/calibration/1"
+ID_PATTERN = r"^[A-Za-z0-9._:+-]+$"
 
 
 class _Strict(BaseModel):
@@ -65,7 +79,7 @@ class FitInfo(_Strict):
 
 class Artefact(_Strict):
     schema_: str = Field(SCHEMA, alias="schema")
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._:-]+$")
+    id: str = Field(min_length=1, pattern=ID_PATTERN)
     version: str = Field(min_length=1)
     quantity: str
     sensor: SensorSpec
@@ -78,7 +92,7 @@ class Artefact(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Artefact:
-        if self.schema_ != SCHEMA:
+        if self.schema_ not in (SCHEMA, LEGACY_SCHEMA):
             raise ValueError(f"schema {self.schema_!r} is not supported; expected {SCHEMA!r}")
         for code in [self.quantity, *(i.quantity for i in self.inputs)]:
             if code not in QUANTITIES:
@@ -120,6 +134,10 @@ def save_artefact(artefact: Artefact, path: str | Path) -> Artefact:
 
 
 def parse_artefact(text: str, source: str = "<artefact>", require_hash: bool = True) -> Artefact:
+    """Validate an artefact's JSON and check its hash (on the content as written).
+
+    A schema-1 artefact is migrated to the current schema in memory (see :func:`migrate_v1`).
+    """
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -134,12 +152,48 @@ def parse_artefact(text: str, source: str = "<artefact>", require_hash: bool = T
     if artefact.sha256 is None:
         if require_hash:
             raise ArtefactError(f"{source}: missing sha256 content hash")
-    elif artefact.sha256 != artefact.content_hash():
-        raise ArtefactError(
-            f"{source}: sha256 mismatch (file says {artefact.sha256[:12]}…, content is "
-            f"{artefact.content_hash()[:12]}…): the artefact was modified after it was written"
-        )
+    else:
+        written = hashlib.sha256(
+            canonical_json({k: v for k, v in data.items() if k != "sha256"}).encode()
+        ).hexdigest()
+        if artefact.sha256 != written:
+            raise ArtefactError(
+                f"{source}: sha256 mismatch (file says {artefact.sha256[:12]}…, content is "
+                f"{written[:12]}…): the artefact was modified after it was written"
+            )
+    if artefact.schema_ == LEGACY_SCHEMA:
+        artefact = migrate_v1(artefact)
     return artefact
+
+
+def _kappa_to_volume_form(spec: ModelSpec) -> ModelSpec:
+    if isinstance(spec, KoehlerModel):
+        return spec.model_copy(update={"kappa": spec.kappa / MASS_FORM_DENSITY_RATIO})
+    if isinstance(spec, ChainModel):
+        return spec.model_copy(update={"steps": tuple(_kappa_to_volume_form(s) for s in spec.steps)})
+    if isinstance(spec, EnsembleModel):
+        return spec.model_copy(
+            update={"members": tuple(_kappa_to_volume_form(m) for m in spec.members)})
+    return spec
+
+
+def migrate_v1(artefact: Artefact) -> Artefact:
+    """Schema 1 → current schema: κ (mass form, ρ 1.65) becomes κ/1.65 (volume form).
+
+    The corrected values are unchanged; the new hash covers the migrated content, and the fit
+    record names the original hash so the provenance stays traceable.
+    """
+    if artefact.schema_ != LEGACY_SCHEMA:
+        return artefact
+    validation = dict(artefact.fit.validation)
+    validation["migrated_from"] = {"schema": LEGACY_SCHEMA, "sha256": artefact.sha256 or ""}
+    migrated = artefact.model_copy(update={
+        "schema_": SCHEMA,
+        "model": _kappa_to_volume_form(artefact.model),
+        "fit": artefact.fit.model_copy(update={"validation": validation}),
+        "sha256": None,
+    })
+    return migrated.with_hash()
 
 
 def load_artefact(path: str | Path, require_hash: bool = True) -> Artefact:

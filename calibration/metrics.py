@@ -82,3 +82,46 @@ def metrics(reference: np.ndarray, predicted: np.ndarray, quantity: str | None =
         out["limit_value"] = lv
         out["dqo"] = dqo
     return out
+
+
+UAT_FRACTION = 0.7  # upper assessment threshold = 70 % of the limit value (2008/50/EC, annex II)
+MIN_FRACTION_ABOVE_UAT = 0.2  # the GDE (2010, 9.5.3) wants ≥ 20 % of the results above it
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How many samples lie near the limit value, where the expanded uncertainty is quoted."""
+
+    threshold: float  # the upper assessment threshold (70 % of the limit value)
+    limit_value: float
+    n_above: int
+    n: int
+
+    @property
+    def fraction(self) -> float:
+        return self.n_above / self.n if self.n else 0.0
+
+    @property
+    def thin(self) -> bool:
+        return self.fraction < MIN_FRACTION_ABOVE_UAT
+
+    def warning(self, unit: str) -> str:
+        """'' when coverage is adequate, else why the uncertainty figure is an extrapolation."""
+        if not self.thin:
+            return ""
+        return (
+            f"only {100 * self.fraction:.1f} % of the samples ({self.n_above} of {self.n}) have a "
+            f"reference value ≥ {self.threshold:g} {unit} (the upper assessment threshold, 70 % of "
+            f"the limit value {self.limit_value:g} {unit}); the Guide to the Demonstration of "
+            f"Equivalence asks for ≥ 20 %. The expanded uncertainty at the limit value therefore "
+            f"mostly measures the extrapolation of the regression line, not the sensor's error "
+            f"there"
+        )
+
+
+def limit_coverage(reference: np.ndarray, quantity: str) -> Coverage | None:
+    if quantity not in LIMIT_VALUES:
+        return None
+    lv = LIMIT_VALUES[quantity][0]
+    threshold = UAT_FRACTION * lv
+    return Coverage(threshold, lv, int((reference >= threshold).sum()), int(reference.size))

@@ -7,11 +7,12 @@ closure cheap enough for the gateway's hot path (no numpy here: the gateway must
 
 Model family:
 
-- ``linear``: ``g(y) = b0 + Σ c_i · f_i(x_i)`` where ``f_i`` is ``identity`` or ``log`` and
-  ``g`` is ``identity`` or ``log`` (``log``/``log`` is the power law of metal-oxide cells).
-  Offset/gain and multilinear with temperature/humidity/O3 terms are special cases.
-- ``koehler``: κ-Köhler hygroscopic-growth correction for optical PM,
-  ``PM_dry = PM / (1 + (κ/1.65) / (100/RH − 1))`` with RH clamped to a range.
+- ``linear``: ``g(y) = b0 + Σ c_i · f_i(x_i) · x_j`` where ``f_i`` is ``identity``, ``log`` or
+  ``hinge`` (``max(x − knot, 0)``, a piecewise-linear basis), the optional factor ``x_j``
+  (``times``) makes an interaction term, and ``g`` is ``identity`` or ``log`` (``log``/``log``
+  is the power law of metal-oxide cells). Offset/gain, multilinear with T/RH/O3 terms and the
+  piecewise-linear-in-RH gain (``rh-hinge``) are special cases.
+- ``koehler``: κ-Köhler hygroscopic-growth correction for optical PM (definition below).
 - ``chain``: steps applied in order; each step's output replaces input 0 for the next step
   (e.g. humidity correction, then linear).
 - ``ensemble``: weighted mean of member models (used when a blend wins validation).
@@ -27,8 +28,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Evaluator = Callable[[Sequence[float]], float]
 
-# Köhler growth uses κ/1.65: 1.65 is the assumed dry particle density ratio (Crilley et al. 2018).
-KOEHLER_DENSITY = 1.65
+KAPPA_DEFINITION = (
+    "κ is the hygroscopicity parameter of Petters & Kreidenweis (2007, Atmos. Chem. Phys. 7, "
+    "1961, eq. 11 without the Kelvin term): wet/dry particle volume = 1 + κ·a_w/(1 − a_w), "
+    "a_w = RH/100. An optical sensor converts scattering to mass with a fixed density, so its "
+    "reading grows like the particle volume: PM_dry = PM / (1 + κ / (100/RH − 1))."
+)
+# Schema-1 artefacts wrote the mass-growth form of Crilley et al. (2018, Atmos. Meas. Tech. 11,
+# 709), PM_dry = PM / (1 + (κ_m/1.65) / (100/RH − 1)), 1.65 being ρ_particle/ρ_water; the same
+# correction has κ = κ_m / 1.65 in the definition above (the migration divides by this).
+MASS_FORM_DENSITY_RATIO = 1.65
 
 
 class _Spec(BaseModel):
@@ -36,11 +45,21 @@ class _Spec(BaseModel):
 
 
 class Term(_Spec):
-    """One regressor: ``coef · transform(inputs[input])``."""
+    """One regressor: ``coef · transform(inputs[input]) [· inputs[times]]``."""
 
     input: int = Field(ge=0, description="Index into the artefact's inputs (0 = own raw value).")
-    transform: Literal["identity", "log"] = "identity"
+    transform: Literal["identity", "log", "hinge"] = "identity"
     coef: float
+    knot: float | None = Field(None, description="'hinge' only: the term is max(x − knot, 0).")
+    times: int | None = Field(
+        None, ge=0, description="Multiply by this input (an interaction such as PM·RH)."
+    )
+
+    @model_validator(mode="after")
+    def _knot_iff_hinge(self) -> Term:
+        if (self.transform == "hinge") != (self.knot is not None):
+            raise ValueError("a 'hinge' term needs a knot, and only a 'hinge' term has one")
+        return self
 
 
 class LinearModel(_Spec):
@@ -53,8 +72,11 @@ class LinearModel(_Spec):
 
 
 class KoehlerModel(_Spec):
+    """κ-Köhler growth correction; κ as defined in :data:`KAPPA_DEFINITION`."""
+
     type: Literal["koehler"] = "koehler"
-    kappa: float = Field(ge=0.0, le=2.0, description="Hygroscopicity parameter κ.")
+    kappa: float = Field(ge=0.0, le=2.0, description="Hygroscopicity parameter κ "
+                         "(Petters & Kreidenweis 2007, volume growth).")
     rh_input: int = Field(ge=1, description="Index of the relative-humidity input (%).")
     rh_clamp: tuple[float, float] = Field(
         (0.0, 95.0), description="RH is clamped to this range (%) before the correction."
@@ -103,7 +125,7 @@ def koehler_dry(pm: float, rh: float, kappa: float, rh_lo: float, rh_hi: float) 
     rh = min(max(rh, rh_lo), rh_hi)
     if rh <= 0.0:
         return pm
-    return pm / (1.0 + (kappa / KOEHLER_DENSITY) / (100.0 / rh - 1.0))
+    return pm / (1.0 + kappa / (100.0 / rh - 1.0))
 
 
 def _log(x: float) -> float:
@@ -114,8 +136,16 @@ def _log(x: float) -> float:
 
 def _compile_linear(spec: LinearModel) -> Evaluator:
     b0 = spec.intercept
-    ident = tuple((t.input, t.coef) for t in spec.terms if t.transform == "identity")
-    logs = tuple((t.input, t.coef) for t in spec.terms if t.transform == "log")
+    plain = [t for t in spec.terms if t.times is None]
+    ident = tuple((t.input, t.coef) for t in plain if t.transform == "identity")
+    logs = tuple((t.input, t.coef) for t in plain if t.transform == "log")
+    hinges = tuple((t.input, t.knot or 0.0, t.coef) for t in plain if t.transform == "hinge")
+    products = tuple(
+        (t.input, t.times, t.transform == "hinge", t.knot or 0.0, t.coef)
+        for t in spec.terms if t.times is not None and t.transform != "log"
+    )
+    if any(t.times is not None and t.transform == "log" for t in spec.terms):
+        raise CalibrationMathError("a 'log' term cannot have 'times'")
     exp_target = spec.target_transform == "log"
 
     def evaluate(x: Sequence[float]) -> float:
@@ -127,6 +157,15 @@ def _compile_linear(spec: LinearModel) -> Evaluator:
             if v <= 0.0:
                 raise CalibrationMathError(f"log of non-positive input {v!r}")
             acc += c * math.log(v)
+        for i, k, c in hinges:
+            v = x[i] - k
+            if v > 0.0:
+                acc += c * v
+        for i, j, hinge, k, c in products:
+            v = x[i]
+            if hinge:
+                v = v - k if v > k else 0.0
+            acc += c * v * x[j]
         if exp_target:
             return math.exp(acc) if acc < 700.0 else math.inf
         return acc
@@ -190,7 +229,7 @@ def compile_model(spec: LinearModel | KoehlerModel | ChainModel | EnsembleModel)
 def max_input_index(spec: LinearModel | KoehlerModel | ChainModel | EnsembleModel) -> int:
     """The highest input index a spec reads (used to check it against the artefact's inputs)."""
     if isinstance(spec, LinearModel):
-        return max((t.input for t in spec.terms), default=0)
+        return max((max(t.input, t.times or 0) for t in spec.terms), default=0)
     if isinstance(spec, KoehlerModel):
         return spec.rh_input
     if isinstance(spec, ChainModel):
@@ -202,6 +241,8 @@ def describe(spec: LinearModel | KoehlerModel | ChainModel | EnsembleModel) -> s
     """A short human-readable name for reports (``power-law(3 terms)``...)."""
     if isinstance(spec, LinearModel):
         kind = "power-law" if spec.target_transform == "log" else "linear"
+        if any(t.transform == "hinge" for t in spec.terms):
+            kind = "piecewise-linear"
         return f"{kind}({len(spec.terms)} terms)"
     if isinstance(spec, KoehlerModel):
         return f"koehler(κ={spec.kappa:.3g})"

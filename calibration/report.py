@@ -7,13 +7,17 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from calibration.artefact import Artefact
 from calibration.fit import predict
-from calibration.metrics import LIMIT_VALUES, metrics
+from calibration.metrics import LIMIT_VALUES, Coverage, limit_coverage, metrics
+from calibration.models import ChainModel, EnsembleModel, KoehlerModel, ModelSpec
 from edge.quantities import QUANTITIES
+
+LONG_CAMPAIGN_DAYS = 45  # longer: the time series shows daily means (one panel per sensor)
 
 
 def _input_matrix(artefact: Artefact, values: dict[str, np.ndarray]) -> np.ndarray:
@@ -42,6 +46,9 @@ class Evaluation:
     metrics_raw: dict[str, float]
     metrics_cal: dict[str, float]
     env: dict[str, tuple[str, np.ndarray]]  # name → (quantity, values): T/RH for residual plots
+    groups: np.ndarray | None = None  # sensor id per sample
+    per_sensor: dict[str, dict[str, float]] | None = None  # metrics on each sensor's intervals
+    coverage: Coverage | None = None
 
 
 ENV_QUANTITIES = ("temperature", "humidity")
@@ -49,13 +56,21 @@ ENV_QUANTITIES = ("temperature", "humidity")
 
 def evaluate(artefact: Artefact, t: np.ndarray, values: dict[str, np.ndarray],
              reference: np.ndarray,
-             extras: dict[str, tuple[str, np.ndarray]] | None = None) -> Evaluation:
-    """Apply the artefact to aligned data. ``extras``: T/RH columns that are not model inputs
-    but are wanted in the residual plots (name → (quantity, values))."""
+             extras: dict[str, tuple[str, np.ndarray]] | None = None,
+             groups: np.ndarray | None = None) -> Evaluation:
+    """Apply the artefact to aligned data, one sample per sensor and interval. ``extras``: T/RH
+    columns that are not model inputs but are wanted in the residual plots."""
     X = _input_matrix(artefact, values)
     cal = predict(artefact.model, X)
     ok = np.isfinite(cal)
     X, cal, ref, tt = X[ok], cal[ok], reference[ok], t[ok]
+    g = groups[ok] if groups is not None else None
+    per_sensor = None
+    if g is not None:
+        per_sensor = {
+            str(name): metrics(ref[g == name], cal[g == name], artefact.quantity)
+            for name in sorted(set(g.tolist())) if int((g == name).sum()) >= 3
+        }
     env = {s.name: (s.quantity, X[:, j]) for j, s in enumerate(artefact.inputs)
            if s.quantity in ENV_QUANTITIES}
     for name, (qty, arr) in (extras or {}).items():
@@ -64,7 +79,43 @@ def evaluate(artefact: Artefact, t: np.ndarray, values: dict[str, np.ndarray],
     return Evaluation(
         tt, ref, X[:, 0], cal, X, out_of_range_mask(artefact, X),
         metrics(ref, X[:, 0], artefact.quantity), metrics(ref, cal, artefact.quantity), env,
+        g, per_sensor, limit_coverage(ref, artefact.quantity),
     )
+
+
+def describe_coefficients(artefact: Artefact) -> list[str]:
+    """The fitted model as readable lines: κ, intercept and every term with its input name."""
+    names = [i.name for i in artefact.inputs]
+    return _describe(artefact.model, names, "")
+
+
+def _describe(spec: ModelSpec, names: list[str], indent: str) -> list[str]:
+    if isinstance(spec, KoehlerModel):
+        lo, hi = spec.rh_clamp
+        return [f"{indent}κ-Köhler: κ = {spec.kappa:.4g} (Petters & Kreidenweis 2007), RH from "
+                f"'{names[spec.rh_input]}' clamped to {lo:g}–{hi:g} %"]
+    if isinstance(spec, ChainModel):
+        out = [f"{indent}chain (each step's output feeds the next as '{names[0]}'):"]
+        for step in spec.steps:
+            out += _describe(step, names, indent + "  ")
+        return out
+    if isinstance(spec, EnsembleModel):
+        out = [f"{indent}mean of:"]
+        for member in spec.members:
+            out += _describe(member, names, indent + "  ")
+        return out
+    target = "log(y)" if spec.target_transform == "log" else "y"
+    out = [f"{indent}{target} = {spec.intercept:+.6g}"]
+    for t in spec.terms:
+        x = names[t.input]
+        if t.transform == "hinge":
+            term = f"max({x} − {t.knot or 0.0:g}, 0)"
+        else:
+            term = f"log({x})" if t.transform == "log" else x
+        if t.times is not None:
+            term += f" · {names[t.times]}"
+        out.append(f"{indent}    {t.coef:+.6g} · {term}")
+    return out
 
 
 def _figures(ev: Evaluation, artefact: Artefact, out_dir: Path) -> list[str]:
@@ -74,7 +125,6 @@ def _figures(ev: Evaluation, artefact: Artefact, out_dir: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     unit = QUANTITIES[artefact.quantity].unit_symbol
-    dates = np.array([datetime.fromtimestamp(float(x), UTC) for x in ev.t])
     files = []
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
@@ -97,20 +147,8 @@ def _figures(ev: Evaluation, artefact: Artefact, out_dir: Path) -> list[str]:
     files.append("scatter.png")
     plt.close(fig)
 
-    # break the lines at gaps longer than two samples instead of bridging them
-    gap = np.concatenate([[False], np.diff(ev.t) > 2 * float(np.median(np.diff(ev.t)))])
-    ref_line = np.where(gap, np.nan, ev.reference)
-    cal_line = np.where(gap, np.nan, ev.calibrated)
-    fig, ax = plt.subplots(figsize=(11, 4))
-    ax.plot(dates, ref_line, lw=0.6, label="reference", color="black")
-    ax.plot(dates, cal_line, lw=0.6, label="calibrated", color="tab:orange", alpha=0.8)
-    ax.set(title="Time series", ylabel=unit)
-    ax.legend(fontsize=8)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(out_dir / "timeseries.png", dpi=110)
+    _timeseries(ev, unit, out_dir, plt)
     files.append("timeseries.png")
-    plt.close(fig)
 
     env = sorted(ev.env.items(), key=lambda kv: kv[1][0], reverse=True)  # temperature first
     if env:
@@ -127,6 +165,55 @@ def _figures(ev: Evaluation, artefact: Artefact, out_dir: Path) -> list[str]:
         files.append("residuals_env.png")
         plt.close(fig)
     return files
+
+
+def _series_by_sensor(ev: Evaluation) -> list[tuple[str, np.ndarray]]:
+    if ev.groups is None:
+        return [("", np.ones(ev.t.size, dtype=bool))]
+    return [(str(n), ev.groups == n) for n in sorted(set(ev.groups.tolist()))]
+
+
+def daily_means(t: np.ndarray, *columns: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per UTC day: day starts and the mean of each column (days without data are absent)."""
+    day = np.floor(t / 86400.0) * 86400.0
+    uniq, inverse = np.unique(day, return_inverse=True)
+    counts = np.bincount(inverse, minlength=uniq.size)
+    return uniq, [np.bincount(inverse, weights=c, minlength=uniq.size) / counts for c in columns]
+
+
+def _timeseries(ev: Evaluation, unit: str, out_dir: Path, plt: Any) -> None:
+    """Short campaigns: every sample. Long ones: daily means, one small panel per sensor, so a
+    year of 18 sensors stays readable."""
+    span_days = float(ev.t.max() - ev.t.min()) / 86400 if ev.t.size else 0.0
+    long = span_days > LONG_CAMPAIGN_DAYS
+    series = _series_by_sensor(ev)
+    rows = len(series) if long else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(11, 2.2 * rows if long else 4), sharex=True,
+                             squeeze=False)
+    for ax, (name, rows_mask) in zip(axes[:, 0], series if long else [("", None)], strict=True):
+        mask = rows_mask if rows_mask is not None else np.ones(ev.t.size, dtype=bool)
+        t, ref, cal, raw = ev.t[mask], ev.reference[mask], ev.calibrated[mask], ev.raw[mask]
+        if long:
+            t, (ref, cal, raw) = daily_means(t, ref, cal, raw)
+        step = float(np.median(np.diff(t))) if t.size > 1 else 1.0
+        gap = np.concatenate([[False], np.diff(t) > 2 * step])  # break lines at gaps
+        dates = np.array([datetime.fromtimestamp(float(x), UTC) for x in t])
+        ax.plot(dates, np.where(gap, np.nan, ref), lw=0.7, color="black", label="reference")
+        ax.plot(dates, np.where(gap, np.nan, cal), lw=0.7, color="tab:orange",
+                label="calibrated")
+        if long:
+            ax.plot(dates, np.where(gap, np.nan, raw), lw=0.5, color="tab:gray", alpha=0.6,
+                    label="raw")
+            ax.set_ylabel(unit)
+            if name:
+                ax.set_title(f"sensor {name}: daily means", fontsize=9, loc="left")
+    axes[0, 0].legend(fontsize=8, loc="upper right")
+    if not long:
+        axes[0, 0].set(title="Time series (all samples)", ylabel=unit)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(out_dir / "timeseries.png", dpi=100)
+    plt.close(fig)
 
 
 def _row(name: str, m: dict[str, float]) -> str:
@@ -173,6 +260,23 @@ def write_report(artefact: Artefact, ev: Evaluation, out_dir: Path, title: str =
         for k, v in sorted(val.get("cv_rmse", {}).items(), key=lambda kv: kv[1])
     )
     raw_row, raw_note = _raw_comparison(ev)
+    coef_text = html.escape("\n".join(describe_coefficients(artefact)))
+    coverage_text = ""
+    if ev.coverage is not None:
+        warn = ev.coverage.warning(QUANTITIES[q].unit_symbol)
+        coverage_text = (
+            f"<p>Data near the limit value: {ev.coverage.n_above} of {ev.coverage.n} samples "
+            f"({100 * ev.coverage.fraction:.1f} %) have a reference ≥ {ev.coverage.threshold:g} "
+            f"{html.escape(QUANTITIES[q].unit_symbol)}.</p>"
+            + (f'<p style="color:#a00"><b>Warning:</b> {html.escape(warn)}.</p>' if warn else "")
+        )
+    sensor_rows = "".join(_row(f"sensor {name}", m) for name, m in (ev.per_sensor or {}).items())
+    loso = val.get("leave_one_sensor_out_rmse") or {}
+    loso_text = ("<p>Leave-one-sensor-out RMSE (fitted on the other sensors): "
+                 + ", ".join(f"{html.escape(k)} {v:.3g}" for k, v in loso.items()) + "</p>"
+                 if loso else "")
+    skipped = "".join(f"<li><code>{html.escape(k)}</code>: {html.escape(str(v))}</li>"
+                      for k, v in (val.get("skipped") or {}).items())
     attribution = ""
     if "uci" in f"{fit.reference_station} {artefact.id}".lower():
         attribution = ("<p>Data: UCI Air Quality data set, De Vito et al., Sensors and Actuators B "
@@ -194,10 +298,16 @@ Model: {html.escape(str(val.get('chosen', '')))} — fitted {html.escape(fit.per
 range (flagged suspect on the gateway).</p>
 <table><tr><th>values</th><th>R²</th><th>RMSE</th><th>MAE</th><th>mean bias</th><th>CRMSE</th>
 <th>orth. slope</th><th>orth. intercept</th><th>expanded uncertainty</th></tr>
-{raw_row}{_row('calibrated', ev.metrics_cal)}</table>{raw_note}
-{dqo_text}
+{raw_row}{_row('calibrated', ev.metrics_cal)}{sensor_rows}</table>{raw_note}
+<p>Scores are computed on individual sensor-intervals (one sample per sensor and interval), never
+on averages across sensors.</p>
+{dqo_text}{coverage_text}
+<h2>Model and coefficients</h2><pre>{coef_text}</pre>
+<p>Maps <code>{html.escape(artefact.inputs[0].quantity)}</code> →
+<code>{html.escape(q)}</code>.</p>
 <h2>Model choice (forward-chaining validation on the fitting period)</h2>
 <table><tr><th>candidate</th><th>mean RMSE over folds</th></tr>{cv}</table>
+{loso_text}<p>Candidates not used, and why:</p><ul>{skipped}</ul>
 <h2>Figures</h2>
 {''.join(f'<p><img src="{f}" alt="{f}"></p>' for f in figures)}
 {attribution}</body></html>"""

@@ -35,7 +35,7 @@ from calibration.artefact import (
 from calibration.models import CalibrationMathError
 from calibration.settings import CalibrationAssignment, CalibrationSettings
 from edge.model import QC_FAIL, QC_PASS, QC_SUSPECT, Datastream, Observation, Provenance, Quality
-from edge.stages import StateStore
+from edge.seams import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +95,32 @@ class CalibrationStage:
                 self._check_assignment(assignment)
         self._rh_lo, self._rh_hi = settings.rh_clamp
         self._max_age_ms = int(settings.max_co_input_age_s * 1000)
-        self._watch: set[tuple[str, str]] = set()
+        # Which datastreams supply co-inputs is fixed by the configuration, so it is resolved
+        # here, once: explicit '<sensor>/<quantity>' keys, plus every quantity an artefact takes
+        # from the calibrated sensor itself (any sensor id: the assignment may filter by model).
+        # Resolving it lazily on the first PM observation lost the co-inputs of the first batch.
+        self._watch_keys, self._watch_quantities = self._co_input_sources()
         self._latest: dict[tuple[str, str], tuple[float, int]] = {}
         # Caches keyed by id() of the interned Datastream (checked with `is`): hashing the
         # frozen dataclass on every observation would cost a third of the time budget.
         self._plans: dict[int, tuple[Datastream, Provenance, _Plan | None]] = {}
         self._watched_streams: dict[int, tuple[Datastream, tuple[str, str] | None]] = {}
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
-        for assignment in settings.assign if settings.enabled else ():
-            for name, key in assignment.co_inputs.items():
-                sensor, _, qty = key.rpartition("/")
-                del name
-                self._watch.add((sensor, qty))
+
+    def _co_input_sources(self) -> tuple[frozenset[tuple[str, str]], frozenset[str]]:
+        """(explicit co-input datastream keys, quantities taken from the calibrated sensor)."""
+        keys: set[tuple[str, str]] = set()
+        same_sensor: set[str] = set()
+        for assignment in self.settings.assign if self.settings.enabled else ():
+            artefact = self._compiled[assignment.artefact].artefact
+            for spec in artefact.inputs[1:]:
+                mapped = assignment.co_inputs.get(spec.name)
+                if mapped is None:
+                    same_sensor.add(spec.quantity)
+                else:
+                    sensor, _, qty = mapped.rpartition("/")
+                    keys.add((sensor, qty))
+        return frozenset(keys), frozenset(same_sensor)
 
     # ------------------------------------------------------------ configuration
 
@@ -130,13 +144,6 @@ class CalibrationStage:
                 f"calibration.assign for {a.artefact!r}: co_inputs {unknown} are not inputs of the "
                 f"artefact; its co-inputs are {sorted(names) or 'none'}"
             )
-        if a.sensor_id is None:
-            missing = sorted(names - set(a.co_inputs))
-            if missing:
-                raise CalibrationConfigError(
-                    f"calibration.assign for {a.artefact!r}: without sensor_id every co-input needs "
-                    f"a co_inputs entry; missing: {missing}"
-                )
         self._compiled[a.artefact] = compile_artefact(artefact)
 
     def _match(self, obs: Observation) -> CalibrationAssignment | None:
@@ -179,7 +186,6 @@ class CalibrationStage:
             else:
                 key = (obs.stream.sensor_id, spec.quantity)
             co_keys.append(key)
-            self._watch.add(key)
         out_stream = None
         if artefact.quantity != obs.stream.quantity_code:
             out_stream = dataclasses.replace(obs.stream, quantity_code=artefact.quantity)
@@ -204,7 +210,7 @@ class CalibrationStage:
         """Calibrate the observations in place and return the same list."""
         if not self.settings.enabled or not self.settings.assign:
             return observations
-        if self._watch:
+        if self._watch_keys or self._watch_quantities:
             self._record_co_inputs(observations)
         plans = self._plans
         for obs in observations:
@@ -227,7 +233,8 @@ class CalibrationStage:
             hit = watched.get(id(stream))
             if hit is None or hit[0] is not stream:
                 key = (stream.sensor_id, stream.quantity_code)
-                hit = (stream, key if key in self._watch else None)
+                wanted = key in self._watch_keys or key[1] in self._watch_quantities
+                hit = (stream, key if wanted else None)
                 watched[id(stream)] = hit
             if hit[1] is not None:
                 latest[hit[1]] = (obs.result, obs.phenomenon_ms)

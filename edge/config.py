@@ -3,19 +3,33 @@
 A wrong file gets one clear error per problem, naming the key, the bad value and what is
 allowed (:class:`ConfigError`). The gateway never starts half-configured.
 
-Capabilities declare their own settings models next to their code (calibration, quality,
-the SensorThings uplink...); this module assembles them into :class:`GatewayConfig`.
+This module knows only the core tables (``[gateway]``, ``[[sources]]``, ``[buffer]``,
+``[runtime]``, ``[log]``). Every other table belongs to a capability that validates it
+itself (:mod:`edge.plugins`), and ``[[sources]]`` options are checked by the model of the
+sensor or source kind named by ``type``.
 """
 
 from __future__ import annotations
 
-import importlib
+import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from edge import plugins
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _ID_HELP = "1-64 characters: letters, digits, '_', '.', '-', starting with a letter or digit"
@@ -58,36 +72,37 @@ class SourceSettings(Strict):
     serial_number: str = Field(
         "", description="Sensor serial for provenance if the sensor can't tell."
     )
-    options: dict[str, Any] = Field(default_factory=dict, description="Type-specific options.")
+    options: dict[str, object] = Field(
+        default_factory=dict, description="Type-specific options."
+    )
 
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str) -> str:
-        supported = supported_source_types()
-        if value not in supported:
-            raise ValueError(f"unknown sensor type; supported: {', '.join(sorted(supported))}")
+        types = plugins.source_types()
+        found = types.get(value)
+        if found is None:
+            available = sorted(k for k, v in types.items() if not isinstance(v, str))
+            raise ValueError(f"unknown sensor type; supported: {', '.join(available)}")
+        if isinstance(found, str):
+            raise ValueError(f"sensor type {value!r} is not available here: {found}")
         return value
 
     @model_validator(mode="after")
-    def _serial_needs_port(self) -> SourceSettings:
-        if _is_serial_type(self.type) and not (self.port or self.usb_serial):
+    def _fits_the_type(self) -> SourceSettings:
+        """Port and type-specific options are checked here: a bad one is a config error."""
+        kind = plugins.source_types().get(self.type)
+        if kind is None or isinstance(kind, str):
+            return self  # reported by _known_type
+        if kind.needs_port and not (self.port or self.usb_serial):
             raise ValueError("a serial sensor needs 'port' (e.g. /dev/ttyUSB0) or 'usb_serial'")
-        return self
-
-    @model_validator(mode="after")
-    def _options_fit_the_type(self) -> SourceSettings:
-        """Type-specific options are checked here, so a bad one is a config error, not a crash."""
-        model, own = _option_model(self.type)
-        if model is not None:
-            rest = {k: v for k, v in self.options.items() if k not in own}
-            try:
-                model.model_validate(rest)
-            except ValidationError as exc:
-                problems = "; ".join(
-                    f"options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                    for e in exc.errors()
-                )
-                raise ValueError(problems) from None
+        try:
+            kind.options.model_validate(self.options)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(problems) from None
         return self
 
 
@@ -112,62 +127,6 @@ class BufferSettings(Strict):
     )
 
 
-class TlsSettings(Strict):
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure: bool = Field(False, description="Skip hostname verification (lab use only).")
-
-
-class MqttSettings(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(1883, gt=0, lt=65536)
-    client_id: str | None = None
-    username: str | None = None
-    password_file: Path | None = Field(
-        None, description="File holding the password (never inline)."
-    )
-    tls: TlsSettings | None = None
-    mode: Literal["compact", "sensorthings"] = "compact"
-    topic_prefix: str = "duet/v1"
-    qos: Literal[1] = 1
-    batch_size: int = Field(2000, ge=1, le=20_000)
-    max_inflight: int = Field(16, ge=1, le=1000)
-    keepalive_s: int = Field(30, ge=5, le=3600)
-    datastream_ids: dict[str, int | str] = Field(
-        default_factory=dict,
-        description="SensorThings mode: '<source>/<quantity>' → Datastream id.",
-    )
-
-    @model_validator(mode="after")
-    def _window_bound(self) -> MqttSettings:
-        if self.batch_size * self.max_inflight > 60_000 and self.mode == "sensorthings":
-            raise ValueError("batch_size × max_inflight must stay under 60000 messages in flight")
-        return self
-
-
-def _optional_model(module: str, name: str) -> Any:
-    """A capability's own settings model, or a plain mapping when it isn't installed."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ModuleNotFoundError, AttributeError):
-        return dict[str, Any]
-
-
-StaHttpSettings: Any = _optional_model(
-    "edge.uplinks.sensorthings_settings", "SensorThingsHttpSettings"
-)
-CalibrationSettings: Any = _optional_model("calibration.settings", "CalibrationSettings")
-QualitySettings: Any = _optional_model("edge.quality.settings", "QualitySettings")
-SecuritySettings: Any = _optional_model("provisioning.settings", "SecuritySettings")
-WebSettings: Any = _optional_model("edge.web.settings", "WebSettings")
-
-
-class UplinkSettings(Strict):
-    mqtt: MqttSettings | None = None
-    sensorthings_http: StaHttpSettings | None = None
-
-
 class RuntimeSettings(Strict):
     backoff_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay.")
     backoff_max_s: float = Field(30.0, gt=0, le=3600, description="Longest reconnect delay.")
@@ -181,17 +140,50 @@ class LogSettings(Strict):
     format: Literal["json", "text"] = "json"
 
 
+CORE_TABLES = ("gateway", "sources", "buffer", "runtime", "log")
+UPLINKS = "uplinks"  # [uplinks.<name>] tables are capabilities keyed "uplinks.<name>"
+
+_T = TypeVar("_T", bound=BaseModel)
+
+
 class GatewayConfig(Strict):
+    """A validated configuration: the core tables plus every configured capability."""
+
     gateway: GatewaySettings
     sources: Annotated[list[SourceSettings], Field(min_length=1)]
     buffer: BufferSettings = BufferSettings()
-    uplinks: UplinkSettings = UplinkSettings()
-    calibration: CalibrationSettings | None = None
-    quality: QualitySettings | None = None
-    security: SecuritySettings | None = None
     runtime: RuntimeSettings = RuntimeSettings()
     log: LogSettings = LogSettings()
-    web: WebSettings | None = None
+    _capabilities: dict[str, plugins.Configured] = PrivateAttr(default_factory=dict)
+
+    @property
+    def capabilities(self) -> list[plugins.Configured]:
+        """Configured capabilities, in table order of :func:`plugins.capabilities`."""
+        return list(self._capabilities.values())
+
+    def settings(self, model: type[_T]) -> _T | None:
+        """The validated settings of the capability whose model is ``model`` (None: absent)."""
+        for configured in self._capabilities.values():
+            found = configured.settings
+            if isinstance(found, model):
+                return found
+        return None
+
+    def tables(self) -> dict[str, BaseModel]:
+        """Every configured table by key: the core ones, then each capability's settings."""
+        core: dict[str, BaseModel] = {"gateway": self.gateway, "buffer": self.buffer}
+        core |= {"runtime": self.runtime, "log": self.log}
+        core |= {f"sources[{i}]": s for i, s in enumerate(self.sources)}
+        return core | {key: c.settings for key, c in self._capabilities.items()}
+
+    def uplink_names(self) -> list[str]:
+        """Names of the configured uplinks, sorted (the outbox keeps its books in this order)."""
+        prefix = f"{UPLINKS}."
+        return sorted(k.removeprefix(prefix) for k in self._capabilities if k.startswith(prefix))
+
+    def has(self, key: str) -> bool:
+        """True when the table ``key`` (``"web"``, ``"uplinks.mqtt"``…) is configured."""
+        return key in self._capabilities
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> GatewayConfig:
@@ -218,62 +210,32 @@ class ConfigError(Exception):
         )
 
 
-def supported_source_types() -> set[str]:
-    from edge.codecs.base import all_descriptors
-    from edge.sources import SOURCE_FACTORIES, load_builtin_sources
-
-    load_builtin_sources()
-    ble_only = {
-        d.name for d in all_descriptors() if d.interface == "ble"
-    }  # read by the "ble" source
-    return ({d.name for d in all_descriptors()} - ble_only) | set(SOURCE_FACTORIES)
-
-
-_SERIAL_OPTIONS = {"silence_timeout_s", "warmup_s", "fan_cleaning_interval_s"}
-
-
-class SerialOptions(Strict):
-    """``options`` every serial sensor understands (type-specific sources add their own)."""
-
-    silence_timeout_s: float | None = Field(
-        None, gt=0, description="Reopen the port after this long without bytes."
-    )
-    warmup_s: float | None = Field(
-        None, ge=0, description="Readings discarded after start/wake (default: the sensor's)."
-    )
-    fan_cleaning_interval_s: float | None = Field(
-        None, ge=0, description="SPS30 fan cleaning period (0: off)."
-    )
+def preflight(config: GatewayConfig) -> list[str]:
+    """What this machine lacks to run ``config`` (unwritable data_dir, unreadable TLS files…),
+    one line per problem naming the key and the fix. Validation itself never touches files, so
+    a config can be checked anywhere; `config check` and `run` call this as well."""
+    problems = [
+        f"{key} = {str(path)!r}: {why}"
+        for key, path in (("gateway.data_dir", config.gateway.data_dir),
+                          ("buffer.path", config.outbox_path.parent))
+        if (why := _unwritable_dir(path))
+    ]
+    for capability in config.capabilities:
+        problems += capability.preflight(config)
+    return list(dict.fromkeys(problems))
 
 
-def _option_model(type_name: str) -> tuple[Any, set[str]]:
-    """The pydantic model for a source type's ``options`` and the keys handled elsewhere."""
-    if type_name == "ops243":
-        from edge.traffic import TrafficSettings
-
-        return TrafficSettings, _SERIAL_OPTIONS
-    if type_name == "ble":
-        try:
-            from edge.ble.settings import BleSettings
-        except ModuleNotFoundError:
-            return None, set()
-        return BleSettings, {"names", "replay", "replay_speed"}
-    if type_name in ("node_serial", "node_ble"):
-        try:
-            from edge.node.settings import NodeBleOptions, NodeSerialOptions
-        except ModuleNotFoundError:
-            return None, set()
-        return (NodeSerialOptions if type_name == "node_serial" else NodeBleOptions), set()
-    if _is_serial_type(type_name):
-        return SerialOptions, set()
-    return None, set()
-
-
-def _is_serial_type(type_name: str) -> bool:
-    from edge.codecs.base import REGISTRY
-
-    desc = REGISTRY.get(type_name)
-    return desc is not None and desc.interface == "serial"
+def _unwritable_dir(path: Path) -> str:
+    """Why the gateway could not create files in ``path`` (creating it if needed), or ""."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{str(existing)!r} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return (f"not writable by this user (fix the owner of {str(existing)!r}, e.g. "
+                f"chown duet-edge {existing})")
+    return ""
 
 
 def load_config(path: str | Path) -> GatewayConfig:
@@ -291,15 +253,70 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    core = {k: v for k, v in data.items() if k in CORE_TABLES}
+    problems: list[str] = []
+    config: GatewayConfig | None = None
     try:
-        return GatewayConfig.model_validate(data)
+        config = GatewayConfig.model_validate(core)
     except ValidationError as exc:
-        raise ConfigError(source, [_describe(err, data) for err in exc.errors()]) from None
+        problems += [_describe(err, core) for err in exc.errors()]
+    configured: dict[str, plugins.Configured] = {}
+    for key, table in _capability_tables(data, problems):
+        bound = _bind(key, table, problems)
+        if bound is not None:
+            configured[key] = bound
+    if problems or config is None:
+        raise ConfigError(source, problems)
+    config._capabilities = configured
+    return config
 
 
-def _describe(err: Any, data: dict[str, Any]) -> str:
+def _capability_tables(
+    data: Mapping[str, object], problems: list[str]
+) -> list[tuple[str, object]]:
+    """Every non-core table as (capability key, table), ``[uplinks.x]`` keyed ``uplinks.x``."""
+    tables: list[tuple[str, object]] = []
+    for key, value in data.items():
+        if key in CORE_TABLES:
+            continue
+        if key == UPLINKS:
+            if not isinstance(value, dict):
+                problems.append(f"{UPLINKS}: must be a table of uplinks, e.g. [uplinks.mqtt]")
+                continue
+            tables += [(f"{UPLINKS}.{name}", table) for name, table in value.items()]
+        else:
+            tables.append((key, value))
+    return tables
+
+
+def _bind(key: str, table: object, problems: list[str]) -> plugins.Configured | None:
+    """Validate one capability table; a problem (unknown table, missing extra) is reported."""
+    capability = plugins.capabilities().get(key)
+    if capability is None:
+        known = sorted([*CORE_TABLES, *plugins.capabilities()])
+        problems.append(f"{key}: unknown table (known tables: {', '.join(known)})")
+        return None
+    if isinstance(capability, str):
+        problems.append(f"{key}: configured but not available: {capability}")
+        return None
+    missing = plugins.missing_modules(capability.requires)
+    if missing:
+        problems.append(
+            f"{key}: needs the Python package {missing[0]!r}; "
+            f"{plugins.install_hint(capability.extra)}"
+        )
+        return None
+    try:
+        return capability.bind(table)
+    except ValidationError as exc:
+        scope = table if isinstance(table, dict) else {}
+        problems += [_describe(err, scope, prefix=key) for err in exc.errors()]
+        return None
+
+
+def _describe(err: ErrorDetails, data: Mapping[str, object], prefix: str = "") -> str:
     """One line: key path, the bad value, and what is allowed."""
-    key = _key_path(err["loc"], data)
+    key = _key_path(err["loc"], data, prefix)
     kind = err["type"]
     if kind == "missing":
         return f"{key}: required key is missing"
@@ -314,10 +331,10 @@ def _describe(err: Any, data: dict[str, Any]) -> str:
     return f"{key} = {_show(value)}: {message}"
 
 
-def _key_path(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+def _key_path(loc: tuple[int | str, ...], data: Mapping[str, object], prefix: str = "") -> str:
     """Render a pydantic location as a TOML key, using the source's name for list items."""
-    parts: list[str] = []
-    node: Any = data
+    parts: list[str] = [prefix] if prefix else []
+    node: object = data
     for item in loc:
         if isinstance(item, int):
             label = ""
@@ -335,6 +352,6 @@ def _key_path(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def _show(value: Any) -> str:
+def _show(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import serial
 from serial.tools import list_ports
 
-from edge.codecs.base import SensorDescriptor, all_descriptors
+from edge import plugins
+from edge.codec import SensorDescriptor
 
 LISTEN_S = 2.5
 PROBE_WAIT_S = 0.8
@@ -48,7 +49,8 @@ def list_serial_ports(extra: list[str] | None = None) -> list[PortInfo]:
 
 
 def _serial_descriptors() -> list[SensorDescriptor]:
-    return [d for d in all_descriptors() if d.interface == "serial" and d.serial is not None]
+    found = (s.descriptor for s in plugins.sensors().values())
+    return [d for d in found if d.interface == "serial" and d.serial is not None]
 
 
 def _try(

@@ -23,8 +23,8 @@ from firmware import nodeproto
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
 # Modules copied to the board's root, in dependency order; main.py runs at boot.
 FIRMWARE_FILES: tuple[str, ...] = (
-    "hw.py", "nodeproto.py", "nodecfg.py", "bme280.py", "pmsensor.py", "traffic.py",
-    "nodelink.py", "nodeapp.py", "main.py",
+    "hw.py", "flashstore.py", "nodeproto.py", "nodecfg.py", "bme280.py", "pmsensor.py",
+    "traffic.py", "nodelink.py", "nodeapp.py", "main.py",
 )
 
 app = typer.Typer(no_args_is_help=True, help="Firmware nodes: flash and inspect.")
@@ -70,6 +70,18 @@ def flash_command(port: str, config_file: Path | None, mpremote: str = "mpremote
     return cmd
 
 
+EXIT_MISSING_TOOL = 3  # docs/firmware.md: mpremote (the `firmware` extra) is missing
+
+
+def find_mpremote() -> str | None:
+    """mpremote on PATH or beside this Python (a venv's bin), or None when not installed."""
+    found = shutil.which("mpremote")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "mpremote"
+    return str(beside) if beside.is_file() else None
+
+
 @app.command()
 def flash(
     port: Annotated[str, typer.Argument(help="Serial port of the board, e.g. /dev/ttyUSB0.")],
@@ -87,12 +99,15 @@ def flash(
         tmp = Path(tempfile.mkdtemp(prefix="duet-node-")) / "config.json"
         tmp.write_text(json.dumps(data, sort_keys=True))
         config_file = tmp
-    mpremote = shutil.which("mpremote") or str(Path(sys.executable).parent / "mpremote")
-    cmd = flash_command(port, config_file, mpremote if not dry_run else "mpremote")
     if dry_run:
-        typer.echo(" ".join(cmd))
+        typer.echo(" ".join(flash_command(port, config_file)))
         return
-    result = subprocess.run(cmd, check=False)
+    mpremote = find_mpremote()
+    if mpremote is None:
+        typer.echo("error: mpremote is not installed; install the firmware extra: "
+                   "pip install 'duet-edge[firmware]'", err=True)
+        raise typer.Exit(EXIT_MISSING_TOOL)
+    result = subprocess.run(flash_command(port, config_file, mpremote), check=False)
     if result.returncode != 0:
         typer.echo(f"mpremote failed with exit code {result.returncode}", err=True)
         raise typer.Exit(result.returncode)

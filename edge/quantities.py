@@ -124,7 +124,7 @@ for _lo in range(0, 80, 10):
         (COUNT,),
     )
 
-# Telraam per-direction class counts and the car speed histogram (radar traffic, edge/traffic.py).
+# Telraam per-direction class counts and the car speed histogram (radar traffic, edge/sensors/ops243/traffic.py).
 _VEHICLE = {"pedestrian": "voetganger", "bike": "fietser", "car": "auto", "heavy": "vrachtwagen"}
 for _cls in ("pedestrian", "bike", "car", "heavy"):
     for _side in ("lft", "rgt"):

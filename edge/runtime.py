@@ -13,22 +13,29 @@ import asyncio
 import contextlib
 import functools
 import gc
-import importlib
 import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from edge.backoff import Backoff
-from edge.config import GatewayConfig, SourceSettings
+from edge.config import GatewayConfig
 from edge.model import Observation
 from edge.outbox import Outbox
-from edge.sources import SOURCE_FACTORIES, load_builtin_sources
-from edge.sources.base import SourceContext, SourceHealth
-from edge.stages import Stage
-from edge.uplinks import UplinkHealth, UplinkPort, drain_sequentially
+from edge.plugins import Service
+from edge.seams import (
+    BundleSink,
+    GatewayCounters,
+    Source,
+    SourceContext,
+    SourceHealth,
+    Stage,
+    Uplink,
+    UplinkHealth,
+)
+from edge.sources import build_source
+from edge.uplinks import OutboxPort
 
 log = logging.getLogger("duet.runtime")
 
@@ -45,62 +52,27 @@ class RuntimeOptions:
     commit_poll_s: float = 0.05
 
 
-@dataclass(slots=True)
-class Counters:
-    observations_in: int = 0
-    stage_errors: int = 0
-    started_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
-
-
-def build_source(settings: SourceSettings, gateway_id: str) -> Any:
-    load_builtin_sources()
-    factory = SOURCE_FACTORIES.get(settings.type)
-    if factory is not None:
-        return factory(settings, gateway_id)
-    from edge.sources.serial import SerialSource
-
-    return SerialSource(settings, gateway_id)
-
-
-def build_uplinks(
-    config: GatewayConfig, on_bundle: Callable[[bytes], None] | None = None
-) -> dict[str, Any]:
-    uplinks: dict[str, Any] = {}
-    if config.uplinks.mqtt is not None:
-        from edge.uplinks.mqtt import MqttUplink
-
-        uplinks["mqtt"] = MqttUplink(config.uplinks.mqtt, config.gateway.id, on_bundle=on_bundle)
-    if config.uplinks.sensorthings_http is not None:
-        from edge.sensorthings import GeoPoint
-        from edge.uplinks.sensorthings_http import SensorThingsHttpUplink
-
-        gw = config.gateway
-        location = (
-            GeoPoint(gw.longitude, gw.latitude)
-            if gw.latitude is not None and gw.longitude is not None
-            else None
-        )
-        uplinks["sensorthings_http"] = SensorThingsHttpUplink(
-            config.uplinks.sensorthings_http, gw.id, gw.data_dir, location=location
-        )
-    return uplinks
-
-
 def build_stages(config: GatewayConfig) -> list[Stage]:
-    stages: list[Stage] = []
-    if config.calibration is not None:
-        from calibration.stage import CalibrationStage
+    """The pipeline stages of every configured capability, in their declared order."""
+    ordered = sorted(config.capabilities, key=lambda c: c.order)
+    return [stage for capability in ordered for stage in capability.stages(config)]
 
-        stages.append(CalibrationStage(config.calibration))
-    if config.quality is not None:
-        from edge.quality.stage import QualityStage
 
-        stages.append(QualityStage(config.quality))
-    return stages
+def build_uplinks(config: GatewayConfig) -> list[Uplink]:
+    return [uplink for capability in config.capabilities for uplink in capability.uplinks(config)]
+
+
+def build_services(config: GatewayConfig) -> list[Service]:
+    return [svc for capability in config.capabilities for svc in capability.services(config)]
+
+
+def find_bundle_sink(config: GatewayConfig) -> BundleSink | None:
+    sinks = [s for c in config.capabilities if (s := c.bundle_sink(config)) is not None]
+    return sinks[0] if sinks else None
 
 
 class _StageState:
-    """A stage's :class:`edge.stages.StateStore`: keys prefixed, values kept by the outbox."""
+    """A stage's :class:`edge.seams.StateStore`: keys prefixed, values kept by the outbox."""
 
     def __init__(self, outbox: Outbox, prefix: str) -> None:
         self._outbox = outbox
@@ -122,8 +94,8 @@ class Gateway:
         config: GatewayConfig,
         *,
         options: RuntimeOptions | None = None,
-        sources: list[Any] | None = None,
-        uplinks: dict[str, Any] | None = None,
+        sources: list[Source] | None = None,
+        uplinks: list[Uplink] | None = None,
         stages: list[Stage] | None = None,
     ) -> None:
         self.config = config
@@ -141,20 +113,19 @@ class Gateway:
         self.restart_requested = False
         self._source_tasks: dict[str, asyncio.Task[None]] = {}
         self._stop: asyncio.Event | None = None
-        bundles = config.security is not None and config.security.bundles is not None
-        self.uplinks = (
-            uplinks
-            if uplinks is not None
-            else build_uplinks(config, self.apply_bundle if bundles else None)
-        )
+        self.bundle_sink = find_bundle_sink(config)
+        built = uplinks if uplinks is not None else build_uplinks(config)
+        # sorted by name: the outbox keeps each uplink's books by position in this order
+        self.uplinks: dict[str, Uplink] = {u.name: u for u in sorted(built, key=lambda u: u.name)}
         self.stages = stages if stages is not None else build_stages(config)
+        self.services = build_services(config)
         self.outbox = Outbox(
             config.outbox_path,
             config.buffer,
             self.gateway_id,
             uplinks=list(self.uplinks) or ["none"],
         )
-        self.counters = Counters()
+        self.counters = GatewayCounters()
         self.source_health = {s.name: SourceHealth(s.name) for s in self.sources}
         self.uplink_health = {name: UplinkHealth(name) for name in self.uplinks}
         self.new_data = asyncio.Event()
@@ -172,7 +143,7 @@ class Gateway:
                 self.counters.stage_errors += 1
                 log.exception(
                     "pipeline stage failed; observations passed on unprocessed",
-                    extra={"event": "stage_error", "stage": type(stage).__name__},
+                    extra={"event": "stage_error", "stage": stage.name},
                 )
         for listener in self.listeners:
             listener(observations)
@@ -185,26 +156,18 @@ class Gateway:
         On any problem the bundle is refused, the reason logged, and the gateway keeps running
         on the version it has (the bundle store keeps previous versions).
         """
-        from provisioning.bundles import BundleError
-        from provisioning.settings import apply_bundle_message
-
-        try:
-            assert self.config.security is not None
-            applied = apply_bundle_message(payload, self.config.security, self.gateway_id)
-        except BundleError as exc:
+        if self.bundle_sink is None:
+            return
+        outcome = self.bundle_sink(payload)
+        if not outcome.applied:
             log.error(
                 "bundle refused; keeping the active version",
-                extra={"event": "bundle_refused", "reason": str(exc)},
+                extra={"event": "bundle_refused", **outcome.detail},
             )
             return
         log.warning(
             "bundle applied; restarting to load it",
-            extra={
-                "event": "bundle_applied",
-                "kind": applied.kind,
-                "version": applied.version,
-                "previous": applied.previous,
-            },
+            extra={"event": "bundle_applied", **outcome.detail},
         )
         self.restart_requested = True
         if self._stop is not None:
@@ -213,8 +176,8 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         self._stop = stop
         tasks: list[asyncio.Task[None]] = []
-        if self.config.web is not None:  # status page: sees every batch from the first one
-            tasks.append(importlib.import_module("edge.web").start(self, tasks))
+        for service in self.services:  # e.g. the status page: sees every batch from the first
+            tasks.append(asyncio.create_task(service(self), name="service"))
         for source in self.sources:
             tasks.append(self._start_source(source))
         uplink_tasks = [
@@ -244,7 +207,7 @@ class Gateway:
         finally:
             await self._shutdown(tasks, uplink_tasks, committer)
 
-    def _start_source(self, source: Any) -> asyncio.Task[None]:
+    def _start_source(self, source: Source) -> asyncio.Task[None]:
         health = self.source_health[source.name]
         prefix = f"{source.name}/"
         ctx = SourceContext(
@@ -275,12 +238,15 @@ class Gateway:
         health.set_state("starting", "restart requested")
         self._start_source(source)
 
-    def _uplink_runner(self, name: str, uplink: Any) -> Callable[[], Awaitable[None]]:
-        port = UplinkPort(name, self.outbox, self.new_data, self.uplink_health[name])
-        if hasattr(uplink, "run"):
-            return lambda: uplink.run(port)
-        batch_size = int(getattr(uplink, "batch_size", 500))
-        return lambda: drain_sequentially(uplink, port, batch_size)
+    def _uplink_runner(self, name: str, uplink: Uplink) -> Callable[[], Awaitable[None]]:
+        port = OutboxPort(
+            name,
+            self.outbox,
+            self.new_data,
+            self.uplink_health[name],
+            on_bundle=self.apply_bundle if self.bundle_sink is not None else None,
+        )
+        return lambda: uplink.run(port)
 
     async def _supervise(
         self, what: str, start: Callable[[], Awaitable[None]], health: SourceHealth | UplinkHealth
@@ -364,7 +330,7 @@ class Gateway:
         )
 
     # ------------------------------------------------------------------ status
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
         oldest = self.outbox.oldest_unsent_ms()
         c = self.outbox.counters
         return {

@@ -3,7 +3,10 @@
 # Every access to the board (machine.UART/I2C/Pin/WDT/ADC, bluetooth, unique id, deep sleep,
 # the millisecond clock and flash paths) goes through the small functions below and nothing
 # else in the firmware imports ``machine`` or ``bluetooth``. Tests and the HIL emulator
-# replace these functions (``hw.uart = fake``) before building a node.
+# replace these functions (``hw.uart = fake``) before building a node. The file primitives at
+# the end are the seam of ``flashstore`` (atomic files): ``hil/mp/powercut.py`` replaces them
+# with a flash that loses power after a given number of bytes or operations.
+import os
 import time
 
 try:
@@ -84,3 +87,26 @@ def ble_advertise(payload, interval_ms):
 
 def path(name):
     return FLASH_DIR + name
+
+
+def file_open(name, mode):
+    """A file on flash (``open``); ``flashstore`` only writes new files, never in place."""
+    return open(name, mode)
+
+
+def file_rename(old, new):
+    """Rename, replacing ``new`` if it exists (atomic on LittleFS, the ESP32's default)."""
+    os.rename(old, new)
+
+
+def file_remove(name):
+    os.remove(name)
+
+
+def fs_sync():
+    """Push written data to the flash chip (``os.sync`` where the port has it)."""
+    try:
+        sync = os.sync
+    except AttributeError:  # e.g. the WebAssembly port: writes are already in place
+        return
+    sync()

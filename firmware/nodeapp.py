@@ -73,9 +73,17 @@ class Averager:
 
 
 class Node:
-    def __init__(self, cfg=None, boot=0):
+    def __init__(self, cfg=None, boot=None):
         self.cfg = cfg if cfg is not None else nodecfg.load()
         cfg = self.cfg
+        self.faults = []  # (log code, text) of problems found at start, sent once connected
+        if boot is None:  # a real boot: count it on flash (tests may pass their own number)
+            try:
+                boot = nodelink.count_boot()
+            except OSError as exc:  # flash full or broken: run anyway, tell the gateway
+                boot = 0
+                self.faults.append(("flash", "boot counter not stored: " + str(exc)))
+        self.boot = boot
         self.clock = Clock()
         self.node_id = node_id_from(hw.unique_id())
         self.kind = cfg["kind"]
@@ -88,7 +96,6 @@ class Node:
         self.batches = 0
         self.adv_seq = 0
         self.sleep_requested = None
-        self.faults = []  # sensor problems found at start, reported once connected
         self.errors = 0
         slots = []
         divisors = []
@@ -121,7 +128,7 @@ class Node:
                 try:
                     self.bme = bme280.BME280(hw.i2c(b[0], b[1], b[2]), cfg["bme280_addr"])
                 except OSError as exc:  # missing or broken: run without it, tell the gateway
-                    self.faults.append("bme280: " + str(exc))
+                    self.faults.append(("sensor", "bme280: " + str(exc)))
             if self.bme is not None:
                 idx = len(self.inventory)
                 self.inventory.append([self.bme.name, self.bme.model, list(self.bme.quantities)])
@@ -139,11 +146,11 @@ class Node:
         lu = cfg["link_uart"]
         self.link = nodelink.Link(
             hw.uart(lu[0], cfg["link_baud"], lu[1], lu[2]),
-            self.node_id, FIRMWARE_VERSION, self.kind, self.inventory, cfg, boot,
+            self.node_id, FIRMWARE_VERSION, self.kind, self.inventory, cfg, self.boot,
         )
         self.link.on_config = self.apply_config
-        for fault in self.faults:
-            self.link.log("error", "sensor", fault)
+        for code, text in self.faults:
+            self.link.log("error", code, text)
         self.wdt = hw.watchdog(cfg["wdt_s"] * 1000)
         now = self.clock.now()
         self.istart = now

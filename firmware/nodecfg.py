@@ -1,8 +1,10 @@
 # Node configuration: a JSON file on flash merged over defaults; a few keys can be changed
-# from the gateway (CFG frames) and are validated here.
+# from the gateway (CFG frames) and are validated here. The file stays plain JSON (the
+# flasher writes it with mpremote); saves are atomic (flashstore.py) and a torn or corrupt
+# copy is never read: the previous one is used instead.
 import json
 
-import hw
+import flashstore
 
 FILE = "config.json"
 
@@ -47,15 +49,20 @@ SENSOR_NAMES = ("pm", "bme280", "battery", "radar")
 
 def load():
     cfg = dict(DEFAULTS)
-    try:
-        with open(hw.path(FILE)) as f:
-            stored = json.load(f)
+    stored = flashstore.read(FILE, _parse)
+    if stored is not None:
         for k in stored:
             if k in DEFAULTS:
                 cfg[k] = stored[k]
-    except (OSError, ValueError):
-        pass
     return cfg
+
+
+def _parse(data):
+    try:
+        stored = json.loads(data)
+    except ValueError:
+        return None
+    return stored if isinstance(stored, dict) else None
 
 
 def save(cfg):
@@ -63,8 +70,7 @@ def save(cfg):
     for k in cfg:
         if cfg[k] != DEFAULTS.get(k):
             changed[k] = cfg[k]
-    with open(hw.path(FILE), "w") as f:
-        json.dump(changed, f)
+    flashstore.write(FILE, json.dumps(changed).encode())
 
 
 def check_update(update):

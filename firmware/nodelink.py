@@ -4,15 +4,18 @@
 # are resent, oldest first, after a reconnect (a hello answered) or an ack timeout. Batches
 # with a wall-clock time are persisted to flash so they survive a reboot or deep sleep.
 # The sequence counter is persisted in blocks of SEQ_BLOCK so that a reboot never reuses a
-# sequence number (it may skip some: the gateway counts that as a gap, not a loss).
+# sequence number (it may skip some: the gateway counts that as a gap, not a loss). The boot
+# counter (hello field ``boot``) is incremented once per boot. Every file is written
+# atomically with a CRC (flashstore.py): a reset during a write keeps the old or the new copy.
 import struct
 
-import hw
+import flashstore
 import nodecfg
 import nodeproto as P
 
 RING_FILE = "ring.bin"
 SEQ_FILE = "seq.bin"
+BOOT_FILE = "boot.bin"
 SEQ_BLOCK = 16
 HELLO_RETRY_MS = 2000
 MAX_SILENT_RESENDS = 3
@@ -47,13 +50,9 @@ class Link:
 
     # ---- persistence
     def _load(self):
-        try:
-            with open(hw.path(SEQ_FILE), "rb") as f:
-                self.seq_limit = struct.unpack(">I", f.read(4))[0]
-        except (OSError, ValueError):
-            self.seq_limit = 1
+        self.seq_limit = read_counter(SEQ_FILE) or 1
         if self.cfg["persist_ring"]:
-            self.ring = read_ring(hw.path(RING_FILE))
+            self.ring = read_ring(RING_FILE)
         top = self.seq_limit
         for e in self.ring:
             if e[0] >= top:
@@ -65,12 +64,11 @@ class Link:
         # A battery node reboots at every wake-up: reserving a block each time would skip
         # numbers on every cycle, so it writes the exact counter (one small write per batch).
         self.seq_limit = self.next_seq + (0 if self.cfg["battery"] else SEQ_BLOCK)
-        with open(hw.path(SEQ_FILE), "wb") as f:
-            f.write(struct.pack(">I", self.seq_limit))
+        write_counter(SEQ_FILE, self.seq_limit)
 
     def _persist(self):
         if self.cfg["persist_ring"]:
-            write_ring(hw.path(RING_FILE), self.ring)
+            write_ring(RING_FILE, self.ring)
 
     # ---- sending
     def _send(self, msg):
@@ -233,31 +231,66 @@ class Link:
             self._persist()
 
 
-def write_ring(path, ring):
-    with open(path, "wb") as f:
-        f.write(RING_MAGIC)
-        for e in ring:
-            if e[1]:  # only batches with a wall-clock time mean anything after a reboot
-                f.write(struct.pack(_ENTRY, e[0], e[1], e[2], len(e[3])))
-                f.write(e[3])
+def write_ring(name, ring):
+    """Store the batches that have a wall-clock time (the others mean nothing after a reboot)."""
+    out = bytearray(RING_MAGIC)
+    for e in ring:
+        if e[1]:
+            out.extend(struct.pack(_ENTRY, e[0], e[1], e[2], len(e[3])))
+            out.extend(e[3])
+    flashstore.write_sealed(name, out)
 
 
-def read_ring(path):
-    ring = []
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return ring
+def read_ring(name):
+    """The stored ring: the newest intact copy (see flashstore), or [] when there is none."""
+    ring = flashstore.read_sealed(name, _parse_ring, _parse_legacy_ring)
+    return ring if ring is not None else []
+
+
+def _parse_ring(data, torn_ok=False):
+    """Entries of a ring payload; None if it is not exactly a ring (unless ``torn_ok``)."""
     if data[:3] != RING_MAGIC:
-        return ring
+        return None
+    ring = []
     pos = 3
     size = struct.calcsize(_ENTRY)
     while pos + size <= len(data):
         seq, flag, t, n = struct.unpack(_ENTRY, data[pos : pos + size])
         pos += size
         if pos + n > len(data):
-            break  # torn write: keep what is complete
+            break
         ring.append([seq, flag, t, bytes(data[pos : pos + n])])
         pos += n
+    if pos != len(data) and not torn_ok:
+        return None
     return ring
+
+
+def _parse_legacy_ring(data):
+    # firmware 1.0.0 wrote ring.bin in place without a seal: keep what is complete
+    return _parse_ring(data, True)
+
+
+def write_counter(name, value):
+    flashstore.write_sealed(name, struct.pack(">I", value))
+
+
+def read_counter(name):
+    """A stored counter (0 when none was ever stored)."""
+    value = flashstore.read_sealed(name, _parse_counter, _parse_legacy_counter)
+    return value if value is not None else 0
+
+
+def _parse_counter(data):
+    return struct.unpack(">I", data)[0] if len(data) == 4 else None
+
+
+def _parse_legacy_counter(data):
+    return _parse_counter(data)  # firmware 1.0.0: the 4 bytes alone
+
+
+def count_boot():
+    """This boot's number (1, 2, …), stored before it is returned: it never repeats."""
+    boot = read_counter(BOOT_FILE) + 1
+    write_counter(BOOT_FILE, boot)
+    return boot

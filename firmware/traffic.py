@@ -3,7 +3,7 @@
 # The radar is put in km/h, per-object reports and JSON (``UK``, ``ON``, ``OJ``); a report line
 # is a signed speed (positive: inbound) or a JSON object with ``speed`` and optional
 # ``direction``. The interval's fields are the ones the gateway computes for radar sources
-# (edge/traffic.py, Telraam-compatible) with the same rules, so that a node and a gateway-
+# (edge/sensors/ops243/traffic.py, Telraam-compatible) with the same rules, so that a node and a gateway-
 # attached radar produce the same observations:
 # - reports slower than MIN_SPEED are clutter; repeated reports of one object (same side,
 #   less than MERGE_GAP_MS after its previous report) are one object at its maximum speed;

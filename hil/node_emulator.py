@@ -3,7 +3,7 @@
 The firmware (``firmware/*.py``) runs unmodified in the MicroPython WebAssembly port
 (:mod:`hil.micropython_vm`) with the emulated SDS011/PMS5003, BME280 and OPS243 of
 ``hil/mp/`` behind its hardware layer. Its link UART is bridged to the master side of a
-:class:`hil.pty_link.PtyLink`; the gateway opens the slave path like a USB-serial adapter.
+:class:`edge.emulation.pty_link.PtyLink`; the gateway opens the slave path like a USB-serial adapter.
 Bytes the node writes while no gateway has the port open are lost, as on a real wire.
 
 Node time runs faster than wall time: every tick advances the node by ``node_ms_per_tick``.
@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge.emulation.pty_link import PtyLink
 from hil.micropython_vm import MicroPythonVM
-from hil.pty_link import PtyLink
 
 
 class NodeEmulator:

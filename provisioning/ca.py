@@ -78,6 +78,18 @@ class IssuedCert:
         return "expired" if self.expired(now) else "valid"
 
 
+MIN_SERIAL_PREFIX = 8
+
+
+def _serial_matches(serial: str, selector: str) -> bool:
+    """The full hex serial, or a prefix of at least 8 digits as shown shortened elsewhere
+    (``42a53423…`` in the inventory CSV); ``0x`` and a trailing ellipsis are ignored."""
+    wanted = selector.strip().lower().removeprefix("0x").rstrip("…").rstrip(".")
+    if wanted == serial:
+        return True
+    return len(wanted) >= MIN_SERIAL_PREFIX and serial.startswith(wanted)
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
 
@@ -295,11 +307,12 @@ class CertificateAuthority:
         Returns the rows revoked. The broker must then reload the CRL (restart or SIGHUP).
         """
         rows = self.issued()
-        wanted = selector.lower().removeprefix("0x")
-        hits = [
-            r for r in rows
-            if r.status == "valid" and (r.serial == wanted or r.common_name == selector)
-        ]
+        hits = [r for r in rows if r.status == "valid" and r.common_name == selector]
+        if not hits:
+            hits = [r for r in rows if r.status == "valid" and _serial_matches(r.serial, selector)]
+        if len({r.serial for r in hits}) > 1 and all(r.common_name != selector for r in hits):
+            raise CAError(f"serial {selector!r} is ambiguous ({len(hits)} valid certificates "
+                          "start with it); give more digits (`provision ca list`)")
         if not hits:
             raise CAError(
                 f"no valid certificate with serial or CN {selector!r} (see `provision ca list`)"

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import typer
 
-_EXTRA_MODULES = {"cryptography", "qrcode", "PIL"}
+from provisioning.console import EXIT_NOT_INSTALLED
+
+_EXTRA_MODULES = {"cryptography", "qrcode", "PIL", "tomlkit"}
 
 _COMMANDS = ("init", "install-cert", "expiry", "ca", "broker-config", "bundle", "node",
              "register", "doctor", "label", "inventory")
 
+app: typer.Typer
 try:
     from provisioning.commands import app
 except ModuleNotFoundError as exc:
@@ -25,7 +28,7 @@ except ModuleNotFoundError as exc:
     def _not_installed() -> None:
         typer.echo(f"duet-edge provision needs the 'provisioning' extra ({_missing} is missing): "
                    "pip install 'duet-edge[provisioning]'", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_NOT_INSTALLED)
 
     _ANY_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
     for _name in _COMMANDS:

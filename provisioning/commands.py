@@ -1,7 +1,8 @@
 """The `duet-edge provision …` commands: from the box to trusted uploads in one visit.
 
 Secrets (private keys, signing keys) are written 0600 and never printed or logged: every
-message below names files, ids, serials and fingerprints only.
+message below names files, ids, serials and fingerprints only. Output conventions (stdout
+vs stderr, exit codes, no truncation) are those of :mod:`provisioning.console`.
 """
 
 from __future__ import annotations
@@ -11,17 +12,24 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from provisioning import bundles, doctor, inventory, label, starter
 from provisioning.broker import BrokerFiles, render_broker_config
 from provisioning.ca import ROLES, CAError, CertificateAuthority
+from provisioning.console import (
+    EXIT_UNREACHABLE,
+    LateProgress,
+    PlainTyper,
+    fail,
+    warn,
+)
+from provisioning.console import err as err_console
+from provisioning.console import out as console
 from provisioning.identity import (
     IdentityError,
     IdentityPaths,
@@ -37,15 +45,21 @@ from provisioning.identity import (
 )
 from provisioning.secrets import write_public, write_secret
 
-log = logging.getLogger("provisioning")
-console = Console()
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
-app = typer.Typer(no_args_is_help=True, help="Provision gateways, nodes and credentials.")
-ca_app = typer.Typer(no_args_is_help=True, help="A small certificate authority (labs, cities).")
-bundle_app = typer.Typer(no_args_is_help=True, help="Signed config and calibration bundles.")
+    from edge.config import SourceSettings
+    from provisioning.config_edit import Entry
+    from provisioning.register import Plan, PlannedEntity
+
+log = logging.getLogger("provisioning")
+
+app = PlainTyper(no_args_is_help=True, help="Provision gateways, nodes and credentials.")
+ca_app = PlainTyper(no_args_is_help=True, help="A small certificate authority (labs, cities).")
+bundle_app = PlainTyper(no_args_is_help=True, help="Signed config and calibration bundles.")
 app.add_typer(ca_app, name="ca")
 app.add_typer(bundle_app, name="bundle")
-node_app = typer.Typer(no_args_is_help=True, help="Firmware nodes: onboard over serial.")
+node_app = PlainTyper(no_args_is_help=True, help="Firmware nodes: onboard over serial.")
 app.add_typer(node_app, name="node")
 
 DEFAULT_IDENTITY = Path("/etc/duet-edge/identity")
@@ -58,9 +72,20 @@ PassEnv = Annotated[
 ]
 
 
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]✗[/red] {escape(message)}", highlight=False)
-    return typer.Exit(1)
+_fail = fail
+
+
+def _one_line(exc: Exception) -> str:
+    """An error as one line: a ConfigError's problems joined, with where to learn more."""
+    from edge.config import ConfigError
+
+    if isinstance(exc, ConfigError):
+        hint = (f" (`duet-edge config check {exc.source}` explains each)"
+                if Path(exc.source).exists() else "")
+        return f"{exc.source}: {'; '.join(exc.problems)}{hint}"
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"cannot use {exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 # --- init ------------------------------------------------------------------------------
@@ -92,7 +117,7 @@ def init(
         check_gateway_id(gid)
         sources = tuple(starter.SourceSpec.parse(s) for s in (source or ["pm=sds011:/dev/ttyUSB0"]))
     except (IdentityError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     if config.exists() and not force:
         raise _fail(f"{config} exists; use --force to replace it")
     if owner is not None:
@@ -111,13 +136,13 @@ def init(
     text = starter.render(spec)
     try:
         starter.validate(text, source=str(config))
-    except Exception as exc:  # edge.config.ConfigError: one line per problem
-        raise _fail(f"the starting config would be invalid:\n{exc}") from None
-    with console.status("generating the gateway key (ECDSA P-256)…"):
+    except Exception as exc:  # edge.config.ConfigError
+        raise _fail(f"the starting config would be invalid: {_one_line(exc)}") from None
+    with err_console.status("generating the gateway key (ECDSA P-256)…"):
         try:
             create_identity(identity_dir, gid, overwrite=force)
         except IdentityError as exc:
-            raise _fail(str(exc)) from None
+            raise _fail(_one_line(exc)) from None
     if force and paths.cert.exists():
         paths.cert.unlink()  # issued for the replaced key: revoke it with `provision ca revoke`
         console.print(f"  removed {paths.cert} (it belonged to the old key; revoke it)")
@@ -126,7 +151,7 @@ def init(
         try:
             give_to(paths, owner)
         except IdentityError as exc:
-            raise _fail(str(exc)) from None
+            raise _fail(_one_line(exc)) from None
     if inventory_dir is not None:
         inventory.write_record(inventory_dir, gid, name=name or None, latitude=latitude,
                                longitude=longitude, config=str(config))
@@ -135,12 +160,11 @@ def init(
     console.print(f"[green]✓[/green] gateway [bold]{gid}[/bold]")
     console.print(f"  private key  {paths.key}  (0600, stays on this device)")
     console.print(f"  CSR          {paths.csr}  → have it signed: "
-                  f"duet-edge provision ca sign {paths.csr} --ca-dir …")
+                  f"duet-edge provision ca sign {paths.csr} --ca-dir CA_DIR")
     console.print(f"  config       {config}")
     if not source:
-        console.print("  [yellow]![/yellow] " + escape(
-            "no --source given: the config lists an SDS011 on /dev/ttyUSB0 — edit [[sources]] "
-            "to match the site"))
+        warn("no --source given: the config lists an SDS011 on /dev/ttyUSB0 — edit [[sources]] "
+             "to match the site")
     console.print("  next: install the signed certificate with "
                   "`duet-edge provision install-cert GATEWAY.crt --ca CA.crt`, then run "
                   "`duet-edge provision doctor`")
@@ -158,7 +182,7 @@ def install_cert(
         chain = load_certificates(cert)
         key = load_private_key(paths.key)
     except (OSError, IdentityError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     if not key_matches_cert(key, chain[0]):
         raise _fail(f"{cert} was not issued for this gateway's key ({paths.key})")
     write_public(paths.cert, cert.read_bytes())
@@ -179,7 +203,7 @@ def expiry(cert: Annotated[Path, typer.Argument(help="A PEM certificate (chain).
     try:
         info = read_cert_expiry(cert)
     except (OSError, IdentityError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     days = info.remaining_days()
     colour = "red" if days < 0 else "yellow" if days < 30 else "green"
     console.print(f"CN={info.subject_cn} issuer={info.issuer_cn} serial={info.serial:x}")
@@ -204,7 +228,7 @@ def _open_ca(ca_dir: Path, passphrase_env: str | None = None) -> CertificateAuth
     try:
         return CertificateAuthority.open(ca_dir, _passphrase(passphrase_env))
     except CAError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
 
 
 @ca_app.command("create")
@@ -219,7 +243,7 @@ def ca_create(
         ca = CertificateAuthority.create(ca_dir, name=name, days=days,
                                          passphrase=_passphrase(passphrase_env))
     except CAError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     console.print(f"[green]✓[/green] CA {name!r} in {ca_dir}; trust anchor: {ca.cert_path}")
 
 
@@ -237,8 +261,8 @@ def ca_sign(
     ca = _open_ca(ca_dir, passphrase_env)
     try:
         cert = ca.sign_csr(load_csr(csr), role, days, hosts=tuple(host or ()))  # type: ignore[arg-type]
-    except (CAError, IdentityError) as exc:
-        raise _fail(str(exc)) from None
+    except (CAError, IdentityError, OSError) as exc:
+        raise _fail(_one_line(exc)) from None
     target = out or csr.with_suffix(".crt")
     write_public(target, ca.chain_pem(cert))
     console.print(f"[green]✓[/green] signed serial {cert.serial_number:x} → {target}")
@@ -263,7 +287,7 @@ def ca_issue(
                                               hosts=tuple(host or ()))
         write_secret(out_dir / f"{common_name}.key", key_pem)
     except (CAError, FileExistsError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     write_public(out_dir / f"{common_name}.crt", ca.chain_pem(cert))
     console.print(f"[green]✓[/green] {role} {common_name}: {out_dir}/{common_name}.crt "
                   f"(key 0600 beside it), serial {cert.serial_number:x}")
@@ -281,7 +305,7 @@ def ca_revoke(
     try:
         rows = ca.revoke(selector, reason)
     except CAError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     for row in rows:
         console.print(f"[green]✓[/green] revoked {row.common_name} serial {row.serial}")
     console.print(f"  CRL: {ca.crl_path} — copy it to the broker, then "
@@ -300,19 +324,26 @@ def ca_crl(
 
 
 @ca_app.command("list")
-def ca_list(ca_dir: CaDir) -> None:
-    """Every certificate issued, with its state and expiry."""
-    table = Table("CN", "role", "serial", "not after", "state")
+def ca_list(
+    ca_dir: CaDir,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False,
+) -> None:
+    """Every certificate issued: state, role, CN, expiry and the full serial `ca revoke` takes."""
     try:
         rows = CertificateAuthority.read_issued(ca_dir)
     except CAError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
+    if as_json:
+        typer.echo(json.dumps([{**dataclasses.asdict(r), "state": r.state()} for r in rows],
+                              indent=2))
+        return
+    colour = {"valid": "green", "expired": "yellow", "revoked": "red"}
     for row in rows:
         state = row.state()
-        colour = {"valid": "green", "expired": "yellow", "revoked": "red"}[state]
-        table.add_row(row.common_name, row.role, row.serial[:16], row.not_after[:10],
-                      f"[{colour}]{state}[/{colour}]")
-    console.print(table)
+        console.print(f"[{colour[state]}]{state:<8}[/{colour[state]}] {row.role:<9} "
+                      f"{escape(row.common_name)}  until {row.not_after[:10]}  serial {row.serial}")
+    if not rows:
+        console.print(f"no certificates issued by {ca_dir} yet")
 
 
 # --- broker ----------------------------------------------------------------------------
@@ -343,7 +374,7 @@ def broker_config(
                                     receivers=tuple(receiver or ("receiver-twin",)),
                                     run_as_user=run_as, persistence_dir=persistence_dir)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     persistence_dir.mkdir(parents=True, exist_ok=True)
     _give_broker_files(run_as, [server_key, out_dir / "crl.pem", persistence_dir])
     console.print(f"[green]✓[/green] {conf}; start with: mosquitto -c {conf}")
@@ -358,8 +389,8 @@ def _give_broker_files(user: str, paths: list[Path]) -> None:
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
-        console.print(f"[yellow]![/yellow] user {user!r} does not exist here; make "
-                      f"{', '.join(map(str, paths))} readable by the broker's user")
+        warn(f"user {user!r} does not exist here; make {', '.join(map(str, paths))} readable "
+             "by the broker's user")
         return
     for path in paths:
         os.chown(path, entry.pw_uid, entry.pw_gid)
@@ -374,7 +405,7 @@ def bundle_keygen(
     try:
         kid = bundles.generate_signing_key(out_dir / "bundle-signing.key", out_dir / "trust.pem")
     except FileExistsError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     console.print(f"[green]✓[/green] key id {kid}; trust anchor {out_dir / 'trust.pem'}")
 
 
@@ -399,7 +430,7 @@ def bundle_sign(
             kind, version, {n: f.read_bytes() for n, f in names.items()},  # type: ignore[arg-type]
             bundles.load_signing_key(key), gateway_id=gateway_id)
     except (bundles.BundleError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     write_public(out, data)
     console.print(f"[green]✓[/green] {kind} bundle v{version} → {out}")
 
@@ -413,7 +444,7 @@ def bundle_verify(
     try:
         verified = bundles.verify_bundle(bundle.read_bytes(), bundles.load_trust_anchors(trust))
     except (bundles.BundleError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     console.print(f"[green]✓[/green] {verified.kind} v{verified.version} for "
                   f"{verified.gateway_id}, signed by {verified.key_id}: "
                   f"{', '.join(verified.files)}")
@@ -447,7 +478,7 @@ def bundle_rollback(
     try:
         version = bundles.BundleStore(store, "", {}).rollback(kind)
     except bundles.BundleError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     console.print(f"[green]✓[/green] {kind} v{version} active again")
 
 
@@ -456,11 +487,15 @@ STATUS_STYLE = {"pass": "[green]PASS[/green]", "warn": "[yellow]WARN[/yellow]",
                 "fail": "[red]FAIL[/red]", "skip": "[dim]SKIP[/dim]"}
 
 
-def results_table(results: list[doctor.CheckResult]) -> Table:
-    table = Table("check", "result", "detail", "fix", show_lines=True)
+def print_results(results: list[doctor.CheckResult]) -> None:
+    """One block per check: status and name, then the detail and the fix, each on its own
+    line and never cut (ports, paths and commands stay copyable at any width)."""
     for r in results:
-        table.add_row(escape(r.name), STATUS_STYLE[r.status], escape(r.detail), escape(r.fix))
-    return table
+        console.print(f"{STATUS_STYLE[r.status]}  {escape(r.name)}")
+        if r.detail:
+            console.print(f"      {escape(r.detail)}")
+        if r.fix:
+            console.print(f"      fix: {escape(r.fix)}")
 
 
 @app.command("doctor")
@@ -484,12 +519,12 @@ def doctor_cmd(
             raise _fail(f"no such user {as_user!r}") from None
         options.uid = entry.pw_uid
         options.gids = set(os.getgrouplist(as_user, entry.pw_gid))
-    with console.status("checking ports, radio, clock, disk, broker, twin, certificate…"):
+    with err_console.status("checking ports, radio, clock, disk, broker, twin, certificate…"):
         results = doctor.run_doctor(config, options)
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
     else:
-        console.print(results_table(results))
+        print_results(results)
     failed = [r for r in results if r.failed]
     if not as_json:
         console.print(f"{len(results) - len(failed)} passed or warned, {len(failed)} failed")
@@ -506,6 +541,7 @@ def register_cmd(
     site: Annotated[Path | None, typer.Option(help="Site file (TOML/JSON) with coordinates.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Only show what would be created.")] = False,
     inventory_dir: Annotated[Path | None, typer.Option(help="Update the fleet record.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False,
 ) -> None:
     """Create Thing, Location, Sensors, ObservedProperties, Datastreams at the twin."""
     import asyncio
@@ -513,48 +549,72 @@ def register_cmd(
     from edge.config import ConfigError, load_config
     from edge.sensorthings import GeoPoint
     from edge.uplinks.sensorthings_http import SensorThingsUnavailable
-    from provisioning import register
+    from provisioning import node_records, register
+    from provisioning.config_edit import ConfigEditError
 
     try:
         cfg = load_config(config)
         location = register.read_site(site) if site else None
         if latitude is not None and longitude is not None:
             location = GeoPoint(lon=longitude, lat=latitude)
-        plan = register.make_plan(cfg, location)
-    except (ConfigError, register.RegisterError) as exc:
-        raise _fail(str(exc)) from None
+        plan = register.make_plan(cfg, location, node_records.load(config))
+    except (ConfigError, register.RegisterError, node_records.NodeRecordError, OSError) as exc:
+        raise _fail(_one_line(exc)) from None
+    for note in plan.notes:
+        warn(note)
     try:
         if dry_run:
-            entities = asyncio.run(register.dry_run(plan))
-            table = Table("entity", "name", "action")
-            for e in entities:
-                action = (f"exists (id {e.existing_id})" if e.existing_id is not None
-                          else "[yellow]would create[/yellow]")
-                table.add_row(e.kind, e.name, action)
-            console.print(table)
-            for name, (old, new) in plan.changed.items():
-                console.print(f"[red]✗[/red] source {name!r} changed sensor: {old.describe()} → "
-                              f"{new.describe()}; rename the source to register the new one")
+            with LateProgress("looking up entities", 1 + 3 * len(plan.pairs)) as shown:
+                entities = asyncio.run(register.dry_run(plan, progress=shown.advance))
+            _print_dry_run(plan, entities, as_json)
             return
-        with console.status(f"registering {len(plan.pairs)} datastream(s)…"):
-            ids = asyncio.run(register.register(plan))
-    except (register.RegisterError, SensorThingsUnavailable, httpx.HTTPError) as exc:
-        raise _fail(str(exc)) from None
+        with LateProgress("registering datastreams", len(plan.pairs)) as shown:
+            ids = asyncio.run(register.register(plan, progress=shown.advance))
+        register.give_to_data_dir_owner(plan)
+    except (SensorThingsUnavailable, httpx.HTTPError) as exc:
+        raise _fail(f"the twin at {plan.settings.base_url} did not answer or refused: {exc}; "
+                    "run register again when it is reachable", EXIT_UNREACHABLE) from None
+    except register.RegisterError as exc:
+        raise _fail(_one_line(exc)) from None
     except Exception as exc:  # the uplink's _Rejected: the server refused an entity
         raise _fail(f"the twin refused registration: {exc}") from None
-    for key, ds_id in sorted(ids.items()):
-        console.print(f"[green]✓[/green] {key} → Datastream {ds_id}")
     try:
-        if register.write_mqtt_datastream_ids(config, ids):
+        stored = register.write_mqtt_datastream_ids(config, ids)
+    except (ConfigEditError, ConfigError) as exc:
+        raise _fail(_one_line(exc)) from None
+    if as_json:
+        typer.echo(json.dumps({"datastreams": ids, "mqtt_ids_stored": stored}, indent=2,
+                              sort_keys=True))
+    else:
+        for key, ds_id in sorted(ids.items()):
+            console.print(f"[green]✓[/green] {escape(key)} → Datastream {ds_id}")
+        if stored:
             console.print(f"  ids stored in {config} [uplinks.mqtt.datastream_ids] "
-                          "for the MQTT SensorThings mode", highlight=False, markup=False)
-    except (register.RegisterError, ConfigError) as exc:
-        raise _fail(str(exc)) from None
+                          "for the MQTT SensorThings mode", markup=False)
     if inventory_dir is not None:
         where = plan.location
         inventory.write_record(inventory_dir, plan.gateway_id, twin=plan.settings.base_url,
                                latitude=where.lat if where else None,
                                longitude=where.lon if where else None)
+
+
+def _print_dry_run(plan: Plan, entities: list[PlannedEntity], as_json: bool) -> None:
+    changed = [{"source": name, "before": old.describe(), "now": new.describe()}
+               for name, (old, new) in plan.changed.items()]
+    if as_json:
+        typer.echo(json.dumps({
+            "entities": [{"kind": e.kind, "name": e.name, "action": e.action,
+                          "id": e.existing_id} for e in entities],
+            "changed_sources": changed,
+        }, indent=2))
+        return
+    for e in entities:
+        action = (f"exists (id {e.existing_id})" if e.existing_id is not None
+                  else "[yellow]would create[/yellow]")
+        console.print(f"{e.kind:<16} {escape(e.name)}  {action}")
+    for c in changed:
+        warn(f"source {c['source']!r} changed sensor: {c['before']} → {c['now']}; register "
+             "retires the old Sensor and Datastreams (their history stays) and creates new ones")
 
 
 # --- nodes -----------------------------------------------------------------------------
@@ -565,48 +625,83 @@ def node_add(
     name: Annotated[str | None, typer.Option(help="Source name; default node-<node id>.")] = None,
     calibration_id: Annotated[str | None, typer.Option(help="Calibration artefact id.")] = None,
     interval_s: Annotated[int | None, typer.Option(help="Measurement interval (s).")] = None,
+    ble_source: Annotated[str | None, typer.Option(
+        help="Onboard a broadcast-only node: switch its BLE adverts on and assign it to this "
+             "node_ble source (added if missing) instead of a node_serial source on PORT.")
+    ] = None,
     baudrate: Annotated[int, typer.Option(help="Link speed.")] = 115200,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 10.0,
 ) -> None:
     """Read the node's hello, push its config and calibration id, confirm, assign it."""
-    from edge.config import ConfigError, load_config, parse_config
+    from edge.config import ConfigError, load_config
     from provisioning import node_add as na
+    from provisioning import node_records
 
     try:
         cfg = load_config(config)
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     push: dict[str, object] = {}
     if calibration_id is not None:
         push["calibration_id"] = calibration_id
     if interval_s is not None:
         push["interval_s"] = interval_s
-    with console.status(f"talking to the node on {port}…"):
+    if ble_source is not None:
+        push["ble_advertise"] = True
+    with err_console.status(f"talking to the node on {port}…"):
         try:
             added = na.onboard(port, cfg.gateway.id, push, baudrate=baudrate, timeout_s=timeout)
         except na.NodeAddError as exc:
-            raise _fail(str(exc)) from None
+            raise _fail(_one_line(exc)) from None
     info = added.info
     sensors = ", ".join(f"{s[0]} ({s[1]})" for s in info.sensors)
-    console.print(f"[green]✓[/green] node {info.node_id} firmware {info.firmware} "
-                  f"kind {info.kind or '?'}: {sensors}")
+    console.print(f"[green]✓[/green] node {info.node_id} firmware {escape(info.firmware)} "
+                  f"kind {escape(info.kind or '?')}: {escape(sensors)}")
     for key, value in push.items():
-        console.print(f"  {key} = {value!r} confirmed by the node")
-    if any(s.port == port for s in cfg.sources):
-        console.print(f"  {config} already has a source on {port}")
-        return
-    state = cfg.gateway.data_dir / "nodes.db"
-    snippet = na.source_snippet(name or f"node-{info.node_id}", port, baudrate, str(state))
-    text = config.read_text(encoding="utf-8").rstrip("\n") + "\n" + snippet
+        console.print(f"  {key} = {escape(repr(value))} confirmed by the node")
+    source = ble_source or _serial_source_for(cfg.sources, port) or name or f"node-{info.node_id}"
+    record = node_records.NodeRecord(
+        source=source, node_id=info.node_id, firmware=info.firmware, kind=info.kind,
+        sensors=info.sensors, transport="ble" if ble_source else "serial",
+        port="" if ble_source else port)
     try:
-        parse_config(text, source=str(config))
+        records_file = node_records.save(config, record)
+    except (OSError, node_records.NodeRecordError) as exc:
+        raise _fail(f"cannot record the node: {exc}") from None
+    console.print(f"  sensors recorded in {records_file} (read by `provision register`)")
+    if ble_source is not None:
+        entry: Entry = {"name": ble_source, "type": "node_ble"}
+        if any(s.name == ble_source for s in cfg.sources):
+            console.print(f"  assigned to the node_ble source {ble_source!r} of {config}")
+            return
+    else:
+        if _serial_source_for(cfg.sources, port) is not None:
+            console.print(f"  {config} already has a source on {port}")
+            return
+        entry = na.source_entry(source, port, baudrate, str(cfg.gateway.data_dir / "nodes.db"))
+    _add_source(config, entry)
+
+
+def _serial_source_for(sources: Iterable[SourceSettings], port: str) -> str | None:
+    return next((s.name for s in sources if s.port == port), None)
+
+
+def _add_source(config: Path, entry: Entry) -> None:
+    """Append ``entry`` as a [[sources]] table, keeping the file's comments and layout."""
+    from edge.config import ConfigError, parse_config
+    from provisioning.config_edit import ConfigEdit, ConfigEditError, source_text
+
+    try:
+        edit = ConfigEdit(config)
+        edit.add_source(entry)
+        edit.save(lambda text: parse_config(text, source=str(config)))
     except ConfigError as exc:
-        console.print(f"[yellow]![/yellow] not added to {config} ({'; '.join(exc.problems)}); "
-                      "add this by hand once the gateway supports it:", highlight=False)
-        console.print(snippet, markup=False, highlight=False)
+        warn(f"not added to {config} ({'; '.join(exc.problems)}); add this by hand:")
+        err_console.print(source_text(entry), markup=False)
         return
-    write_public(config, text.encode())
-    console.print(f"  assigned: source {name or f'node-{info.node_id}'!r} added to {config}")
+    except (ConfigEditError, OSError) as exc:
+        raise _fail(_one_line(exc)) from None
+    console.print(f"  assigned: source {entry['name']!r} added to {config}")
 
 
 # --- label and inventory -----------------------------------------------------------------
@@ -624,7 +719,7 @@ def label_cmd(
         spec = label.LabelSpec(gateway_id, label.claim_url(claim_base, gateway_id), support)
         path = label.write_label(spec, out)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     console.print(f"[green]✓[/green] label {path}")
 
 
@@ -641,7 +736,7 @@ def inventory_cmd(
     try:
         rows = inventory.collect(ca_dir, records)
     except CAError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_one_line(exc)) from None
     text = inventory.to_csv(rows) if fmt == "csv" else inventory.to_json(rows)
     if out is None:
         typer.echo(text, nl=False)

@@ -28,6 +28,9 @@ from typing import Any, Literal
 
 import httpx
 
+from edge.config import GatewayConfig
+from edge.uplinks.mqtt_settings import MqttSettings
+from edge.uplinks.sensorthings_settings import SensorThingsHttpSettings
 from provisioning.identity import (
     IdentityError,
     key_matches_cert,
@@ -36,6 +39,7 @@ from provisioning.identity import (
 )
 from provisioning.identity import cert_info as _cert_info
 from provisioning.secrets import is_private
+from provisioning.settings import SecuritySettings
 
 Status = Literal["pass", "warn", "fail", "skip"]
 Clock = Callable[[], float]
@@ -80,16 +84,50 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
-def _may_read_write(st: os.stat_result, uid: int, gids: set[int]) -> bool:
-    """POSIX permission check from the mode bits, for any user (not just the caller)."""
+READ, WRITE, SEARCH = 4, 2, 1  # permission bits, as in a mode's rwx triplets
+
+
+def _may(st: os.stat_result, uid: int, gids: set[int], bits: int) -> bool:
+    """POSIX permission check from the mode bits, for any user (not just the caller).
+
+    The owner's triplet applies to the owner, else the group's to group members, else the
+    others' — as the kernel decides (POSIX ACLs and capabilities are not looked at).
+    """
     if uid == 0:
         return True
-    mode = st.st_mode
     if st.st_uid == uid:
-        return bool(mode & stat.S_IRUSR and mode & stat.S_IWUSR)
-    if st.st_gid in gids:
-        return bool(mode & stat.S_IRGRP and mode & stat.S_IWGRP)
-    return bool(mode & stat.S_IROTH and mode & stat.S_IWOTH)
+        shift = 6
+    elif st.st_gid in gids:
+        shift = 3
+    else:
+        shift = 0
+    return (st.st_mode >> shift) & bits == bits
+
+
+def _may_read_write(st: os.stat_result, uid: int, gids: set[int]) -> bool:
+    return _may(st, uid, gids, READ | WRITE)
+
+
+def _describe(path: Path, st: os.stat_result) -> str:
+    return (f"{path} (owner {_user_name(st.st_uid)}, group {_group_name(st.st_gid)}, "
+            f"mode {stat.filemode(st.st_mode)})")
+
+
+def _blocking_dir(path: Path, uid: int, gids: set[int]) -> Path | None:
+    """The first directory on the way to ``path`` (as written and resolved) that the user
+    cannot enter, or None."""
+    for chain in (Path(path).absolute(), Path(path).resolve()):
+        for parent in reversed(chain.parents):
+            if not _may(os.stat(parent), uid, gids, SEARCH):
+                return parent
+    return None
+
+
+def _dir_fix(directory: Path, user: str) -> str:
+    st = os.stat(directory)
+    if st.st_mode & 0o077 == 0:  # a private directory (identity): give it to the user
+        return f"sudo chown -R {user} {directory}"
+    return f"sudo chmod o+x {directory}"
 
 
 def _identity(uid: int | None, gids: set[int] | None) -> tuple[int, set[int]]:
@@ -117,17 +155,109 @@ def check_serial_port(
     uid, gids = _identity(uid, gids)
     user = _user_name(uid)
     if not _may_read_write(st, uid, gids):
-        group = _group_name(st.st_gid)
         return _fail(
             name,
             f"user {user} may not read/write it (owner {_user_name(st.st_uid)}, "
-            f"group {group}, mode {stat.filemode(st.st_mode)})",
-            f"sudo usermod -aG {group} {user}  — then log out and in (or reboot) "
-            f"so the {group} group applies",
+            f"group {_group_name(st.st_gid)}, mode {stat.filemode(st.st_mode)})",
+            _serial_fix(path, st, user, gids),
         )
     if not stat.S_ISCHR(st.st_mode):
         return _warn(name, "exists but is not a character device", "check the configured path")
     return _ok(name, f"readable and writable by {user}")
+
+
+def _serial_fix(path: Path, st: os.stat_result, user: str, gids: set[int]) -> str:
+    """Join the device's group when that group may read and write it; otherwise the device
+    itself has the wrong group or mode (never suggest joining root's group)."""
+    group = _group_name(st.st_gid)
+    if st.st_mode & 0o060 == 0o060 and st.st_gid != 0:
+        return (f"sudo usermod -aG {group} {user}  — then log out and in (or restart the "
+                f"service) so the {group} group applies")
+    real = Path(path).resolve()
+    if str(real).startswith("/dev/pts/"):
+        return (f"{real} is a pseudo-terminal of {_user_name(st.st_uid)}: start the program "
+                f"that creates it as {user}, or `sudo chown {user} {real}` (until it is "
+                "recreated)")
+    pattern = real.name.rstrip("0123456789") + "[0-9]*"
+    join = ""
+    try:
+        if grp.getgrnam("dialout").gr_gid not in gids:
+            join = f", then sudo usermod -aG dialout {user} and log out and in"
+    except KeyError:
+        pass
+    return (f"the device has no usable group: add a udev rule — echo 'SUBSYSTEM==\"tty\", "
+            f"KERNEL==\"{pattern}\", GROUP=\"dialout\", MODE=\"0660\"' | sudo tee "
+            "/etc/udev/rules.d/60-duet-edge-serial.rules && sudo udevadm control --reload "
+            f"&& sudo udevadm trigger{join}")
+
+
+# --- files the service reads, the data directory ---------------------------------------
+def check_readable(
+    files: list[tuple[str, Path]], *, uid: int | None = None, gids: set[int] | None = None
+) -> CheckResult | None:
+    """Every configured file the gateway reads (TLS keys and certificates, secrets, trust
+    anchors) is readable by the service user, directories on the way included."""
+    uid, gids = _identity(uid, gids)
+    user = _user_name(uid)
+    name = f"files readable by {user}"
+    present = [(what, Path(p)) for what, p in files if Path(p).exists()]
+    if not present:
+        return None
+    problems, fixes = [], []
+    behind: dict[Path, list[str]] = {}  # directory the user cannot enter → files behind it
+    for what, path in present:
+        blocked = _blocking_dir(path, uid, gids)
+        if blocked is not None:
+            behind.setdefault(blocked, []).append(f"{what} {path.name}")
+        elif not _may(os.stat(path), uid, gids, READ):
+            problems.append(f"{what}: may not read {_describe(path, os.stat(path))}")
+            private = os.stat(path).st_mode & 0o077 == 0
+            fixes.append(f"sudo chown {user} {path}" + (" (it stays 0600)" if private else ""))
+    for blocked, whats in behind.items():
+        problems.insert(0, f"cannot enter {_describe(blocked, os.stat(blocked))}, which holds "
+                        + ", ".join(whats))
+        fixes.insert(0, _dir_fix(blocked, user))
+    if problems:
+        return _fail(name, f"as user {user}: " + "; ".join(problems),
+                     "; ".join(dict.fromkeys(fixes)))
+    return _ok(name, f"{len(present)} file(s): {', '.join(w for w, _ in present)}")
+
+
+def check_data_dir(
+    path: Path, *, uid: int | None = None, gids: set[int] | None = None
+) -> CheckResult:
+    """The gateway can create and write its files in ``data_dir`` (outbox, node marks,
+    SensorThings id cache)."""
+    uid, gids = _identity(uid, gids)
+    user = _user_name(uid)
+    path = Path(path)
+    name = f"data dir {path}"
+    create = f"sudo install -d -o {user} -m 0750 {path}"
+    if not path.exists():
+        parent = path
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if _blocking_dir(parent, uid, gids) is None and _may(os.stat(parent), uid, gids,
+                                                             WRITE | SEARCH):
+            return _ok(name, f"does not exist yet; {user} can create it in {parent}")
+        return _fail(name, f"does not exist and user {user} cannot create it in "
+                     f"{_describe(parent, os.stat(parent))}", create)
+    if not path.is_dir():
+        return _fail(name, "exists but is not a directory", f"move it away, then {create}")
+    blocked = _blocking_dir(path, uid, gids)
+    if blocked is not None:
+        return _fail(name, f"user {user} cannot enter {_describe(blocked, os.stat(blocked))}",
+                     _dir_fix(blocked, user))
+    if not _may(os.stat(path), uid, gids, WRITE | SEARCH):
+        return _fail(name, f"user {user} may not create files in {_describe(path, os.stat(path))}",
+                     f"sudo chown -R {user} {path}")
+    stuck = [p.name for p in sorted(path.iterdir())
+             if p.is_file() and not _may(os.stat(p), uid, gids, READ | WRITE)]
+    if stuck:
+        return _fail(name, f"user {user} may not write {', '.join(stuck)} in it "
+                     "(written by another user, e.g. root running a command)",
+                     f"sudo chown -R {user} {path}")
+    return _ok(name, f"writable by {user}")
 
 
 # --- BLE -------------------------------------------------------------------------------
@@ -548,13 +678,17 @@ def run_doctor(config_path: Path, options: DoctorOptions | None = None) -> list[
                 for s in config.sources if s.port]
     if any(_is_ble(s.type) for s in config.sources):
         results.append(opts.ble())
+    results.append(check_data_dir(config.gateway.data_dir, uid=opts.uid, gids=opts.gids))
     results.append(check_disk_space(config.gateway.data_dir))
-    mqtt = config.uplinks.mqtt
-    sta = config.uplinks.sensorthings_http
-    time_url = opts.time_url or (getattr(sta, "base_url", None) if sta is not None else None)
+    readable = check_readable(_service_files(config), uid=opts.uid, gids=opts.gids)
+    if readable is not None:
+        results.append(readable)
+    mqtt = config.settings(MqttSettings)
+    sta = config.settings(SensorThingsHttpSettings)
+    time_url = opts.time_url or (sta.base_url if sta is not None else None)
     reference = None
     if time_url:
-        sta_tls = getattr(sta, "tls", None)
+        sta_tls = sta.tls if sta is not None else None
         verify = _reference_context(_tls_files(sta_tls)) if time_url.startswith("https") else True
 
         def reference() -> float:
@@ -574,10 +708,29 @@ def run_doctor(config_path: Path, options: DoctorOptions | None = None) -> list[
                 results.append(check_certificate(files.cert_file, files.key_file, clock=opts.clock))
     if sta is not None:
         results.append(check_sensorthings(sta, timeout=opts.timeout_s))
-    security = getattr(config, "security", None)  # once edge.config includes [security]
+    security = config.settings(SecuritySettings)
     if security is not None:
         results.append(check_bundles(security))
     return results
+
+
+def _service_files(config: GatewayConfig) -> list[tuple[str, Path]]:
+    """(what, path) of every file the gateway service reads that the config names."""
+    files: list[tuple[str, Path]] = []
+    mqtt = config.settings(MqttSettings)
+    if mqtt is not None:
+        tls = _tls_files(mqtt.tls)
+        files += [(f"mqtt {k}", p) for k, p in (("ca_file", tls.ca_file), ("cert_file",
+                  tls.cert_file), ("key_file", tls.key_file), ("password_file",
+                  mqtt.password_file)) if p is not None]
+    sta = config.settings(SensorThingsHttpSettings)
+    if sta is not None:
+        tls = _tls_files(sta.tls)
+        auth = sta.auth
+        files += [(f"twin {k}", p) for k, p in (("ca_file", tls.ca_file), ("cert_file",
+                  tls.cert_file), ("key_file", tls.key_file), ("token_file", auth.token_file),
+                  ("password_file", auth.password_file)) if p is not None]
+    return files
 
 
 def _reference_context(files: TlsFiles) -> ssl.SSLContext | bool:
@@ -602,6 +755,5 @@ def _tls_files(tls: Any) -> TlsFiles:
 
 
 def _is_ble(type_name: str) -> bool:
-    from edge.codecs.base import all_descriptors
-
-    return any(d.name == type_name and d.interface == "ble" for d in all_descriptors())
+    """True for source types that need a Bluetooth adapter."""
+    return type_name in ("ble", "node_ble")

@@ -125,14 +125,15 @@ def _confirmed(configs: list[dict[str, Any]], push: dict[str, Any]) -> bool:
     return bool(configs) and all(configs[-1].get(k) == v for k, v in push.items())
 
 
-def source_snippet(name: str, port: str, baudrate: int = 115200,
-                   state_path: str = "/var/lib/duet-edge/nodes.db") -> str:
+def source_entry(name: str, port: str, baudrate: int = 115200,
+                 state_path: str = "/var/lib/duet-edge/nodes.db") -> dict[str, str | int | dict[str, str]]:
     """The ``[[sources]]`` table that assigns the node on ``port`` to this gateway."""
-    return (
-        "\n[[sources]]\n"
-        f'name = "{name}"\n'
-        'type = "node_serial"\n'
-        f'port = "{port}"\n'
-        f"baudrate = {baudrate}\n"
-        f'options = {{ state_path = "{state_path}" }}\n'
-    )
+    return {"name": name, "type": "node_serial", "port": port, "baudrate": baudrate,
+            "options": {"state_path": state_path}}
+
+
+def source_snippet(entry: dict[str, str | int | dict[str, str]]) -> str:
+    """``entry`` as TOML text, for a technician to paste when it cannot be added."""
+    from provisioning.config_edit import source_text
+
+    return source_text(entry)

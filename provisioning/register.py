@@ -20,29 +20,34 @@ then on.
 from __future__ import annotations
 
 import json
-import re
 import time
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from edge import plugins
 from edge import sensorthings as sta
-from edge.codecs.base import descriptor
 from edge.config import GatewayConfig
 from edge.model import Datastream
 from edge.sensorthings import EntityId, GeoPoint
+from edge.uplinks.mqtt_settings import MqttSettings
 from edge.uplinks.sensorthings_http import (
     REGISTRY_FILE_NAME,
     SensorThingsHttpSettings,
     SensorThingsHttpUplink,
     build_http_client,
 )
+from provisioning.config_edit import ConfigEdit
+from provisioning.node_records import NODE_SOURCE_TYPES, NodeRecord
 from provisioning.secrets import write_public
 
 MANIFEST_NAME = "registration.json"
+Progress = Callable[[int], None]
+"""Called with the number of entities (dry run) or Datastreams (register) just handled."""
 
 
 class RegisterError(ValueError):
@@ -71,6 +76,7 @@ class Plan:
     pairs: list[tuple[Datastream, str]]
     fingerprints: dict[str, SourceFingerprint]
     changed: dict[str, tuple[SourceFingerprint, SourceFingerprint]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # warnings for the technician
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,25 +104,54 @@ def read_site(path: Path) -> GeoPoint:
     return GeoPoint(lon=lon, lat=lat, alt=float(alt) if alt is not None else None)
 
 
-def make_plan(config: GatewayConfig, location: GeoPoint | None = None) -> Plan:
-    settings = config.uplinks.sensorthings_http
-    if not isinstance(settings, SensorThingsHttpSettings):
+def make_plan(config: GatewayConfig, location: GeoPoint | None = None,
+              nodes: Mapping[str, list[NodeRecord]] | None = None) -> Plan:
+    """What to register for ``config``; firmware-node sources need their ``nodes`` records
+    (what ``provision node add`` stored: each node's sensors, from its hello)."""
+    settings = config.settings(SensorThingsHttpSettings)
+    if settings is None:
         raise RegisterError("the config has no [uplinks.sensorthings_http] section to register at")
     gw = config.gateway
     if location is None and gw.latitude is not None and gw.longitude is not None:
         location = GeoPoint(lon=gw.longitude, lat=gw.latitude)
     pairs: list[tuple[Datastream, str]] = []
     fingerprints: dict[str, SourceFingerprint] = {}
+    notes: list[str] = []
     for source in config.sources:
+        if source.type in NODE_SOURCE_TYPES:
+            records = (nodes or {}).get(source.name, [])
+            _check_node_records(source.name, source.type, source.port, records, notes)
+            fingerprints[source.name] = SourceFingerprint(
+                source.type, "; ".join(r.describe() for r in records),
+                ",".join(r.node_id for r in records))
+            for record in records:
+                pairs += record.datastreams(gw.id)
+            continue
         try:
-            desc = descriptor(source.type)
+            desc = plugins.sensor(source.type).descriptor
         except KeyError as exc:
             raise RegisterError(str(exc)) from None
         fingerprints[source.name] = SourceFingerprint(source.type, desc.model, source.serial_number)
         pairs += [(Datastream(gw.id, source.name, q), desc.model) for q in desc.quantities]
-    plan = Plan(gw.id, settings, gw.data_dir, location, pairs, fingerprints)
+    plan = Plan(gw.id, settings, gw.data_dir, location, pairs, fingerprints, notes=notes)
     plan.changed = _changed_sources(plan)
     return plan
+
+
+def _check_node_records(name: str, type_name: str, port: str | None,
+                        records: list[NodeRecord], notes: list[str]) -> None:
+    if type_name == "node_serial" and not records:
+        raise RegisterError(
+            f"source {name!r} is a node_serial source without a node record: run "
+            f"`duet-edge provision node add {port or 'PORT'}` first (it asks the node which "
+            "sensors it has)")
+    if type_name == "node_ble" and not records:
+        notes.append(
+            f"source {name!r} (node_ble): no node recorded, nothing registered for it; "
+            f"onboard each node with `duet-edge provision node add PORT --ble-source {name}`")
+    for record in records:
+        if not record.datastreams(""):
+            notes.append(f"source {name!r}: {record.describe()} reports no known quantity")
 
 
 def _manifest_path(plan: Plan) -> Path:
@@ -132,6 +167,8 @@ def _changed_sources(plan: Plan) -> dict[str, tuple[SourceFingerprint, SourceFin
         return {}
     changed = {}
     for name, fp in plan.fingerprints.items():
+        if fp.type in NODE_SOURCE_TYPES:
+            continue  # another node has other sensor ids: nothing to retire
         before = old.get("sources", {}).get(name)
         if before is not None:
             prev = SourceFingerprint(**before)
@@ -140,7 +177,8 @@ def _changed_sources(plan: Plan) -> dict[str, tuple[SourceFingerprint, SourceFin
     return changed
 
 
-async def dry_run(plan: Plan, transport: httpx.AsyncBaseTransport | None = None) -> list[PlannedEntity]:
+async def dry_run(plan: Plan, transport: httpx.AsyncBaseTransport | None = None,
+                  progress: Progress | None = None) -> list[PlannedEntity]:
     """Look up every entity registration would need; nothing is created."""
     out: list[PlannedEntity] = []
     seen: set[tuple[str, str]] = set()
@@ -160,6 +198,8 @@ async def dry_run(plan: Plan, transport: httpx.AsyncBaseTransport | None = None)
                     found = entity.get("@iot.id")
                     break
             out.append(PlannedEntity(kind, value, found))
+            if progress is not None:
+                progress(1)
 
         await find("Thing", "Things", "name", plan.gateway_id, sta.thing_key(plan.gateway_id))
         for stream, _model in plan.pairs:
@@ -173,15 +213,20 @@ async def dry_run(plan: Plan, transport: httpx.AsyncBaseTransport | None = None)
 
 
 async def register(
-    plan: Plan, transport: httpx.AsyncBaseTransport | None = None
+    plan: Plan, transport: httpx.AsyncBaseTransport | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, EntityId]:
     """Create what is missing; return ``datastream key → id`` and store the manifest."""
     uplink = SensorThingsHttpUplink(plan.settings, plan.gateway_id, plan.data_dir,
                                     location=plan.location, transport=transport)
+    ids: dict[Datastream, EntityId] = {}
     async with uplink:
         if plan.changed:
             await _retire(plan, uplink, transport)
-        ids = await uplink.ensure_datastreams(plan.pairs)
+        for pair in plan.pairs:
+            ids.update(await uplink.ensure_datastreams([pair]))
+            if progress is not None:
+                progress(1)
     by_key = {stream.key: ds_id for stream, ds_id in ids.items()}
     _write_manifest(plan, by_key)
     return by_key
@@ -232,6 +277,21 @@ async def _retire(
     return retired
 
 
+def give_to_data_dir_owner(plan: Plan) -> list[Path]:
+    """Run as root, hand the files register wrote in ``data_dir`` (manifest, id cache) to
+    the directory's owner — the service user, who updates the id cache when uploading."""
+    import os
+
+    if os.geteuid() != 0 or not plan.data_dir.is_dir():
+        return []
+    owner = plan.data_dir.stat()
+    files = [_manifest_path(plan), plan.settings.registry_file or plan.data_dir / REGISTRY_FILE_NAME]
+    given = [f for f in files if f.exists() and f.parent == plan.data_dir]
+    for path in given:
+        os.chown(path, owner.st_uid, owner.st_gid)
+    return given
+
+
 def _write_manifest(plan: Plan, datastreams: dict[str, EntityId]) -> None:
     path = _manifest_path(plan)
     old: dict[str, Any] = {}
@@ -255,48 +315,25 @@ def vars_fp(fp: SourceFingerprint) -> dict[str, str]:
     return {"type": fp.type, "model": fp.model, "serial_number": fp.serial_number}
 
 
-_IDS_HEADER = "[uplinks.mqtt.datastream_ids]"
+_IDS_TABLE = ("uplinks", "mqtt", "datastream_ids")
 
 
 def write_mqtt_datastream_ids(config_path: Path, ids: dict[str, EntityId]) -> bool:
     """Store ids for the MQTT uplink's SensorThings mode in ``[uplinks.mqtt.datastream_ids]``.
 
-    The table is (re)written at the end of the file, the rest of the text (comments included)
-    is kept; the result is validated with the gateway's schema before it replaces the file.
-    Returns False when the config has no MQTT uplink in ``sensorthings`` mode.
+    The file is edited in place with tomlkit (comments and layout kept; keys already in the
+    table keep their place, new ones are added), validated with the gateway's schema, then
+    replaced atomically. Returns False when the config has no MQTT uplink in ``sensorthings``
+    mode.
     """
     from edge.config import load_config, parse_config
 
     config = load_config(config_path)
-    mqtt = config.uplinks.mqtt
+    mqtt = config.settings(MqttSettings)
     if mqtt is None or mqtt.mode != "sensorthings":
         return False
-    merged = {**mqtt.datastream_ids, **ids}
-    text = _without_table(Path(config_path).read_text(encoding="utf-8"), _IDS_HEADER)
-    if re.search(r"^\s*datastream_ids\s*=", text, re.M):
-        raise RegisterError(
-            f"{config_path} sets datastream_ids inline; remove that line so register can "
-            f"maintain the {_IDS_HEADER} table"
-        )
-    lines = [_IDS_HEADER, "# written by `duet-edge provision register`: '<source>/<quantity>' → id"]
-    lines += [f"{json.dumps(key)} = {json.dumps(value)}" for key, value in sorted(merged.items())]
-    new_text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
-    parse_config(new_text, source=str(config_path))
-    write_public(Path(config_path), new_text.encode())
+    edit = ConfigEdit(config_path)
+    comment = "written by `duet-edge provision register`: '<source>/<quantity>' → Datastream id"
+    edit.merge_table(_IDS_TABLE, dict(sorted(ids.items())), comment)
+    edit.save(lambda text: parse_config(text, source=str(config_path)))
     return True
-
-
-def _without_table(text: str, header: str) -> str:
-    """``text`` minus the table ``header`` (up to the next table header or the end)."""
-    out: list[str] = []
-    skipping = False
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped == header:
-            skipping = True
-            continue
-        if skipping and stripped.startswith("["):
-            skipping = False
-        if not skipping:
-            out.append(line)
-    return "\n".join(out) + "\n"

@@ -2,7 +2,7 @@
 
 Public API: :class:`BleScanner` (``async with`` / ``async for``), :class:`BleReading`,
 :class:`BleSettings` (the ``[ble]`` config section). Decoders live in
-:mod:`edge.codecs.ruuvi` and :mod:`edge.codecs.aranet4`. See docs/ble.md.
+:mod:`edge.sensors.ruuvi.codec` and :mod:`edge.sensors.aranet4.codec`. See docs/ble.md.
 """
 
 from edge.ble.scanner import BleReading, BleScanner, DeviceState, ScannerStats, discover

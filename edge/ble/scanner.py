@@ -20,7 +20,7 @@ What it does between the radio and that loop:
 - optionally polls Aranet4 devices over GATT (connect, read ``f0cd3001``, disconnect).
 
 The radio is bleak's: tests pass a replaying ``BaseBleakScanner`` / ``BaseBleakClient``
-subclass as ``scanner_backend`` / ``client_backend`` (see :mod:`hil.ble_replay`).
+subclass as ``scanner_backend`` / ``client_backend`` (see :mod:`edge.ble.replay`).
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ from bleak.exc import BleakCharacteristicNotFoundError, BleakDBusError, BleakErr
 
 from edge.backoff import Backoff
 from edge.ble.settings import BleSettings, GattPollDevice
-from edge.codecs import aranet4, ruuvi
-from edge.codecs.base import BadPayload, Frame
+from edge.codec import BadPayload, Frame
+from edge.sensors.aranet4 import codec as aranet4
+from edge.sensors.ruuvi import codec as ruuvi
 
 logger = logging.getLogger(__name__)
 

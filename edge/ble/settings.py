@@ -6,6 +6,7 @@ Declared next to the scanner (ESPHome style); the gateway config includes it as 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -114,3 +115,21 @@ class BleSettings(BaseModel):
                     raise ValueError(msg) from None
                 out.append(value.strip())  # an advertised name
         return out
+
+
+class BleSourceOptions(BleSettings):
+    """``options`` of a ``type = "ble"`` source: the scanner settings plus naming and replay."""
+
+    names: dict[str, str] = Field(
+        default_factory=dict,
+        description="Device id (address, or the MAC a Ruuvi puts in its payload) or advertised "
+        "name → sensor id. Unnamed devices get '<type>-<id without colons>'.",
+    )
+    replay: Path | None = Field(
+        default=None,
+        description="Hardware-in-the-loop: replay a recorded advert stream (JSON lines) "
+        "instead of scanning a radio.",
+    )
+    replay_speed: float = Field(
+        default=1.0, ge=0, description="Replay speed factor (0: as fast as possible)."
+    )

@@ -17,11 +17,11 @@ import importlib.util
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console, Group
@@ -36,7 +36,7 @@ from edge.logs import setup_logging
 from edge.model import Delivery
 from edge.quantities import QUANTITIES
 from edge.runtime import Gateway
-from edge.uplinks import UplinkPort
+from edge.seams import Uplink, UplinkPort
 
 console = Console()
 
@@ -122,6 +122,8 @@ backoff_max_s = 5
 class LoopbackUplink:
     """Used only when no broker can be started: batches go to the receiver in-process."""
 
+    name = "loopback"
+
     def __init__(self, receiver: Receiver, gateway_id: str) -> None:
         self.receiver = receiver
         self.topic = f"duet/v1/{gateway_id}/obs"
@@ -141,8 +143,7 @@ class LoopbackUplink:
 
 
 async def _demo(work: Path, duration: float, rate: float) -> int:
-    from hil.emulators.pms5003 import Pms5003Emulator
-    from hil.emulators.sds011 import Sds011Emulator
+    from edge.emulation import emulator
 
     broker, broker_port = _start_mosquitto(work)
     if broker is None:
@@ -151,8 +152,8 @@ async def _demo(work: Path, duration: float, rate: float) -> int:
             "and hands batches to the twin receiver in-process. Install it with "
             "`apt-get install mosquitto` for the real path.[/yellow]"
         )
-    sds = Sds011Emulator(link_path=work / "ttySDS011", interval_s=1 / rate, seed=11).start()
-    pms = Pms5003Emulator(link_path=work / "ttyPMS5003", interval_s=1 / rate, seed=12).start()
+    sds = emulator("sds011")(link_path=work / "ttySDS011", interval_s=1 / rate, seed=11).start()
+    pms = emulator("pms5003")(link_path=work / "ttyPMS5003", interval_s=1 / rate, seed=12).start()
     receiver = Receiver(
         ReceiverSettings(
             port=broker_port, store_path=work / "twin.db", client_id="duet-demo-ingest"
@@ -160,8 +161,8 @@ async def _demo(work: Path, duration: float, rate: float) -> int:
     )
     web_port = _free_port() if importlib.util.find_spec("aiohttp") else 0  # the `web` extra
     config = _config(work, broker_port, sds.port, pms.port, web_port)
-    uplinks: dict[str, Any] | None = (
-        None if broker else {"loopback": LoopbackUplink(receiver, config.gateway.id)}
+    uplinks: list[Uplink] | None = (
+        None if broker else [LoopbackUplink(receiver, config.gateway.id)]
     )
     gateway = Gateway(config, uplinks=uplinks)
     stop = asyncio.Event()
@@ -218,7 +219,7 @@ def _view(gateway: Gateway, receiver: Receiver) -> Group:
     table = Table(title="Latest observations received by the twin", expand=False)
     for column in ("sensor", "quantity", "value", "unit", "seq", "quality", "age"):
         table.add_column(column)
-    latest: dict[tuple[str, str], Any] = {}
+    latest: dict[tuple[str, str], sqlite3.Row] = {}
     now_ms = time.time_ns() // 1_000_000
     for row in latest_rows(Path(receiver.settings.store_path), 200):
         latest.setdefault((row["sensor"], row["quantity"]), row)
@@ -236,7 +237,7 @@ def _view(gateway: Gateway, receiver: Receiver) -> Group:
             f"{(now_ms - row['phenomenon_ms']) / 1000:.1f} s",
         )
     status = gateway.status()
-    uplink = ", ".join(f"{u['name']}: {u['state']}" for u in status["uplinks"]) or "none"
+    uplink = ", ".join(f"{h.name}: {h.state}" for h in gateway.uplink_health.values()) or "none"
     line = (
         f"gateway: {status['received']} committed, buffer {status['buffer_depth']}, uplink {uplink} | "
         f"twin: {receiver.counters.observations_new} stored, {receiver.counters.duplicates} duplicates"

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from edge.config import TlsSettings
 from edge.ingest.receiver import Receiver, ReceiverSettings, SubscriptionRefused
 from edge.ingest.store import TwinStore, is_postgres_url, open_store
 from edge.logs import setup_logging
+from edge.tls import TlsSettings
 
 if TYPE_CHECKING:
     from edge.ingest.sta_forward import StaForwarder

@@ -32,7 +32,7 @@ def stats(config: Path) -> None:
 
     db = _open(config)
     cfg = load_config(config)
-    uplinks = [name for name, settings in cfg.uplinks if settings is not None] or ["none"]
+    uplinks = cfg.uplink_names() or ["none"]
     groups = db.execute(
         "SELECT first_seq, last_seq, n, t_min FROM grp ORDER BY first_seq"
     ).fetchall()
@@ -79,7 +79,7 @@ def requeue(config: Path) -> None:
     from edge.outbox import Outbox
 
     cfg = load_config(config)
-    uplinks = [name for name, settings in cfg.uplinks if settings is not None] or ["none"]
+    uplinks = cfg.uplink_names() or ["none"]
     outbox = Outbox(cfg.outbox_path, cfg.buffer, cfg.gateway.id, uplinks=uplinks)
     n = outbox.requeue_dead_letters()
     outbox.close()

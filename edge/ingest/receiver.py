@@ -33,12 +33,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.backoff import Backoff
-from edge.config import TlsSettings
 from edge.contract import ContractError
 from edge.ingest.columns import decode_columns
 from edge.ingest.rows import IngestBatch, check_storable
 from edge.ingest.store import Rejection, StoreOutcome, TwinStore, open_store
-from edge.uplinks.mqtt import read_secret, tls_context
+from edge.tls import TlsSettings, read_secret, tls_context
 
 log = logging.getLogger("duet.ingest")
 

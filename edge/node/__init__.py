@@ -2,36 +2,49 @@
 
 The wire format itself lives in ``firmware/nodeproto.py``, shared with the MicroPython
 firmware: this package only adds what a gateway needs around it (sessions, de-duplication
-state, the serial and BLE sources).
-
-The runtime registers the sources with::
-
-    from edge.node import source_factories
-    SOURCE_FACTORIES.update(source_factories())
+state, the serial and BLE sources), registered as the source kinds ``node_serial`` and
+``node_ble``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
+from edge.node.settings import NodeBleOptions, NodeSerialOptions
+from edge.plugins import SourceKind
+from edge.seams import Source
 from firmware import nodeproto
 
-__all__ = ["nodeproto", "source_factories"]
+if TYPE_CHECKING:
+    from edge.config import SourceSettings
+
+__all__ = ["NODE_BLE", "NODE_SERIAL", "nodeproto"]
 
 
-def _node_serial(settings: Any, gateway_id: str) -> Any:
+def _node_serial(settings: SourceSettings, gateway_id: str) -> Source:
     from edge.node.serial_source import build_node_serial
 
     return build_node_serial(settings, gateway_id)
 
 
-def _node_ble(settings: Any, gateway_id: str) -> Any:
+def _node_ble(settings: SourceSettings, gateway_id: str) -> Source:
     from edge.node.ble import build_node_ble  # needs the ``ble`` extra (bleak)
 
     return build_node_ble(settings, gateway_id)
 
 
-def source_factories() -> dict[str, Callable[[Any, str], Any]]:
-    """Config ``type`` → factory ``(SourceSettings, gateway_id) -> Source`` (imports lazily)."""
-    return {"node_serial": _node_serial, "node_ble": _node_ble}
+NODE_SERIAL = SourceKind(
+    name="node_serial",
+    summary="duet-edge firmware node on a serial link (node protocol v1)",
+    options=NodeSerialOptions,
+    factory=_node_serial,
+    needs_port=True,
+)
+NODE_BLE = SourceKind(
+    name="node_ble",
+    summary="duet-edge firmware nodes advertising over BLE",
+    options=NodeBleOptions,
+    factory=_node_ble,
+    requires=("bleak",),
+    extra="ble",
+)

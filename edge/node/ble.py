@@ -22,7 +22,7 @@ from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from edge.model import Datastream, Observation, Provenance
 from edge.node.settings import NodeBleOptions
 from edge.quantities import QUANTITIES
-from edge.sources.base import SourceContext
+from edge.seams import SourceContext
 from firmware import nodeproto as P
 
 log = logging.getLogger("duet.node.ble")

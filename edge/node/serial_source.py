@@ -18,7 +18,7 @@ import serial_asyncio_fast
 from edge.node.session import AcceptedBatch, NodeSession
 from edge.node.settings import NodeSerialOptions
 from edge.node.store import HwmStore
-from edge.sources.base import SourceContext
+from edge.seams import SourceContext
 
 log = logging.getLogger("duet.node.serial")
 

@@ -21,7 +21,7 @@ from edge.model import (
 from edge.quality.ml import LiteRtScorer, MlUnavailable, ModelArtefact, WindowFeatures, discover
 from edge.quality.rules import PairState, StreamRules
 from edge.quality.settings import QualitySettings
-from edge.stages import StateStore
+from edge.seams import StateStore
 
 log = logging.getLogger(__name__)
 

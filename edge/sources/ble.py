@@ -13,35 +13,38 @@ Ruuvi puts in its payload, else the address) → sensor id. Devices without a na
 ``<type>-<id without colons>``. Adapter loss is handled inside the scanner (backoff, forever).
 
 For hardware-in-the-loop runs without a radio, ``options.replay = "<file.jsonl>"`` feeds a
-recorded or scripted advert stream (hil/ble_replay.py) to the same scanner code.
+recorded or scripted advert stream (edge/ble/replay.py) to the same scanner code.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+
+from bleak.backends.scanner import BaseBleakScanner
 
 from edge.ble.scanner import BleReading, BleScanner
-from edge.ble.settings import BleSettings
-from edge.codecs.base import descriptor
+from edge.ble.settings import BleSettings, BleSourceOptions
 from edge.config import SourceSettings
 from edge.model import Datastream, Observation, Provenance
-from edge.sources.base import SourceContext
+from edge.plugins import sensor as sensor_type
+from edge.seams import SourceContext
 
 
 class BleSource:
     def __init__(
-        self, settings: SourceSettings, gateway_id: str, scanner_backend: Any = None
+        self,
+        settings: SourceSettings,
+        gateway_id: str,
+        scanner_backend: type[BaseBleakScanner] | None = None,
     ) -> None:
-        options = dict(settings.options)
-        self.names: dict[str, str] = {
-            k.upper(): v for k, v in dict(options.pop("names", {})).items()
-        }
-        # HIL: replay a recorded/scripted advert stream (hil/ble_replay.py format) instead of a radio
-        replay = options.pop("replay", None)
-        self.replay: str | None = str(replay) if replay else None
-        self.replay_speed = float(options.pop("replay_speed", 1.0))
-        self.ble = BleSettings.model_validate(options)
+        options = BleSourceOptions.model_validate(settings.options)
+        self.names: dict[str, str] = {k.upper(): v for k, v in options.names.items()}
+        # HIL: replay a recorded/scripted advert stream instead of a radio
+        self.replay: str | None = str(options.replay) if options.replay else None
+        self.replay_speed = options.replay_speed
+        self.ble = BleSettings.model_validate(
+            options.model_dump(exclude={"names", "replay", "replay_speed"})
+        )
         self.name = settings.name
         self.gateway_id = gateway_id
         self.scanner_backend = scanner_backend
@@ -56,7 +59,7 @@ class BleSource:
     async def run(self, ctx: SourceContext) -> None:
         backend, player = self.scanner_backend, None
         if self.replay is not None:
-            from hil.ble_replay import ReplayRadio, load_recording
+            from edge.ble.replay import ReplayRadio, load_recording
 
             radio = ReplayRadio()
             backend = radio.scanner_backend()
@@ -73,7 +76,9 @@ class BleSource:
             if player is not None:
                 player.cancel()
 
-    async def _scan(self, ctx: SourceContext, backend: Any) -> None:
+    async def _scan(
+        self, ctx: SourceContext, backend: type[BaseBleakScanner] | None
+    ) -> None:
         async with BleScanner(self.ble, scanner_backend=backend) as scanner:
             ctx.health.set_state("connected", "scanning")
             async for reading in scanner.readings():
@@ -92,7 +97,7 @@ class BleSource:
         prov = self._provenance.get(sensor)
         if prov is None:
             prov = self._provenance[sensor] = Provenance(
-                descriptor(reading.sensor).model, sensor_serial=reading.device_id
+                sensor_type(reading.sensor).descriptor.model, sensor_serial=reading.device_id
             )
         out = []
         for r in reading.frame.readings:
@@ -105,5 +110,5 @@ class BleSource:
         return out
 
 
-def factory(settings: Any, gateway_id: str) -> BleSource:
+def factory(settings: SourceSettings, gateway_id: str) -> BleSource:
     return BleSource(settings, gateway_id)

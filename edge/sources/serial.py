@@ -9,20 +9,18 @@ sensor's silence timeout — ends ``run``; the runtime reopens it with backoff.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import time
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any
 
 import serial_asyncio_fast
 from serial.tools import list_ports
 
-from edge.codecs.base import Frame, SensorDescriptor, descriptor
+from edge import plugins
+from edge.codec import Frame, Maintenance, SensorDescriptor, StreamDecoder
 from edge.config import SourceSettings
 from edge.model import Datastream, Observation, Provenance
-from edge.sources.base import SourceContext
+from edge.seams import SourceContext
 
 log = logging.getLogger("duet.source.serial")
 
@@ -59,7 +57,8 @@ class SerialSource:
     def __init__(self, settings: SourceSettings, gateway_id: str) -> None:
         self.name = settings.name
         self.settings = settings
-        self.desc: SensorDescriptor = descriptor(settings.type)
+        sensor = plugins.sensor(settings.type)
+        self.desc: SensorDescriptor = sensor.descriptor
         self.gateway_id = gateway_id
         self._streams = {q: Datastream(gateway_id, settings.name, q) for q in self.desc.quantities}
         self._provenance = Provenance(
@@ -71,15 +70,21 @@ class SerialSource:
         self._every_frame = settings.interval_s <= self.desc.default_interval_s
         self._last_slot: int | None = None
         self._window: _Window | None = None
-        options: dict[str, Any] = settings.options
-        self.codec: ModuleType = importlib.import_module(f"edge.codecs.{settings.type}")
-        self.poll_command: bytes | None = getattr(self.codec, "POLL_COMMAND", None)
+        options = sensor.options.model_validate(settings.options).model_dump()
+        self.commands = self.desc.commands
         self.poll_interval_s = max(settings.interval_s, self.desc.default_interval_s)
-        self.warmup_s = float(options.get("warmup_s", self.desc.warmup_s))
-        self.silence_timeout_s = float(
-            options.get("silence_timeout_s", max(10.0, 10 * self.poll_interval_s))
+        warmup = options.get("warmup_s")
+        self.warmup_s = float(warmup) if isinstance(warmup, int | float) else self.desc.warmup_s
+        silence = options.get("silence_timeout_s")
+        self.silence_timeout_s = (
+            float(silence)
+            if isinstance(silence, int | float)
+            else max(10.0, 10 * self.poll_interval_s)
         )
-        self.fan_cleaning_interval_s = float(options.get("fan_cleaning_interval_s", 7 * 86400))
+        self.maintenance = [
+            (task, _interval(options.get(task.option), task.default_interval_s))
+            for task in self.desc.maintenance
+        ]
         self._sleeping = False
         self._discard_until = 0.0  # monotonic: readings before this are warm-up
 
@@ -105,13 +110,15 @@ class SerialSource:
         helpers: list[asyncio.Task[None]] = []
         try:
             self._start_warmup(ctx)
-            await self._send(writer, getattr(self.codec, "START_COMMANDS", ()))
-            await self._send(writer, getattr(self.codec, "IDENTIFY_COMMANDS", ()))
-            if self.poll_command is not None:
-                helpers.append(asyncio.create_task(self._poll(writer)))
-            cleaning = getattr(self.codec, "FAN_CLEANING_COMMAND", None)
-            if cleaning is not None and self.fan_cleaning_interval_s > 0:
-                helpers.append(asyncio.create_task(self._fan_cleaning(ctx, writer, cleaning)))
+            await self._send(writer, self.commands.start)
+            await self._send(writer, self.commands.identify)
+            if self.commands.poll is not None:
+                helpers.append(asyncio.create_task(self._poll(writer, self.commands.poll)))
+            for job, interval_s in self.maintenance:
+                if interval_s > 0:
+                    helpers.append(
+                        asyncio.create_task(self._maintain(ctx, writer, job, interval_s))
+                    )
             if self.settings.duty_cycle is not None:
                 helpers.append(asyncio.create_task(self._duty_cycle(ctx, writer)))
             await self._read_loop(ctx, reader, decoder, port, helpers)
@@ -127,7 +134,7 @@ class SerialSource:
         self,
         ctx: SourceContext,
         reader: asyncio.StreamReader,
-        decoder: Any,
+        decoder: StreamDecoder,
         port: str,
         helpers: list[asyncio.Task[None]],
     ) -> None:
@@ -163,29 +170,30 @@ class SerialSource:
             await writer.drain()
             await asyncio.sleep(0.05)  # sensors want a breath between commands
 
-    async def _poll(self, writer: asyncio.StreamWriter) -> None:
+    async def _poll(self, writer: asyncio.StreamWriter, command: bytes) -> None:
         """Polled sensors (SPS30, MH-Z19B, SCD30) answer only when asked."""
-        assert self.poll_command is not None
         while True:
             if not self._sleeping:
-                writer.write(self.poll_command)
+                writer.write(command)
                 await writer.drain()
             await asyncio.sleep(self.poll_interval_s)
 
-    async def _fan_cleaning(
-        self, ctx: SourceContext, writer: asyncio.StreamWriter, command: bytes
+    async def _maintain(
+        self, ctx: SourceContext, writer: asyncio.StreamWriter, task: Maintenance, interval_s: float
     ) -> None:
-        """Clean the fan on a schedule (SPS30: weekly by default); skipped while asleep."""
+        """Run a maintenance command on its schedule (e.g. SPS30 fan cleaning); skipped asleep."""
         while True:
-            await asyncio.sleep(self.fan_cleaning_interval_s)
+            await asyncio.sleep(interval_s)
             if self._sleeping:
                 continue
-            writer.write(command)
+            writer.write(task.command)
             await writer.drain()
-            ctx.health.device["last_fan_cleaning_ms"] = str(ctx.clock_ms())
-            log.info("fan cleaning started", extra={"event": "fan_cleaning", "source": self.name})
-            # the sensor reports inflated values during the 10 s clean: drop them
-            self._discard_until = time.monotonic() + 15.0
+            ctx.health.device[f"last_{task.name}_ms"] = str(ctx.clock_ms())
+            log.info(
+                "maintenance started",
+                extra={"event": task.name, "source": self.name, "discard_s": task.discard_s},
+            )
+            self._discard_until = time.monotonic() + task.discard_s
 
     async def _duty_cycle(self, ctx: SourceContext, writer: asyncio.StreamWriter) -> None:
         """Measure for ``measure_s`` (warm-up included), then sleep for ``sleep_s``; forever."""
@@ -197,10 +205,10 @@ class SerialSource:
                 continue
             self._sleeping = True
             ctx.health.set_state("sleeping", f"duty cycle: asleep for {cycle.sleep_s:g} s")
-            await self._send(writer, getattr(self.codec, "SLEEP_COMMANDS", ()))
+            await self._send(writer, self.commands.sleep)
             self._drop_window()
             await asyncio.sleep(cycle.sleep_s)
-            await self._send(writer, getattr(self.codec, "WAKE_COMMANDS", ()))
+            await self._send(writer, self.commands.wake)
             self._sleeping = False
             self._start_warmup(ctx)
             ctx.health.set_state("connected", "duty cycle: awake")
@@ -292,3 +300,8 @@ class SerialSource:
     def _drop_window(self) -> None:
         """A partial averaging window is dropped at disconnect: a gap, never an interpolation."""
         self._window = None
+
+
+def _interval(configured: object, default: float) -> float:
+    """A maintenance period from the sensor's options (``None``: the sensor's default)."""
+    return float(configured) if isinstance(configured, int | float) else default

@@ -1,10 +1,8 @@
-"""Uplinks to the twin. Each drains the outbox through :class:`UplinkPort`.
+"""Uplinks to the twin, and the port through which each one sees the outbox.
 
-Two shapes are supported:
-- a *streaming* uplink (MQTT) with ``async def run(port)`` that owns its connection and
-  pipelines batches;
-- a *request* uplink (SensorThings HTTP) with ``async with`` and ``async def send(batch)
-  -> Delivery``, driven by :func:`drain_sequentially`.
+Every uplink implements :class:`edge.seams.Uplink` (``async run(port)``). Request/response
+uplinks (SensorThings HTTP) implement the smaller :class:`RequestUplink` instead and are run by
+:class:`RequestUplinkRunner`, which drives them one batch at a time.
 """
 
 from __future__ import annotations
@@ -12,73 +10,65 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from types import TracebackType
+from typing import Protocol, Self
 
 from edge.model import Batch, Delivery
 from edge.outbox import Outbox
+from edge.seams import Gap, UplinkHealth, UplinkPort
 
 
-@dataclass(slots=True)
-class UplinkHealth:
-    name: str
-    state: str = "starting"
-    connected_since_ms: int | None = None
-    last_confirmed_ms: int | None = None
-    sent_batches: int = 0
-    sent_observations: int = 0
-    confirmed: int = 0
-    rejected: int = 0
-    reconnects: int = 0
-    bytes_sent: int = 0
-    last_error: str = ""
-    latency_s: list[float] = field(default_factory=list)  # recent upload latencies (bounded)
+class OutboxPort:
+    """The :class:`edge.seams.UplinkPort` of one uplink, backed by the gateway's outbox."""
 
-    def record_latency(self, seconds: float) -> None:
-        self.latency_s.append(seconds)
-        if len(self.latency_s) > 256:
-            del self.latency_s[:128]
-
-    def as_dict(self) -> dict[str, object]:
-        lat = sorted(self.latency_s)
-        return {
-            "name": self.name,
-            "state": self.state,
-            "last_confirmed_ms": self.last_confirmed_ms,
-            "sent_batches": self.sent_batches,
-            "sent_observations": self.sent_observations,
-            "confirmed": self.confirmed,
-            "rejected": self.rejected,
-            "reconnects": self.reconnects,
-            "bytes_sent": self.bytes_sent,
-            "last_error": self.last_error,
-            "latency_p50_s": lat[len(lat) // 2] if lat else None,
-        }
-
-
-class UplinkPort:
-    """An uplink's view of the outbox: take batches, report deliveries, wait for new data."""
-
-    def __init__(self, name: str, outbox: Outbox, new_data: asyncio.Event, health: UplinkHealth):
-        self.name = name
+    def __init__(
+        self,
+        name: str,
+        outbox: Outbox,
+        new_data: asyncio.Event,
+        health: UplinkHealth,
+        on_bundle: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self._name = name
         self.outbox = outbox
         self.new_data = new_data
-        self.health = health
+        self._health = health
+        self._on_bundle = on_bundle
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def health(self) -> UplinkHealth:
+        return self._health
+
+    @property
+    def accepts_bundles(self) -> bool:
+        """True when the gateway verifies signed bundles (``[security.bundles]``)."""
+        return self._on_bundle is not None
+
+    def deliver_bundle(self, payload: bytes) -> None:
+        """Hand a bundle that arrived on this uplink to the gateway (ignored if not accepted)."""
+        if self._on_bundle is not None:
+            self._on_bundle(payload)
 
     def next_batch(self, limit: int) -> Batch:
-        return self.outbox.next_batch(self.name, limit)
+        return self.outbox.next_batch(self._name, limit)
 
-    def pending_gaps(self) -> list[tuple[int, int, int, str]]:
-        return self.outbox.pending_gaps(self.name)
+    def pending_gaps(self) -> list[Gap]:
+        return self.outbox.pending_gaps(self._name)
 
-    def gaps_reported(self, gaps: list[tuple[int, int, int, str]]) -> None:
-        self.outbox.gaps_reported(self.name, gaps)
+    def gaps_reported(self, gaps: list[Gap]) -> None:
+        self.outbox.gaps_reported(self._name, gaps)
 
     def rewind(self) -> None:
-        self.outbox.rewind(self.name)
+        self.outbox.rewind(self._name)
 
     def settle(self, batch: Batch, delivery: Delivery, started: float) -> None:
-        self.outbox.settle(self.name, delivery)
-        h = self.health
+        self.outbox.settle(self._name, delivery)
+        h = self._health
         h.confirmed += len(delivery.confirmed)
         h.rejected += len(delivery.rejected)
         if delivery.confirmed:
@@ -94,18 +84,45 @@ class UplinkPort:
                 await self.new_data.wait()
 
 
-async def drain_sequentially(uplink: object, port: UplinkPort, batch_size: int) -> None:
-    """Drive a request uplink: one batch at a time; transport errors propagate (→ backoff)."""
-    async with uplink:  # type: ignore[attr-defined]
-        port.rewind()
-        port.health.state = "connected"
-        while True:
-            batch = port.next_batch(batch_size)
-            if not batch:
-                await port.wait_for_data()
-                continue
-            started = time.monotonic()
-            delivery: Delivery = await uplink.send(batch)  # type: ignore[attr-defined]
-            port.health.sent_batches += 1
-            port.health.sent_observations += len(batch)
-            port.settle(batch, delivery, started)
+class RequestUplink(Protocol):
+    """An uplink that answers each batch: ``async with`` opens it, ``send`` uploads one."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def send(self, batch: Batch) -> Delivery: ...
+
+
+class RequestUplinkRunner:
+    """Runs a :class:`RequestUplink` as an :class:`edge.seams.Uplink`: one batch at a time;
+    transport errors propagate (the runtime reconnects with backoff)."""
+
+    def __init__(self, name: str, uplink: RequestUplink, batch_size: int) -> None:
+        self._name = name
+        self.uplink = uplink
+        self.batch_size = batch_size
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def run(self, port: UplinkPort) -> None:
+        async with self.uplink:
+            port.rewind()
+            port.health.state = "connected"
+            while True:
+                batch = port.next_batch(self.batch_size)
+                if not batch:
+                    await port.wait_for_data()
+                    continue
+                started = time.monotonic()
+                delivery = await self.uplink.send(batch)
+                port.health.sent_batches += 1
+                port.health.sent_observations += len(batch)
+                port.settle(batch, delivery, started)

@@ -18,17 +18,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import ssl
 import time
-from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
 
-from edge.config import MqttSettings, TlsSettings
 from edge.contract import encode_batch
 from edge.model import Batch, Delivery
-from edge.uplinks import UplinkPort
+from edge.seams import UplinkPort
+from edge.tls import read_secret, tls_context
+from edge.uplinks.mqtt_settings import MqttSettings
 
 log = logging.getLogger("duet.uplink.mqtt")
 # aiomqtt warns once per publish beyond ten concurrent ones; our window is deliberate.
@@ -36,25 +35,6 @@ _client_log = logging.getLogger("duet.uplink.mqtt.client")
 _client_log.setLevel(logging.ERROR)
 
 PUBLISH_TIMEOUT_S = 30.0
-
-
-def tls_context(tls: TlsSettings) -> ssl.SSLContext:
-    """Client TLS context: verify the broker, present the gateway's own certificate."""
-    ctx = ssl.create_default_context(
-        ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None
-    )
-    if tls.cert_file:
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
-    if tls.insecure:
-        ctx.check_hostname = False
-    return ctx
-
-
-def read_secret(path: Any) -> str | None:
-    if path is None:
-        return None
-    with open(path, encoding="utf-8") as fh:
-        return fh.read().strip()
 
 
 class MqttUplink:
@@ -65,12 +45,10 @@ class MqttUplink:
         settings: MqttSettings,
         gateway_id: str,
         name: str = "mqtt",
-        on_bundle: Callable[[bytes], None] | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self.gateway_id = gateway_id
-        self.on_bundle = on_bundle  # signed config/calibration bundles pushed to this gateway
         self.bundle_topic = f"{settings.topic_prefix}/{gateway_id}/config/#"
         self.obs_topic = f"{settings.topic_prefix}/{gateway_id}/obs"
         self.status_topic = f"{settings.topic_prefix}/{gateway_id}/status"
@@ -109,9 +87,9 @@ class MqttUplink:
             port.rewind()
             disconnected: asyncio.Future[None] | None = getattr(client, "_disconnected", None)
             listener = None
-            if self.on_bundle is not None:
+            if port.accepts_bundles:  # signed config/calibration bundles pushed to this gateway
                 await client.subscribe(self.bundle_topic, qos=1)
-                listener = asyncio.create_task(self._listen_for_bundles(client))
+                listener = asyncio.create_task(self._listen_for_bundles(client, port))
             try:
                 await self._pump(client, port, disconnected)
             finally:
@@ -122,11 +100,10 @@ class MqttUplink:
                         client.publish(self.status_topic, b"offline", qos=1, retain=True), 2.0
                     )
 
-    async def _listen_for_bundles(self, client: aiomqtt.Client) -> None:
-        assert self.on_bundle is not None
+    async def _listen_for_bundles(self, client: aiomqtt.Client, port: UplinkPort) -> None:
         async for message in client.messages:
             if isinstance(message.payload, bytes | bytearray) and message.payload:
-                self.on_bundle(bytes(message.payload))
+                port.deliver_bundle(bytes(message.payload))
 
     async def _pump(
         self, client: aiomqtt.Client, port: UplinkPort, disconnected: asyncio.Future[None] | None

@@ -19,6 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from edge.config import GatewayConfig
+from edge.quality.settings import QualitySettings
+
 _TIME_ERROR = 5  # adjtimex(2): clock not synchronised
 _SECRET_FILE_FIELDS = ("password_file", "token_file")
 _SECRET_ENV_FIELDS = ("password_env", "token_env")
@@ -44,7 +47,10 @@ def clock_sync() -> str:
 
 def walk_settings(model: Any, prefix: str = "") -> Iterator[tuple[str, str, Any]]:
     """(dotted path, field name, value) for every field of a pydantic settings tree."""
-    if isinstance(model, BaseModel):
+    if isinstance(model, GatewayConfig):  # capability tables are not fields: walk every table
+        for key, table in model.tables().items():
+            yield from walk_settings(table, key)
+    elif isinstance(model, BaseModel):
         for name in type(model).model_fields:
             value = getattr(model, name)
             path = f"{prefix}.{name}" if prefix else name
@@ -126,9 +132,8 @@ def model_artefacts(config: Any) -> list[dict[str, str]]:
             folder = Path(value)
             files = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
             out.append({"setting": path, "files": ", ".join(files[:20])})
-    quality = getattr(config, "quality", None)
-    ml = getattr(quality, "ml", None)
-    if ml is not None and getattr(ml, "model_dir", None) is None:
+    quality = config.settings(QualitySettings) if isinstance(config, GatewayConfig) else None
+    if quality is not None and quality.ml.model_dir is None:
         shipped = Path(__file__).resolve().parent.parent / "quality" / "models"
         names = sorted(p.name for p in shipped.iterdir()) if shipped.is_dir() else []
         out.append({"setting": "quality.ml.model_dir (shipped)", "files": ", ".join(names)})

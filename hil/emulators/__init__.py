@@ -1,38 +1,13 @@
-"""Serial sensor emulators on real pseudo-terminals (one module per sensor).
+"""Hardware-in-the-loop front end for the sensor emulators (``python -m hil.emulators``).
 
-``EMULATORS`` maps a sensor ``type`` (as in config) to its emulator class; modules for sensors
-not written yet are skipped.
+The emulators themselves live with their sensors (``edge/sensors/<name>/emulator.py``);
+``EMULATORS`` maps a sensor ``type`` to its emulator class.
 """
 
 from __future__ import annotations
 
-import importlib
+from edge.emulation import FaultEvent, SensorEmulator, Sent, emulators
 
-from hil.emulators.base import FaultEvent, SensorEmulator, Sent
-
-_MODULES = {
-    "sds011": "Sds011Emulator",
-    "pms5003": "Pms5003Emulator",
-    "sps30": "Sps30Emulator",
-    "mhz19b": "Mhz19bEmulator",
-    "scd30": "Scd30Emulator",
-    "ops243": "Ops243Emulator",
-}
-
-
-def _load() -> dict[str, type[SensorEmulator]]:
-    out: dict[str, type[SensorEmulator]] = {}
-    for name, cls in _MODULES.items():
-        try:
-            mod = importlib.import_module(f"hil.emulators.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"hil.emulators.{name}":
-                raise
-            continue
-        out[name] = getattr(mod, cls)
-    return out
-
-
-EMULATORS: dict[str, type[SensorEmulator]] = _load()
+EMULATORS: dict[str, type[SensorEmulator]] = emulators()
 
 __all__ = ["EMULATORS", "FaultEvent", "SensorEmulator", "Sent"]

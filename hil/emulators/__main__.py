@@ -18,8 +18,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from edge.emulation.base import SensorEmulator
 from hil.emulators import EMULATORS
-from hil.emulators.base import SensorEmulator
 
 FAULT_KINDS = ("garbage", "truncate", "checksum", "silence", "unplug")
 

@@ -58,7 +58,7 @@ def boot():
             board.i2c.devices[conf["bme280_addr"]] = state["bme"]
         state["radar"] = None
     state["link"] = board.uart(conf["link_uart"][0], 0, 0, 0)
-    state["node"] = nodeapp.Node(conf, state["boots"])
+    state["node"] = nodeapp.Node(conf)  # counts this boot on flash (nodelink.count_boot)
     state["boots"] += 1
 
 
@@ -96,6 +96,7 @@ def status():
         "synced": node.link.offset is not None,
         "sleeps": state["board"].sleeps,
         "boots": state["boots"],
+        "boot": node.boot,
         "wdt_feeds": state["board"].wdt.feeds if state["board"].wdt else 0,
         "mem_alloc": gc.mem_alloc(),
         "mem_free": gc.mem_free(),

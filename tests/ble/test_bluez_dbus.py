@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edge.ble import BleReading, BleScanner, BleSettings
-from edge.codecs import aranet4
+from edge.sensors.aranet4 import codec as aranet4
 
 from .fake_bluez import FakeBlueZ, PrivateBus, dbus_daemon_available
 

@@ -1,4 +1,4 @@
-"""Ruuvi and Aranet4 decoders against every vector in tests/vectors, plus property tests."""
+"""Ruuvi and Aranet4 decoders against every vector in edge/sensors/<name>/vectors.json, plus property tests."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.codecs import aranet4, ruuvi
-from edge.codecs.base import REGISTRY, Frame
+from edge.codec import Frame
+from edge.plugins import sensor
 from edge.quantities import QUANTITIES
+from edge.sensors.aranet4 import codec as aranet4
+from edge.sensors.ruuvi import codec as ruuvi
 
-VECTORS = Path(__file__).resolve().parents[1] / "vectors"
-RUUVI = json.loads((VECTORS / "ruuvi.json").read_text())
-ARANET = json.loads((VECTORS / "aranet4.json").read_text())
+SENSORS = Path(__file__).resolve().parents[2] / "edge" / "sensors"
+RUUVI = json.loads((SENSORS / "ruuvi" / "vectors.json").read_text())
+ARANET = json.loads((SENSORS / "aranet4" / "vectors.json").read_text())
 
 
 def _check(frame: Frame, case: dict[str, Any]) -> None:
@@ -83,7 +85,7 @@ def test_decoder_stats_count_ok_and_skipped() -> None:
 
 def test_descriptors_registered() -> None:
     for name, module in (("ruuvi", ruuvi), ("aranet4", aranet4)):
-        desc = REGISTRY[name]
+        desc = sensor(name).descriptor
         assert desc is module.DESCRIPTOR
         assert desc.interface == "ble"
         assert all(q in QUANTITIES for q in desc.quantities)

@@ -1,6 +1,6 @@
 """The real BleScanner (and real bleak BleakScanner/BleakClient) over a replayed radio.
 
-Only the radio is fake: hil.ble_replay.ReplayRadio plugs into bleak's ``backend=`` seam and
+Only the radio is fake: edge.ble.replay.ReplayRadio plugs into bleak's ``backend=`` seam and
 delivers recorded advertisement bytes through bleak's own callback machinery.
 """
 
@@ -19,9 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.ble import BleReading, BleScanner, BleSettings, discover
+from edge.ble.replay import AdvertRecord, ReplayRadio, load_recording, main
 from edge.ble.scanner import passive_unsupported
-from edge.codecs import aranet4, ruuvi
-from hil.ble_replay import RECORDINGS, AdvertRecord, ReplayRadio, load_recording, main
+from edge.sensors.aranet4 import codec as aranet4
+from edge.sensors.ruuvi import codec as ruuvi
+
+RECORDINGS = Path(__file__).resolve().parents[2] / "hil" / "recordings"
 
 R5 = "0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F"
 R6 = "06170C5668C79E007000C90501D9FFCD004C884F"

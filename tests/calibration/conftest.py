@@ -24,7 +24,7 @@ def make_artefact(
     serial: str = "",
 ) -> Artefact:
     return Artefact(
-        schema="duet-edge/calibration/1",
+        schema="duet-edge/calibration/2",
         id=art_id,
         version=version,
         quantity=quantity,

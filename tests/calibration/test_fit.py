@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from calibration.fit import (
+    MODELS,
     FitError,
     Problem,
     candidate_fitters,
@@ -76,15 +77,19 @@ def test_koehler_candidate_recovers_kappa() -> None:
     rng = np.random.default_rng(4)
     dry = rng.gamma(2.0, 6.0, t.size)
     rhc = np.clip(rh, 0, 95)
-    wet = dry * (1 + (0.35 / 1.65) / (100 / rhc - 1)) * rng.normal(1, 0.01, t.size)
+    wet = dry * (1 + 0.35 / (100 / rhc - 1)) * rng.normal(1, 0.01, t.size)
     X = np.column_stack([wet, rh])
     problem = Problem(X, dry, t, ("pm2_5", "humidity"))
     sel = select_model(problem)
-    assert sel.chosen == "koehler+linear"
-    assert isinstance(sel.spec, ChainModel)
-    koehler = sel.spec.steps[0]
-    assert isinstance(koehler, KoehlerModel)
-    assert koehler.kappa == pytest.approx(0.35, abs=0.03)
+    assert sel.chosen == "koehler"  # pure hygroscopic growth: the physics-only model wins
+    assert isinstance(sel.spec, KoehlerModel)
+    assert sel.spec.kappa == pytest.approx(0.35, abs=0.02)
+    # with a sensor gain on top, the Köhler + gain chain recovers both
+    sel = select_model(Problem(np.column_stack([1.4 * wet, rh]), dry, t, ("pm2_5", "humidity")),
+                       only=["koehler+gain", "koehler"])
+    assert sel.chosen == "koehler+gain" and isinstance(sel.spec, ChainModel)
+    step = sel.spec.steps[0]
+    assert isinstance(step, KoehlerModel) and step.kappa == pytest.approx(0.35, abs=0.02)
 
 
 def test_too_little_data_is_a_clear_error() -> None:
@@ -96,8 +101,61 @@ def test_too_little_data_is_a_clear_error() -> None:
 
 def test_unknown_model_restriction() -> None:
     t, temp, _ = _synthetic(200)
-    with pytest.raises(FitError, match="not applicable"):
+    with pytest.raises(FitError, match=r"unknown model\(s\) \['xgb'\]; models: offset-gain"):
         select_model(Problem(np.column_stack([temp + 30]), temp + 1, t, ("co",)), only=["xgb"])
+    with pytest.raises(FitError, match="koehler: needs a humidity input"):
+        select_model(Problem(np.column_stack([temp + 30]), temp + 1, t, ("pm2_5",)),
+                     only=["koehler"])
+
+
+def test_dropped_candidates_carry_their_reason() -> None:
+    """Issue 16 item 4: two reference values of 0 disable the power-law family — with a reason."""
+    t, temp, _ = _synthetic()
+    rng = np.random.default_rng(5)
+    truth = rng.gamma(2.0, 5.0, t.size)
+    truth[[10, 20]] = 0.0
+    X = np.column_stack([truth * 1.5 + 2 + rng.normal(0, 0.5, t.size), temp])
+    sel = select_model(Problem(X, truth, t, ("pm2_5", "temperature")))
+    for name in ("power-law", "power-law-robust", "blend", "blend-robust"):
+        assert sel.skipped[name] == "power-law needs positive values: 2 reference value(s) ≤ 0 (min 0)"
+    assert sel.skipped["koehler"] == "needs a humidity input (--input humidity=COLUMN)"
+    assert set(sel.skipped) | set(sel.cv_rmse) == set(MODELS)
+
+
+def _piecewise_truth(n: int = 1500) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(6)
+    t = np.arange(n) * 3600.0
+    rh = np.clip(55 + 30 * np.sin(np.arange(n) / 24 * 2 * np.pi) + rng.normal(0, 8, n), 10, 99)
+    dry = rng.gamma(2.0, 6.0, n)
+    gain = 1.3 + 0.02 * np.maximum(rh - 65, 0) ** 1.5  # growth that bends above ~65 % RH
+    return t, dry, rh, dry * gain + rng.normal(0, 0.3, n)
+
+
+def test_piecewise_rh_model_wins_only_when_forward_chaining_says_so() -> None:
+    t, dry, rh, wet = _piecewise_truth()
+    X = np.column_stack([wet, rh])
+    sel = select_model(Problem(X, dry, t, ("pm2_5", "humidity")),
+                       only=["linear", "rh-hinge"])
+    assert sel.chosen == "rh-hinge"
+    assert sel.cv_rmse["rh-hinge"] < 0.7 * sel.cv_rmse["linear"]
+    # on data where a straight line is the truth, the piecewise model is not taken
+    lin_truth = 0.7 * wet - 0.02 * rh + 1.0
+    plain = select_model(Problem(X, lin_truth, t, ("pm2_5", "humidity")),
+                         only=["linear", "rh-hinge"])
+    assert plain.chosen == "linear"
+    assert "the simpler model is kept" in plain.skipped.get("rh-hinge", "the simpler model is kept")
+
+
+def test_leave_one_sensor_out_scores_each_sensor() -> None:
+    t, dry, rh, _ = _piecewise_truth(600)
+    rng = np.random.default_rng(8)
+    groups = np.repeat(np.array(["a", "b", "c"]), 200)
+    gains = {"a": 1.4, "b": 1.5, "c": 2.5}  # sensor c reads far higher than the others
+    wet = np.array([dry[i] * gains[g] for i, g in enumerate(groups)]) + rng.normal(0, 0.2, 600)
+    sel = select_model(Problem(np.column_stack([wet, rh]), dry, np.tile(t[:200], 3),
+                               ("pm2_5", "humidity"), groups=groups), only=["offset-gain"])
+    assert set(sel.loso_rmse) == {"a", "b", "c"}
+    assert max(sel.loso_rmse, key=sel.loso_rmse.__getitem__) == "c"  # the odd unit stands out
 
 
 def test_orthogonal_regression_and_uncertainty_by_hand() -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from calibration.io import DataError, TableSpec, align, read_aligned, read_table, write_aligned
 
@@ -115,3 +117,26 @@ def test_aligned_csv_round_trip(tmp_path: Path) -> None:
     back = read_aligned(tmp_path / "a.csv", ["signal", "reference"])
     np.testing.assert_array_equal(back.start_s, aligned.start_s)
     assert list(back.values["signal"]) == [1.25, 2.0]
+
+_cells = st.one_of(st.text(alphabet="0123456789-,.;:eE TZ/\"", max_size=12),
+                   st.sampled_from(["-200", "-999", "", "NaN", "1,5", "2026-01-01T00:00Z"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.lists(_cells, min_size=0, max_size=4), max_size=12),
+       sep=st.sampled_from([",", ";", None]))
+def test_any_csv_gives_a_table_or_a_data_error(tmp_path: Path, rows: list[list[str]],
+                                               sep: str | None) -> None:
+    """Bad input never crashes the reader: it parses or raises DataError (one-line message)."""
+    from calibration.io import detect_interval
+
+    body = "\n".join((sep or ",").join(r) for r in rows)
+    f = write(tmp_path / "h.csv", "time,pm,rh\n" + body)
+    try:
+        table = read_table(TableSpec(f, {"signal": "pm", "rh": "rh"}, sep=sep,
+                                     quantities={"rh": "humidity"}))
+    except DataError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert table.start_s.size == table.values["signal"].size
+    assert detect_interval(table.start_s) >= 0

@@ -55,16 +55,34 @@ def test_power_law_rejects_non_positive_input() -> None:
 
 
 def test_koehler_hand_value() -> None:
-    # RH 80 %: 100/80 − 1 = 0.25; κ/1.65 = 0.242424; growth = 1 + 0.969697 = 1.969697
-    assert koehler_dry(30.0, 80.0, 0.4, 0.0, 95.0) == pytest.approx(30.0 / 1.9696969697, rel=1e-9)
+    # Petters & Kreidenweis κ, volume growth: RH 80 % → a_w/(1 − a_w) = 0.8/0.2 = 4;
+    # κ = 0.4 → growth 1 + 1.6 = 2.6
+    assert koehler_dry(30.0, 80.0, 0.4, 0.0, 95.0) == pytest.approx(30.0 / 2.6, rel=1e-12)
+    # ammonium sulfate, κ ≈ 0.53 (P&K 2007 table 1) at RH 90 %: growth 1 + 0.53·9 = 5.77
+    assert koehler_dry(5.77, 90.0, 0.53, 0.0, 95.0) == pytest.approx(1.0, rel=1e-12)
 
 
 def test_koehler_clamps_rh() -> None:
     clamped = koehler_dry(30.0, 99.5, 0.4, 0.0, 95.0)
     assert clamped == pytest.approx(koehler_dry(30.0, 95.0, 0.4, 0.0, 95.0))
-    # 95 %: 100/95 − 1 = 0.0526316; 0.242424/0.0526316 = 4.60606 → 30/5.60606 = 5.35135
-    assert clamped == pytest.approx(5.351351, rel=1e-5)
+    # 95 %: 0.95/0.05 = 19; growth 1 + 0.4·19 = 8.6 → 30/8.6 = 3.488372
+    assert clamped == pytest.approx(30.0 / 8.6, rel=1e-12)
     assert koehler_dry(30.0, 0.0, 0.4, 0.0, 95.0) == 30.0
+
+
+def test_hinge_and_interaction_terms_by_hand() -> None:
+    # y = 1 + 0.5·pm + 0.01·pm·rh − 0.02·pm·(rh − 60)+ + 0.1·(rh − 60)+
+    spec = LinearModel(intercept=1.0, terms=(
+        Term(input=0, coef=0.5), Term(input=0, coef=0.01, times=1),
+        Term(input=1, transform="hinge", knot=60.0, coef=-0.02, times=0),
+        Term(input=1, transform="hinge", knot=60.0, coef=0.1)))
+    f = compile_model(spec)
+    # rh 50 (below the knot): 1 + 10 + 0.01·20·50 = 21
+    assert f([20.0, 50.0]) == pytest.approx(21.0)
+    # rh 80: 1 + 10 + 16 − 0.02·20·20 + 0.1·20 = 27 − 8 + 2 = 21
+    assert f([20.0, 80.0]) == pytest.approx(21.0)
+    with pytest.raises(ValueError, match="hinge"):
+        Term(input=1, transform="hinge", coef=1.0)
 
 
 def test_purpleair_epa_preset() -> None:
@@ -78,7 +96,7 @@ def test_purpleair_epa_preset() -> None:
 def test_chain_humidity_then_linear() -> None:
     spec = ChainModel(steps=(KoehlerModel(kappa=0.4, rh_input=1, rh_clamp=(0.0, 95.0)),
                              lin(1.0, (0, "identity", 2.0))))
-    dry = 30.0 / 1.9696969697
+    dry = 30.0 / 2.6
     assert compile_model(spec)([30.0, 80.0]) == pytest.approx(1.0 + 2.0 * dry, rel=1e-9)
 
 
@@ -106,6 +124,10 @@ def test_vectorised_prediction_matches_gateway_evaluator(pm: float, rh: float, t
                           lin(0.5, (0, "identity", 1.1), (2, "identity", -0.2)))),
         EnsembleModel(members=(lin(0.0, (0, "identity", 1.0), (1, "identity", -0.1)),
                                lin(0.2, (0, "log", 1.0), target="log")), weights=None),
+        LinearModel(intercept=0.3, terms=(
+            Term(input=0, coef=0.6), Term(input=1, coef=0.002, times=0),
+            Term(input=1, transform="hinge", knot=65.0, coef=-0.01, times=0),
+            Term(input=1, transform="hinge", knot=50.0, coef=0.05), Term(input=2, coef=0.1))),
     ]
     for spec in specs:
         gateway = compile_model(spec)([pm, rh, t])

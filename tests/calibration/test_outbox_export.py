@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -31,16 +33,22 @@ def test_fit_from_outbox_export_against_hour_ending_local_reference(tmp_path: Pa
     for h in range(hours):
         for minute in range(0, 60, 10):  # 10-minute sensor values
             t_ms = int((start + timedelta(hours=h, minutes=minute)).timestamp() * 1000)
-            wet = truth[h] * (1 + (0.3 / 1.65) / (100 / rh[h] - 1))
+            wet = truth[h] * (1 + 0.3 / (100 / rh[h] - 1))
             outbox.append([Observation(pm, 1.3 * wet + rng.normal(0, 0.2), t_ms, prov),
                            Observation(hum, rh[h], t_ms, Provenance(sensor_model="BME280"))])
         outbox.commit()
     outbox.close()
 
-    export = runner.invoke(app, ["export-outbox", str(tmp_path / "outbox.db"),
-                                 "--out", str(tmp_path / "sensor.csv")])
-    assert export.exit_code == 0, export.output
-    assert f"wrote {hours * 12} observations" in export.output
+    # Exactly as docs/calibration.md tells a technician, in a fresh process: the real entry
+    # point's import order is what broke before (issue 15 item 2, an import cycle).
+    export = subprocess.run(
+        [str(Path(sys.executable).with_name("duet-edge")), "calibrate", "export-outbox",
+         str(tmp_path / "outbox.db"), "--out", str(tmp_path / "sensor.csv")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert export.returncode == 0, export.stderr
+    assert export.stderr == ""
+    assert f"wrote {hours * 12} observations" in export.stdout
 
     # VMM-style reference: Brussels local time, hour-ending labels, ';' and decimal comma.
     brussels = ZoneInfo("Europe/Brussels")
@@ -59,7 +67,7 @@ def test_fit_from_outbox_export_against_hour_ending_local_reference(tmp_path: Pa
         "--out", str(tmp_path / "a.json"),
     ])
     assert fit.exit_code == 0, fit.output
-    assert f"{hours} common 3600 s bins, 0 dropped" in fit.output
+    assert f"{hours} sensor-intervals of 3600 s in common with the reference, 0 dropped" in fit.output
     artefact = load_artefact(tmp_path / "a.json")
-    assert artefact.fit.validation["chosen"] == "koehler+linear"
+    assert artefact.fit.validation["chosen"] in ("koehler+gain", "koehler+linear")
     assert artefact.fit.metrics["r2"] > 0.99  # hour-ending/time zone handled: no offset by 1–2 h

@@ -80,11 +80,43 @@ def test_co_input_from_another_datastream_even_later_in_the_batch(
                       sensor_id="sds-1", co_inputs={"rh": "bme-1/humidity"})
     obs = pm(30.0)
     stage.process([obs, rh(80.0)])
-    assert obs.result == pytest.approx(30.0 / 1.9696969697, rel=1e-9)
+    assert obs.result == pytest.approx(30.0 / 2.6, rel=1e-9)  # κ 0.4 at RH 80 %
     assert obs.quality is not None and obs.quality.tests["calibration"] == QC_PASS
     later = pm(30.0, t_ms=1_060_000)  # next batch, RH from the previous one is 60 s old: fine
     stage.process([later])
     assert later.raw_result == 30.0
+
+
+@pytest.mark.parametrize("rh_first", [True, False])
+def test_first_observation_after_start_up_uses_rh_of_the_same_sensor(
+    artefact_dir: Callable[..., Path], rh_first: bool,
+) -> None:
+    """Issue 16 item 7: T/RH from the PM sensor itself (no co_inputs mapping) must serve the very
+    first PM observation after start-up, whatever the order inside the batch."""
+    stage = stage_for(artefact_dir(koehler_artefact()), artefact="pm25-koehler", quantity="pm2_5",
+                      sensor_id="sds-1")  # no co_inputs: RH comes from 'sds-1' itself
+    own_rh = Observation(Datastream("gw", "sds-1", "humidity"), 80.0, 1_000_000, PROV)
+    first = pm(30.0)
+    stage.process([own_rh, first] if rh_first else [first, own_rh])
+    assert first.raw_result == 30.0, stage.stats
+    assert first.quality is not None and first.quality.tests["calibration"] == QC_PASS
+    assert stage.stats["missing_input"] == 0 and stage.stats["calibrated"] == 1
+
+
+def test_model_wide_assignment_takes_each_units_own_rh(artefact_dir: Callable[..., Path]) -> None:
+    """An assignment by sensor model (no sensor_id) serves every unit with its own T/RH."""
+    stage = stage_for(artefact_dir(koehler_artefact()), artefact="pm25-koehler", quantity="pm2_5",
+                      sensor_model="SDS011")
+    batch = []
+    for unit, rh_value in (("sds-1", 80.0), ("sds-2", 50.0)):
+        batch += [Observation(Datastream("gw", unit, "pm2_5"), 30.0, 1_000_000, PROV),
+                  Observation(Datastream("gw", unit, "humidity"), rh_value, 1_000_000, PROV)]
+    stage.process(batch)
+    assert batch[0].result == pytest.approx(30.0 / 2.6)  # κ 0.4 at 80 %: growth 2.6
+    assert batch[2].result == pytest.approx(30.0 / 1.4)  # κ 0.4 at 50 %: growth 1.4
+    lonely = Observation(Datastream("gw", "sds-3", "pm2_5"), 30.0, 1_000_000, PROV)
+    stage.process([lonely])  # a unit whose RH never arrived is not given another unit's RH
+    assert lonely.raw_result is None and stage.stats["missing_input"] == 1
 
 
 def test_missing_or_stale_co_input_leaves_value_uncalibrated_and_flagged(
@@ -110,7 +142,7 @@ def test_rh_is_clamped_before_the_model(artefact_dir: Callable[..., Path]) -> No
                       sensor_id="sds-1", co_inputs={"rh": "bme-1/humidity"})
     wet = pm(30.0)
     stage.process([rh(100.0), wet])  # 100 % → clamped to 95 % (no division by zero)
-    assert wet.result == pytest.approx(5.351351, rel=1e-5)
+    assert wet.result == pytest.approx(30.0 / 8.6, rel=1e-9)
     assert wet.quality is not None and wet.quality.tests["calibration"] == QC_SUSPECT  # > 90 fitted
 
 
@@ -183,7 +215,7 @@ def test_gateway_applies_artefact_to_a_live_emulated_sds011(
     """Real pty + SDS011 emulator → the lead's serial source → Gateway.emit → this stage."""
     from edge.config import parse_config
     from edge.runtime import Gateway
-    from edge.sources.base import SourceContext
+    from edge.seams import SourceContext
     from hil.emulators import EMULATORS
 
     d = artefact_dir(koehler_artefact())
@@ -225,9 +257,9 @@ co_inputs = {{ rh = "bme-1/humidity" }}
 """
     config = parse_config(toml)
     try:
-        gateway = Gateway(config, uplinks={})
+        gateway = Gateway(config, uplinks=[])
         gateway.sources.append(HumiditySource())
-        from edge.sources.base import SourceHealth
+        from edge.seams import SourceHealth
 
         gateway.source_health["bme-1"] = SourceHealth("bme-1")
         seen: list[Observation] = []
@@ -249,7 +281,7 @@ co_inputs = {{ rh = "bme-1/humidity" }}
     calibrated = [o for o in seen if o.stream.quantity_code == "pm2_5" and o.raw_result is not None]
     assert len(calibrated) >= 5, f"stage stats: {gateway.stages[0].stats}"  # type: ignore[attr-defined]
     for o in calibrated:
-        assert o.result == pytest.approx(o.raw_result / 1.9696969697, rel=1e-6)
+        assert o.result == pytest.approx(o.raw_result / 2.6, rel=1e-6)
         assert o.provenance.calibration_id == "pm25-koehler"
         assert o.provenance.sensor_model == "SDS011"
     pm10 = [o for o in seen if o.stream.quantity_code == "pm10"]

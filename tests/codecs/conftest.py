@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-VECTORS = Path(__file__).resolve().parent.parent / "vectors"
+SENSORS = Path(__file__).resolve().parents[2] / "edge" / "sensors"
 
 
 def load_vectors(sensor: str) -> dict[str, Any]:
-    """Load ``tests/vectors/<sensor>.json``."""
-    data: dict[str, Any] = json.loads((VECTORS / f"{sensor}.json").read_text())
+    """Load ``edge/sensors/<sensor>/vectors.json``."""
+    data: dict[str, Any] = json.loads((SENSORS / sensor / "vectors.json").read_text())
     return data
 
 

@@ -10,8 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.codecs import mhz19b, ops243, pms5003, scd30, sds011, sps30
-from edge.codecs.base import Frame, StreamDecoder
+from edge.codec import Frame, StreamDecoder
+from edge.sensors.mhz19b import codec as mhz19b
+from edge.sensors.ops243 import codec as ops243
+from edge.sensors.pms5003 import codec as pms5003
+from edge.sensors.scd30 import codec as scd30
+from edge.sensors.sds011 import codec as sds011
+from edge.sensors.sps30 import codec as sps30
 
 
 @st.composite
@@ -174,7 +179,7 @@ def test_command_parsers_never_raise(sensor: str, data: bytes) -> None:
     """What an emulator (or a sniffer) does with random host bytes: reject, never crash."""
     import importlib
 
-    mod = importlib.import_module(f"edge.codecs.{sensor}")
+    mod = importlib.import_module(f"edge.sensors.{sensor}.codec")
     parsed = mod.parse_command(data)
     assert parsed is None or isinstance(parsed, mod.Command)
 
@@ -185,7 +190,7 @@ def test_command_parsers_never_raise(sensor: str, data: bytes) -> None:
 def test_split_fixed_is_bounded_and_lossless_for_commands(
     data: bytes, header: bytes, length: int
 ) -> None:
-    from hil.emulators.base import split_fixed
+    from edge.emulation.base import split_fixed
 
     buf = bytearray(data)
     out = split_fixed(buf, header, max(length, len(header)))

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from edge.codecs import ops243
 from edge.quantities import QUANTITIES
-from edge.traffic import (
+from edge.sensors.ops243 import codec as ops243
+from edge.sensors.ops243.traffic import (
     Detection,
     TrafficAggregator,
     TrafficSettings,

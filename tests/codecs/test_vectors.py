@@ -1,4 +1,4 @@
-"""Every reference vector in ``tests/vectors/*.json`` decodes (or encodes) as recorded."""
+"""Every reference vector in ``edge/sensors/*/vectors.json`` decodes (or encodes) as recorded."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ from typing import Any
 
 import pytest
 
-from edge.codecs.base import Frame, descriptor
+from edge import plugins
+from edge.codec import Frame
 from edge.quantities import QUANTITIES
 
-from .conftest import VECTORS, hexbytes, load_vectors
+from .conftest import SENSORS as SENSOR_DIR
+from .conftest import hexbytes, load_vectors
 
 # only the serial codecs owned by this test folder (other areas keep their own vectors here)
 OWN = ("sds011", "pms5003", "sps30", "mhz19b", "scd30", "ops243")
-SENSORS = [s for s in OWN if (VECTORS / f"{s}.json").exists()]
+SENSORS = [s for s in OWN if (SENSOR_DIR / s / "vectors.json").exists()]
 
 
 def _cases(section: str) -> list[Any]:
@@ -70,7 +72,7 @@ def test_command_vector(data: dict[str, Any], case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("sensor", SENSORS)
 def test_descriptor(sensor: str) -> None:
-    desc = descriptor(sensor)
+    desc = plugins.sensor(sensor).descriptor
     assert desc.name == sensor
     for code in desc.quantities:
         assert code in QUANTITIES
@@ -80,7 +82,7 @@ def test_descriptor(sensor: str) -> None:
 
 
 def test_scd30_expect_names_short_replies() -> None:
-    from edge.codecs import scd30
+    from edge.sensors.scd30 import codec as scd30
 
     dec = scd30.Scd30Decoder()
     dec.expect(scd30.REG_FIRMWARE)
@@ -96,8 +98,9 @@ def test_scd30_expect_names_short_replies() -> None:
 def test_fast_reading_constructor_builds_ordinary_frozen_readings() -> None:
     import dataclasses
 
-    from edge.codecs import pms5003, sps30
-    from edge.codecs.base import Reading
+    from edge.codec import Reading
+    from edge.sensors.pms5003 import codec as pms5003
+    from edge.sensors.sps30 import codec as sps30
 
     for make in (pms5003._new_reading, sps30._reading):
         r = make("pm2_5", 12.5)

@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from edge import config as cfg
+from edge import plugins
 from edge.node.settings import NodeBleOptions, NodeSerialOptions
 
 
@@ -26,21 +27,41 @@ def _nested(model: Any, field: str) -> Any:
     raise AssertionError(f"{model.__name__}.{field} has no settings model")
 
 
-SensorThingsHttpSettings = cfg.StaHttpSettings
+def _table(key: str) -> type[BaseModel]:
+    """The settings model of a capability's table, as the gateway's plug-in registry has it."""
+    capability = plugins.capabilities()[key]
+    assert not isinstance(capability, str), capability
+    model = capability.model  # type: ignore[attr-defined]
+    assert isinstance(model, type) and issubclass(model, BaseModel)
+    return model
+
+
+def _options(source_type: str) -> type[BaseModel]:
+    """The ``options`` model of a source type, as config validation uses it."""
+    found = plugins.source_types()[source_type]
+    assert not isinstance(found, str), found
+    return found.options
+
+
+SensorThingsHttpSettings = _table("uplinks.sensorthings_http")
 StaAuthSettings = _nested(SensorThingsHttpSettings, "auth")
 StaTlsSettings = _nested(SensorThingsHttpSettings, "tls")
-CalibrationSettings = cfg.CalibrationSettings
+CalibrationSettings = _table("calibration")
 CalibrationAssignment = _nested(CalibrationSettings, "assign")
-QualitySettings = cfg.QualitySettings
+QualitySettings = _table("quality")
 QuantityThresholds = _nested(QualitySettings, "quantities")
 ClimatologyRange = _nested(QuantityThresholds, "climatology")
 ColocatedPair = _nested(QualitySettings, "colocated")
 MlSettings = _nested(QualitySettings, "ml")
-SecuritySettings = cfg.SecuritySettings
+SecuritySettings = _table("security")
 BundleSettings = _nested(SecuritySettings, "bundles")
-WebSettings = cfg.WebSettings
-TrafficSettings = cfg._option_model("ops243")[0]
-BleSettings = cfg._option_model("ble")[0]
+WebSettings = _table("web")
+MqttSettings = _table("uplinks.mqtt")
+TlsSettings = _nested(MqttSettings, "tls")
+TrafficSettings = next(
+    base for base in _options("ops243").__mro__ if base.__name__ == "TrafficSettings"
+)
+BleSettings = _options("ble")
 GattPollDevice = _nested(BleSettings, "gatt_poll")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,8 +72,8 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "`[[sources]]`": cfg.SourceSettings,
     "`[sources.duty_cycle]`": cfg.DutyCycle,
     "`[buffer]`": cfg.BufferSettings,
-    "`[uplinks.mqtt]`": cfg.MqttSettings,
-    "`[uplinks.mqtt.tls]`": cfg.TlsSettings,
+    "`[uplinks.mqtt]`": MqttSettings,
+    "`[uplinks.mqtt.tls]`": TlsSettings,
     "`[uplinks.sensorthings_http]`": SensorThingsHttpSettings,
     "`[uplinks.sensorthings_http.auth]`": StaAuthSettings,
     "`[uplinks.sensorthings_http.tls]`": StaTlsSettings,
@@ -69,14 +90,14 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "`[log]`": cfg.LogSettings,
     "`[web]`": WebSettings,
     '`options` of a `type = "ops243"` source': TrafficSettings,
+    '`options` of a `type = "sps30"` source': _options("sps30"),
     '`options` of a `type = "ble"` source': BleSettings,
     '`gatt_poll` entries of a `type = "ble"` source': GattPollDevice,
     '`options` of a `type = "node_serial"` source': NodeSerialOptions,
     '`options` of a `type = "node_ble"` source': NodeBleOptions,
 }
-# Documented keys a source reads itself, next to its settings model.
-EXTRA_KEYS = {'`options` of a `type = "ble"` source': ["names", "replay", "replay_speed"]}
 SERIAL_OPTIONS = "`options` of a serial sensor"
+SECTIONS[SERIAL_OPTIONS] = plugins.SerialOptions
 
 
 def _documented_sections() -> dict[str, list[str]]:
@@ -88,28 +109,33 @@ def _documented_sections() -> dict[str, list[str]]:
 
 
 def test_every_section_is_documented_once() -> None:
-    assert set(_documented_sections()) == set(SECTIONS) | {SERIAL_OPTIONS}
+    assert set(_documented_sections()) == set(SECTIONS)
 
 
-def test_serial_options_are_the_ones_the_serial_source_reads() -> None:
-    source = (ROOT / "edge" / "sources" / "serial.py").read_text(encoding="utf-8")
-    read = set(re.findall(r"options\.get\(\"(\w+)\"", source))
-    assert set(_documented_sections()[SERIAL_OPTIONS]) == read
+def test_every_serial_sensor_understands_the_serial_options() -> None:
+    for name, kind in plugins.source_types().items():
+        if not isinstance(kind, str) and kind.needs_port and name != "node_serial":
+            assert issubclass(kind.options, plugins.SerialOptions), name
 
 
 @pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_documented_keys_are_exactly_the_model_fields(section: str) -> None:
     documented = _documented_sections()[section]
     assert len(documented) == len(set(documented)), "a key is listed twice"
-    assert documented == list(SECTIONS[section].model_fields) + EXTRA_KEYS.get(section, []), (
+    model = SECTIONS[section]
+    own = [k for k in model.model_fields if section == SERIAL_OPTIONS
+           or k not in plugins.SerialOptions.model_fields]
+    assert documented == own, (
         f"{section}: docs/configuration.md and {SECTIONS[section].__name__} disagree"
     )
 
 
 def test_top_level_sections_match_gateway_config() -> None:
     listed = re.findall(r"^\| `\[{1,2}([a-z_]+)\]{1,2}` +\|", DOC, re.M)
-    assert listed == list(cfg.GatewayConfig.model_fields)
-    assert list(cfg.UplinkSettings.model_fields) == ["mqtt", "sensorthings_http"]
+    tables = {key.split(".")[0] for key in plugins.capabilities()}
+    assert set(listed) == set(cfg.CORE_TABLES) | tables
+    assert sorted(k for k in plugins.capabilities() if k.startswith("uplinks.")) == [
+        "uplinks.mqtt", "uplinks.sensorthings_http"]
 
 
 def test_section_models_are_installed() -> None:
@@ -153,7 +179,7 @@ def test_example_config_file_validates() -> None:
 def test_every_key_of_the_example_config_is_documented() -> None:
     data = tomllib.loads((ROOT / "edge" / "example-config.toml").read_text(encoding="utf-8"))
     documented = {key for keys in _documented_sections().values() for key in keys}
-    documented |= set(cfg.GatewayConfig.model_fields) | set(cfg.UplinkSettings.model_fields)
+    documented |= set(cfg.CORE_TABLES) | {k for key in plugins.capabilities() for k in key.split(".")}
     for key in _keys(data):
         assert key in documented, key
 
@@ -178,11 +204,11 @@ def test_full_example_in_the_doc_validates(tmp_path: Path) -> None:
     artefacts.mkdir()
     text = block.group(1).replace("/etc/duet-edge/calibrations", str(artefacts))
     config = cfg.parse_config(text)
-    assert config.uplinks.mqtt is not None and config.uplinks.sensorthings_http is not None
-    assert config.calibration is not None and config.quality is not None
-    assert config.web is not None
+    for table in ("uplinks.mqtt", "uplinks.sensorthings_http", "calibration", "quality", "web"):
+        assert config.has(table), table
     data = tomllib.loads(text)
-    assert set(data) == set(cfg.GatewayConfig.model_fields), "the full example misses a section"
+    tables = {key.split(".")[0] for key in plugins.capabilities()}
+    assert set(data) == set(cfg.CORE_TABLES) | tables, "the full example misses a section"
 
 
 def test_documented_error_output_is_what_the_code_says() -> None:
@@ -202,33 +228,19 @@ def test_documented_error_output_is_what_the_code_says() -> None:
 _SUPPORTED = re.compile(r"supported: [a-z0-9_, ]+")
 
 
-_OPTION_MODELS: dict[str, type[BaseModel]] = {
-    "ops243": TrafficSettings,
-    "ble": BleSettings,
-    "node_serial": NodeSerialOptions,
-    "node_ble": NodeBleOptions,
-}
-_SOURCE_READS = {"warmup_s", "silence_timeout_s", "fan_cleaning_interval_s", "names", "replay",
-                 "replay_speed"}  # read by the source, not the model
-
-
 def _check_options(text: str) -> int:
+    """Every example source's options validate with the model of its type."""
     checked = 0
     for source in tomllib.loads(text)["sources"]:
-        model = _OPTION_MODELS.get(source["type"])
-        options = {k: v for k, v in source.get("options", {}).items() if k not in _SOURCE_READS}
-        if model is not None:
-            model.model_validate(options)
-            checked += 1
-        else:
-            assert not options, f"{source['name']}: options {sorted(options)} not documented"
+        _options(source["type"]).model_validate(source.get("options", {}))
+        checked += 1
     return checked
 
 
 def test_source_options_in_the_examples_validate() -> None:
     block = re.search(r"<!-- config:full -->\n```toml\n(.*?)```", DOC, re.S)
     assert block
-    assert _check_options(block.group(1)) == 3
+    assert _check_options(block.group(1)) == len(tomllib.loads(block.group(1))["sources"])
     assert _check_options((ROOT / "edge" / "example-config.toml").read_text(encoding="utf-8"))
 
 
@@ -245,7 +257,7 @@ def test_documented_option_error_is_what_the_code_says() -> None:
 
 def test_documented_check_of_the_example_matches() -> None:
     config = cfg.load_config(ROOT / "edge" / "example-config.toml")
-    uplinks = ", ".join(k for k, v in config.uplinks if v is not None)
+    uplinks = ", ".join(config.uplink_names())
     line = (f"✓ /etc/duet-edge/gateway.toml: gateway {config.gateway.id!r}, "
             f"{len(config.sources)} source(s), uplinks: {uplinks}")
     assert line in DOC

@@ -65,7 +65,7 @@ def test_invalid_config_exit_status_is_not_restarted() -> None:
     d = _directives(UNITS / "duet-edge.service")
     assert d["RestartPreventExitStatus"] == ["2"]
     run_cmd = (ROOT / "edge" / "commands" / "run_cmd.py").read_text(encoding="utf-8")
-    assert "typer.Exit(2)" in run_cmd
+    assert "CONFIG_EXIT_CODE = 2" in run_cmd
 
 
 def test_ingest_unit_uses_distinct_client_ids_and_shared_group() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.traffic import Detection, TrafficSettings, aggregate
+from edge.sensors.ops243.traffic import Detection, TrafficSettings, aggregate
 from firmware import nodeproto as P
 from hil.micropython_vm import MicroPythonVM
 
@@ -88,7 +88,7 @@ def test_radar_parser_never_crashes(data: bytes) -> None:
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 59_000), st.floats(-150, 150)), max_size=60))
 def test_node_counting_equals_gateway_aggregation(reports: list[tuple[int, float]]) -> None:
-    """The firmware's counter and edge.traffic.aggregate agree on the same reports."""
+    """The firmware's counter and edge.sensors.ops243.traffic.aggregate agree on the same reports."""
     reports = sorted(reports)
     counter = traffic.Counter("lft")
     for t, v in reports:

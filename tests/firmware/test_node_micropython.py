@@ -10,7 +10,7 @@ import pytest
 
 from edge.node.session import AcceptedBatch, NodeSession
 from edge.node.store import HwmStore
-from edge.traffic import Detection, TrafficSettings, aggregate
+from edge.sensors.ops243.traffic import Detection, TrafficSettings, aggregate
 from firmware import nodeproto as P
 from tests.firmware.conftest import EmulatedNode
 
@@ -188,7 +188,7 @@ def test_battery_node_deep_sleeps_between_measurements(node: EmulatedNode) -> No
 
 
 def test_traffic_node_gives_the_gateways_telraam_fields(node: EmulatedNode) -> None:
-    """Same detections → the firmware's interval equals edge.traffic.aggregate's."""
+    """Same detections → the firmware's interval equals edge.sensors.ops243.traffic.aggregate's."""
     speeds = [32.0, -45.5, 51.0, 28.0, -62.0, 75.5, 49.0, -8.0, 33.0, 41.0, 3.0, -0.5, 125.0,
               20.0, -24.0]
     objects = [(1000 + i * 2000, v) for i, v in enumerate(speeds)]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import serial
 
-from edge.codecs.base import Frame, StreamDecoder
+from edge.codec import Frame, StreamDecoder
+from edge.emulation.base import SensorEmulator
 from hil.emulators import EMULATORS
-from hil.emulators.base import SensorEmulator
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import serial
 
-from edge.codecs import sds011
+from edge.sensors.sds011 import codec as sds011
 from hil.emulators.__main__ import parse_faults
 
 

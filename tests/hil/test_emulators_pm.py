@@ -11,8 +11,9 @@ import pytest
 import serial
 import serial_asyncio_fast
 
-from edge.codecs import pms5003, sds011
-from hil.emulators.base import SensorEmulator
+from edge.emulation.base import SensorEmulator
+from edge.sensors.pms5003 import codec as pms5003
+from edge.sensors.sds011 import codec as sds011
 
 from .conftest import open_port, read_frames, values
 

@@ -11,10 +11,13 @@ import pytest
 import serial
 import serial_asyncio_fast
 
-from edge.codecs import mhz19b, ops243, scd30, sps30
-from edge.codecs.base import Frame, StreamDecoder
-from edge.traffic import TrafficSettings, aggregate, detection_from_frame
-from hil.emulators.base import SensorEmulator
+from edge.codec import Frame, StreamDecoder
+from edge.emulation.base import SensorEmulator
+from edge.sensors.mhz19b import codec as mhz19b
+from edge.sensors.ops243 import codec as ops243
+from edge.sensors.ops243.traffic import TrafficSettings, aggregate, detection_from_frame
+from edge.sensors.scd30 import codec as scd30
+from edge.sensors.sps30 import codec as sps30
 
 from .conftest import open_port, read_frames, values
 
@@ -32,17 +35,17 @@ def _ask(port: serial.Serial, dec: StreamDecoder, request: bytes,
 @pytest.mark.parametrize("sensor", ["sps30", "mhz19b", "scd30"])
 def test_polled_values_arrive_exactly_as_sent(emulator: Factory, sensor: str) -> None:
     emu = emulator(sensor, interval_s=0.01)
-    codec = importlib.import_module(f"edge.codecs.{sensor}")
+    codec = importlib.import_module(f"edge.sensors.{sensor}.codec")
     with open_port(emu) as port:
         dec = emu.descriptor.decoder()
-        for cmd in codec.START_COMMANDS:
+        for cmd in codec.DESCRIPTOR.commands.start:
             port.write(cmd)
         time.sleep(0.05)
         got: list[dict[str, float]] = []
         deadline = time.monotonic() + 5
         while len(got) < 5 and time.monotonic() < deadline:
             time.sleep(0.012)
-            frames = _ask(port, dec, codec.POLL_COMMAND, "data")
+            frames = _ask(port, dec, codec.DESCRIPTOR.commands.poll, "data")
             got += [v for v in values(frames) if v]
     sent = [s.values for s in emu.sent_values if s.values]
     assert len(got) >= 5
@@ -153,25 +156,25 @@ def test_ops243_objects_commands_and_traffic(emulator: Factory) -> None:
 @pytest.mark.parametrize("sensor", ["sps30", "mhz19b", "scd30"])
 def test_polled_faults_counted_and_survived(emulator: Factory, sensor: str) -> None:
     emu = emulator(sensor, interval_s=0.005)
-    codec = importlib.import_module(f"edge.codecs.{sensor}")
+    codec = importlib.import_module(f"edge.sensors.{sensor}.codec")
     with open_port(emu) as port:
         dec = emu.descriptor.decoder()
-        for cmd in codec.START_COMMANDS:
+        for cmd in codec.DESCRIPTOR.commands.start:
             port.write(cmd)
         time.sleep(0.05)
         read_frames(port, dec, lambda f: False, timeout=0.1)
         emu.inject_bad_checksum()
-        port.write(codec.POLL_COMMAND)
+        port.write(codec.DESCRIPTOR.commands.poll)
         time.sleep(0.05)
         emu.inject_garbage(b"\x00\x13garbage\x11")
         time.sleep(0.05)
         emu.inject_truncated()
-        port.write(codec.POLL_COMMAND)
+        port.write(codec.DESCRIPTOR.commands.poll)
         time.sleep(0.05)
         good = []
         for _ in range(3):
             time.sleep(0.01)
-            good += [f for f in _ask(port, dec, codec.POLL_COMMAND, "data") if f.readings]
+            good += [f for f in _ask(port, dec, codec.DESCRIPTOR.commands.poll, "data") if f.readings]
         assert good
         assert dec.stats.frames_bad >= 2
         assert [f.kind for f in emu.faults] == ["checksum", "garbage", "truncated"]
@@ -183,13 +186,13 @@ async def test_asyncio_polling_sps30(emulator: Factory) -> None:
                                                                       baudrate=115200)
     try:
         dec = sps30.Sps30Decoder()
-        for cmd in sps30.START_COMMANDS:
+        for cmd in sps30.DESCRIPTOR.commands.start:
             writer.write(cmd)
         got: list[dict[str, float]] = []
         async with asyncio.timeout(5):
             while len(got) < 3:
                 await asyncio.sleep(0.015)
-                writer.write(sps30.POLL_COMMAND)
+                writer.write(sps30.DESCRIPTOR.commands.poll)
                 frames: list[Frame] = []
                 while not any(f.kind == "data" for f in frames):
                     frames += dec.feed(await reader.read(256))
@@ -202,30 +205,30 @@ async def test_asyncio_polling_sps30(emulator: Factory) -> None:
 @pytest.mark.parametrize("sensor", ["sds011", "pms5003", "sps30"])
 def test_duty_cycle_commands_stop_and_resume_data(emulator: Factory, sensor: str) -> None:
     emu = emulator(sensor, interval_s=0.01)
-    codec = importlib.import_module(f"edge.codecs.{sensor}")
+    codec = importlib.import_module(f"edge.sensors.{sensor}.codec")
 
     def data_within(port: serial.Serial, dec: StreamDecoder, seconds: float) -> int:
         n = 0
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if codec.POLL_COMMAND:
-                port.write(codec.POLL_COMMAND)
+            if codec.DESCRIPTOR.commands.poll:
+                port.write(codec.DESCRIPTOR.commands.poll)
             time.sleep(0.015)
             n += sum(1 for f in dec.feed(port.read(4096)) if f.kind == "data" and f.readings)
         return n
 
     with open_port(emu, timeout=0) as port:
         dec = emu.descriptor.decoder()
-        for cmd in codec.START_COMMANDS:
+        for cmd in codec.DESCRIPTOR.commands.start:
             port.write(cmd)
         assert data_within(port, dec, 0.3) > 0
-        for cmd in codec.SLEEP_COMMANDS:
+        for cmd in codec.DESCRIPTOR.commands.sleep:
             port.write(cmd)
             time.sleep(0.02)
         time.sleep(0.05)
         port.reset_input_buffer()
         assert data_within(port, dec, 0.3) == 0
-        for cmd in codec.WAKE_COMMANDS:
+        for cmd in codec.DESCRIPTOR.commands.wake:
             port.write(cmd)
             time.sleep(0.02)
         assert data_within(port, dec, 0.5) > 0

@@ -9,10 +9,10 @@ from collections.abc import Callable
 import pytest
 
 from edge.config import SourceSettings
+from edge.emulation.base import SensorEmulator
 from edge.model import Observation
-from edge.sources.base import SourceContext, SourceHealth
+from edge.seams import SourceContext, SourceHealth
 from edge.sources.serial import SerialSource
-from hil.emulators.base import SensorEmulator
 
 Factory = Callable[..., SensorEmulator]
 

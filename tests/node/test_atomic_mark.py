@@ -9,7 +9,7 @@ from edge.model import Datastream, Observation, Provenance
 from edge.node.serial_source import _Marks
 from edge.node.store import HwmStore
 from edge.outbox import Outbox
-from edge.sources.base import SourceContext, SourceHealth
+from edge.seams import SourceContext, SourceHealth
 
 
 def ctx_for(box: Outbox) -> SourceContext:

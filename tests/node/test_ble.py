@@ -1,5 +1,5 @@
 """BLE node adverts: made by the firmware under MicroPython, heard through bleak's real
-scanner (only the radio is replayed, hil.ble_replay), decoded and de-duplicated."""
+scanner (only the radio is replayed, edge.ble.replay), decoded and de-duplicated."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from edge.ble.replay import AdvertRecord, ReplayRadio
 from edge.model import Observation
 from edge.node.ble import AdvertDeduper, NodeBleSource, build_node_ble, decode_node_advert
 from edge.node.settings import NodeBleOptions
-from edge.sources.base import SourceContext, SourceHealth
-from hil.ble_replay import AdvertRecord, ReplayRadio
+from edge.seams import SourceContext, SourceHealth
 from hil.micropython_vm import MicroPythonVM, available
 
 

@@ -19,12 +19,10 @@ from pathlib import Path
 import pytest
 
 from edge.config import parse_config
-from edge.node import source_factories
 from edge.node.serial_source import NodeSerialSource
 from edge.node.settings import NodeSerialOptions
 from edge.node.store import HwmStore
 from edge.runtime import Gateway
-from edge.sources import SOURCE_FACTORIES
 from hil.node_emulator import NodeEmulator
 from tests.plugins.mosquitto import Broker
 from tests.spine.harness import ReceiverThread
@@ -75,9 +73,6 @@ async def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[n
 
 async def test_sensor_to_twin_with_gateway_restart(
         tmp_path: Path, mosquitto: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
-    # what the lead's edge/sources/__init__.py is asked to register (see docs/node-protocol.md)
-    for name, factory in source_factories().items():
-        monkeypatch.setitem(SOURCE_FACTORIES, name, factory)
     cfg = {"interval_s": INTERVAL_S, "pm_on_s": INTERVAL_S, "pm_warmup_s": 0,
            "ack_timeout_s": 30, "persist_ring": True, "ring_size": 64}
     marks = HwmStore(":memory:")

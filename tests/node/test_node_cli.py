@@ -87,20 +87,33 @@ def test_decode_command() -> None:
     assert json.loads(bad.output)["error"] == "cobs"
 
 
-def test_source_factories_build_both_sources(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from edge.node import source_factories
+def test_source_kinds_build_both_sources(tmp_path: Path) -> None:
+    from edge.config import SourceSettings
     from edge.node.ble import NodeBleSource
     from edge.node.serial_source import NodeSerialSource
+    from edge.sources import build_source
 
-    factories = source_factories()
-    serial = factories["node_serial"](SimpleNamespace(
-        name="n", port="/dev/ttyUSB1", baudrate=None,
+    serial = build_source(SourceSettings(
+        name="n", type="node_serial", port="/dev/ttyUSB1",
         options={"state_path": str(tmp_path / "nodes.db")}), "gw")
     assert isinstance(serial, NodeSerialSource) and serial.baudrate == 115200
-    ble = factories["node_ble"](SimpleNamespace(name="b", options={}), "gw")
+    ble = build_source(SourceSettings(name="b", type="node_ble"), "gw")
     assert isinstance(ble, NodeBleSource)
     with pytest.raises(ValueError, match="state_pth"):
-        factories["node_serial"](SimpleNamespace(name="n", port="/dev/x", baudrate=None,
-                                                 options={"state_pth": "x"}), "gw")
+        SourceSettings(name="n", type="node_serial", port="/dev/x", options={"state_pth": "x"})
+
+
+def test_flash_without_mpremote_names_the_extra(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """No mpremote on PATH nor beside the interpreter: one line on stderr, exit code 3."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr("sys.executable", str(empty / "python"))
+    result = CliRunner().invoke(app, ["node", "flash", "/dev/ttyUSB0"])
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "error: mpremote is not installed; install the firmware extra: "
+        "pip install 'duet-edge[firmware]'"]
+    assert result.exception is None or isinstance(result.exception, SystemExit)

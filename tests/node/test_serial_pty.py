@@ -20,7 +20,7 @@ from edge.node.serial_source import NodeSerialSource
 from edge.node.settings import NodeSerialOptions
 from edge.node.store import HwmStore
 from edge.outbox import Outbox
-from edge.sources.base import SourceContext, SourceHealth
+from edge.seams import SourceContext, SourceHealth
 from hil.node_emulator import NodeEmulator
 
 pytestmark = pytest.mark.timeout(90)

@@ -6,7 +6,12 @@ import grp
 import http.server
 import json
 import os
+import pwd
 import re
+import shutil
+import stat
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +50,32 @@ def locked_port() -> Iterator[str]:
     finally:
         os.close(slave)
         os.close(master)
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory every user can enter (pytest's tmp_path is root-only 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="duet-doctor-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _can(user: str, test: str, path: Path) -> bool:
+    """What the kernel says: `test -r/-w PATH` run as ``user`` (runuser, util-linux)."""
+    done = subprocess.run(["runuser", "-u", user, "--", "test", test, str(path)],
+                          capture_output=True, timeout=10, check=False)
+    return done.returncode == 0
+
+
+def _user(name: str) -> tuple[int, set[int]]:
+    entry = pwd.getpwnam(name)
+    return entry.pw_uid, set(os.getgrouplist(name, entry.pw_gid))
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="changes owners and creates devices")
 
 
 @pytest.fixture
@@ -233,18 +264,31 @@ def test_doctor_on_a_broken_setup_names_each_problem(
     assert cert.failed and "not valid before" in cert.detail and "clock" in cert.fix
 
 
+def _give(paths: list[Path], uid: int) -> None:
+    for path in paths:
+        os.chown(path, uid, -1)
+
+
 def test_doctor_on_a_good_setup_passes(
-    tmp_path: Path, locked_port: str, http_server: str, tls_broker: TlsBroker
+    open_dir: Path, locked_port: str, http_server: str, tls_broker: TlsBroker
 ) -> None:
     gw = tls_broker.client("gw-doc")
-    tls = TlsFiles(gw.ca_file, gw.cert_file, gw.key_file)
-    config = _write_config(tmp_path / "gateway.toml", locked_port, tls_broker.port, tls, tmp_path)
+    ident = open_dir / "identity"
+    ident.mkdir(mode=0o700)
+    for src in (gw.ca_file, gw.cert_file, gw.key_file):
+        shutil.copy2(src, ident / src.name)
+    tls = TlsFiles(ident / gw.ca_file.name, ident / gw.cert_file.name, ident / gw.key_file.name)
+    data = open_dir / "data"
+    data.mkdir()
+    _give([ident, data, *ident.iterdir()], TECHNICIAN_UID)  # what `init --owner` does
+    config = _write_config(open_dir / "gateway.toml", locked_port, tls_broker.port, tls, data)
     dialout = grp.getgrnam("dialout").gr_gid
     options = DoctorOptions(uid=TECHNICIAN_UID, gids={dialout}, ntp_synchronized=lambda: True,
                             time_url=http_server)
     results = run_doctor(config, options)
     assert [r for r in results if r.status != "pass"] == []
-    assert len(results) == 6
+    assert [r.name.split(" ")[0] for r in results] == [
+        "config", "serial", "data", "disk", "files", "clock", "broker", "certificate"]
 
 
 def test_doctor_on_an_invalid_config(tmp_path: Path) -> None:
@@ -286,3 +330,109 @@ def test_doctor_cli_checks_for_the_service_user(tmp_path: Path, locked_port: str
     results = {r["name"].split(" ")[0]: r for r in json.loads(result.output)}
     assert result.exit_code == 1
     assert results["serial"]["status"] == "fail" and "usermod -aG dialout nobody" in results["serial"]["fix"]
+
+
+@needs_root
+def test_root_only_key_fails_for_the_service_user(open_dir: Path) -> None:
+    """A 0600 root key that `nobody` cannot read FAILs; after the suggested fix it passes.
+    The verdicts are checked against the kernel (runuser)."""
+    from provisioning.doctor import check_readable
+    from provisioning.identity import create_identity
+
+    uid, gids = _user("nobody")
+    ident = create_identity(open_dir / "identity", "gw-key").directory
+    ident.chmod(0o755)
+    key = ident / "gateway.key"
+    assert key.stat().st_mode & 0o777 == 0o600 and key.stat().st_uid == 0
+    result = check_readable([("mqtt key_file", key)], uid=uid, gids=gids)
+    assert result is not None and result.failed
+    assert "may not read" in result.detail and str(key) in result.detail
+    assert result.fix == f"sudo chown nobody {key} (it stays 0600)"
+    assert not _can("nobody", "-r", key)
+
+    os.chown(key, uid, -1)  # the fix
+    result = check_readable([("mqtt key_file", key)], uid=uid, gids=gids)
+    assert result is not None and result.status == "pass"
+    assert _can("nobody", "-r", key)
+
+    ident.chmod(0o700)  # a private identity directory owned by root blocks the way
+    result = check_readable([("mqtt key_file", key)], uid=uid, gids=gids)
+    assert result is not None and result.failed and "cannot enter" in result.detail
+    assert result.fix == f"sudo chown -R nobody {ident}"
+    assert not _can("nobody", "-r", key)
+
+
+@needs_root
+def test_data_dir_must_be_writable_by_the_service_user(open_dir: Path) -> None:
+    from provisioning.doctor import check_data_dir
+
+    uid, gids = _user("nobody")
+    data = open_dir / "data"
+    data.mkdir(mode=0o755)  # root's, like a directory `mkdir` made by a technician
+    result = check_data_dir(data, uid=uid, gids=gids)
+    assert result.failed and "may not create files" in result.detail
+    assert result.fix == f"sudo chown -R nobody {data}"
+    assert not _can("nobody", "-w", data)
+    assert check_disk_space(data).status == "pass"  # space alone said nothing
+
+    os.chown(data, uid, -1)
+    (data / "sensorthings-ids.json").write_text("{}")  # written by root (`provision register`)
+    result = check_data_dir(data, uid=uid, gids=gids)
+    assert result.failed and "sensorthings-ids.json" in result.detail
+    assert not _can("nobody", "-w", data / "sensorthings-ids.json")
+    os.chown(data / "sensorthings-ids.json", uid, -1)
+    assert check_data_dir(data, uid=uid, gids=gids).status == "pass"
+    assert _can("nobody", "-w", data)
+
+    missing = open_dir / "root-only" / "data"
+    (open_dir / "root-only").mkdir(mode=0o755)
+    result = check_data_dir(missing, uid=uid, gids=gids)
+    assert result.failed and "cannot create it" in result.detail
+    assert result.fix == f"sudo install -d -o nobody -m 0750 {missing}"
+
+
+@needs_root
+def test_root_only_serial_device_gets_a_udev_rule_not_the_root_group(open_dir: Path) -> None:
+    """A real character device (mknod, like /dev/ttyUSB0 without a udev rule), 0600 root."""
+    uid, gids = _user("nobody")
+    device = open_dir / "ttyUSB7"
+    os.mknod(device, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+    result = check_serial_port(str(device), uid=uid, gids=gids)
+    assert result.failed and "mode crw-------" in result.detail
+    assert "usermod -aG root" not in result.fix
+    assert 'KERNEL=="ttyUSB[0-9]*", GROUP="dialout", MODE="0660"' in result.fix
+    assert "usermod -aG dialout nobody" in result.fix
+    assert not _can("nobody", "-w", device)
+    # what the rule does: group dialout, 0660; nobody then joins dialout
+    os.chown(device, 0, grp.getgrnam("dialout").gr_gid)
+    device.chmod(0o660)
+    result = check_serial_port(str(device), uid=uid, gids=gids)
+    assert result.failed and result.fix.startswith("sudo usermod -aG dialout nobody")
+    dialout = grp.getgrnam("dialout").gr_gid
+    assert check_serial_port(str(device), uid=uid, gids=gids | {dialout}).status == "pass"
+
+
+@needs_root
+def test_doctor_cli_as_user_fails_an_unreadable_key_and_data_dir(open_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from provisioning.cli import app
+    from provisioning.identity import create_identity
+
+    ident = create_identity(open_dir / "identity", "gw-doc").directory
+    data = open_dir / "data"
+    data.mkdir(mode=0o755)
+    config = _write_config(open_dir / "gateway.toml", "/dev/null", free_port(), TlsFiles(
+        ident / "ca.crt", ident / "gateway.crt", ident / "gateway.key"), data)
+    result = CliRunner().invoke(app, ["doctor", "--config", str(config), "--as-user", "nobody",
+                                      "--json", "--timeout", "1"])
+    assert result.exit_code == 1
+    results = {r["name"].split(" ")[0]: r for r in json.loads(result.stdout)}
+    assert results["files"]["status"] == "fail" and "gateway.key" in results["files"]["detail"]
+    assert results["data"]["status"] == "fail"
+    # the same run as a table for people: every path whole on an 80-column terminal
+    text = CliRunner().invoke(app, ["doctor", "--config", str(config), "--as-user", "nobody",
+                                    "--timeout", "1"], env={"COLUMNS": "80"}).stdout
+    assert f"fix: sudo chown -R nobody {ident}" in text or f"sudo chown nobody {ident}" in text
+    assert f"fix: sudo chown -R nobody {data}" in text
+    assert "…" not in text

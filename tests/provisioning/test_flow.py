@@ -25,8 +25,10 @@ from edge.config import load_config
 from edge.contract import decode_batch
 from edge.model import Datastream, Observation, Provenance
 from edge.outbox import Outbox
-from edge.uplinks import UplinkHealth, UplinkPort
+from edge.seams import UplinkHealth
+from edge.uplinks import OutboxPort
 from edge.uplinks.mqtt import MqttUplink
+from edge.uplinks.mqtt_settings import MqttSettings
 from provisioning.cli import app
 from tests.plugins.tls_broker import TlsBroker
 
@@ -47,7 +49,8 @@ async def _upload_through_gateway_uplink(
 ) -> list[str]:
     """Run the lead's MqttUplink with the config `init` wrote; return what the receiver got."""
     config = load_config(config_path)
-    assert config.uplinks.mqtt is not None
+    mqtt = config.settings(MqttSettings)
+    assert mqtt is not None
     gid = config.gateway.id
     outbox = Outbox(tmp_path / "outbox.db", config.buffer, gid, uplinks=("mqtt",))
     stream = Datastream(gid, "pm", "PM2_5")
@@ -55,14 +58,14 @@ async def _upload_through_gateway_uplink(
     prov = Provenance("SDS011")
     outbox.append(Observation(stream, 12.5 + i, now + i * 1000, prov) for i in range(5))
     outbox.commit()
-    port = UplinkPort("mqtt", outbox, asyncio.Event(), UplinkHealth("mqtt"))
+    port = OutboxPort("mqtt", outbox, asyncio.Event(), UplinkHealth("mqtt"))
     rx = broker.client("receiver-twin", role="receiver")
     tls = aiomqtt.TLSParameters(ca_certs=str(rx.ca_file), certfile=str(rx.cert_file),
                                 keyfile=str(rx.key_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
     got: list[str] = []
     async with aiomqtt.Client(broker.host, broker.port, tls_params=tls, timeout=5) as receiver:
         await receiver.subscribe("duet/v1/+/obs", qos=1)
-        task = asyncio.create_task(MqttUplink(config.uplinks.mqtt, gid).run(port))
+        task = asyncio.create_task(MqttUplink(mqtt, gid).run(port))
         try:
             async with asyncio.timeout(10):
                 async for message in receiver.messages:

@@ -288,5 +288,5 @@ def test_gateway_cli_survives_without_the_provisioning_extra() -> None:
                          cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr
     first, *_rest, last = out.stdout.strip().splitlines()
-    assert first.startswith("1 ") and "pip install 'duet-edge[provisioning]'" in out.stdout
+    assert first.startswith("3 ") and "pip install 'duet-edge[provisioning]'" in out.stdout
     assert last == "0"

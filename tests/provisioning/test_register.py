@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
+from edge.uplinks.mqtt_settings import MqttSettings
 from provisioning.cli import app
 
 runner = CliRunner()
@@ -138,10 +142,28 @@ mode = "sensorthings"
 """)
     _run("register", "--config", config, "--latitude", "51", "--longitude", "4")
     ids = json.loads((data / "registration.json").read_text())["datastreams"]
-    stored = load_config(config).uplinks.mqtt.datastream_ids
+    mqtt = load_config(config).settings(MqttSettings)
+    assert mqtt is not None
+    stored = mqtt.datastream_ids
     assert stored == ids and set(stored) == {"pm/pm2_5", "pm/pm10"}
     _run("register", "--config", config)  # again: same table, written once
     text = config.read_text()
     assert text.count("[uplinks.mqtt.datastream_ids]") == 1
     assert "# the broker of the city" in text
-    assert load_config(config).uplinks.mqtt.datastream_ids == ids
+    mqtt = load_config(config).settings(MqttSettings)
+    assert mqtt is not None and mqtt.datastream_ids == ids
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changes file owners")
+def test_register_as_root_leaves_the_data_dir_files_to_the_service_user(
+    tmp_path: Path, sta_server: str
+) -> None:
+    """The uplink (service user) rewrites the id cache register wrote: root must not own it."""
+    nobody = pwd.getpwnam("nobody")
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, nobody.pw_uid, nobody.pw_gid)
+    config = _config(tmp_path / "gw.toml", "gw-reg-own", sta_server, data)
+    _run("register", "--config", config, "--latitude", "51", "--longitude", "4")
+    for name in ("registration.json", "sensorthings-ids.json"):
+        assert (data / name).stat().st_uid == nobody.pw_uid, name

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge.model import QC_SUSPECT
-from hil.emulators.pms5003 import Pms5003Emulator
+from edge.sensors.pms5003.emulator import Pms5003Emulator
 from tests.plugins.mosquitto import Broker
 from tests.spine.harness import GatewayProcess, ReceiverThread, gateway_config, wait_until
 

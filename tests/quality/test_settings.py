@@ -40,12 +40,14 @@ def test_errors_name_key_value_and_allowed(data: dict[str, object], words: list[
         assert word in text
 
 
-def test_gateway_config_includes_quality_section() -> None:
-    from edge.config import GatewayConfig
+def test_gateway_config_validates_the_quality_section() -> None:
+    from edge.config import ConfigError, parse_config
 
-    assert GatewayConfig.model_fields["quality"].annotation is not None
-    schema = str(GatewayConfig.model_json_schema())
-    assert "QualitySettings" in schema
+    base = '[gateway]\nid = "g"\n[[sources]]\nname = "p"\ntype = "sds011"\nport = "/dev/x"\n'
+    config = parse_config(base + "[quality]\nenabled = true\n")
+    assert config.settings(QualitySettings) is not None
+    with pytest.raises(ConfigError, match=r"quality\.totally_bogus: unknown key"):
+        parse_config(base + "[quality]\ntotally_bogus = 1\n")
 
 
 def test_count_quantities_share_count_defaults() -> None:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from edge.ble.replay import ReplayRadio, load_recording
 from edge.config import DutyCycle, SourceSettings
 from edge.model import Observation
-from edge.sources.base import SourceContext, SourceHealth
+from edge.seams import SourceContext, SourceHealth
+from edge.sensors.ops243.source import RadarTrafficSource
 from edge.sources.ble import BleSource
-from edge.sources.radar import RadarTrafficSource
 from edge.sources.serial import SerialSource
-from hil.ble_replay import ReplayRadio, load_recording
 from hil.emulators import EMULATORS
 
 pytestmark = pytest.mark.timeout(60)
@@ -122,7 +122,7 @@ async def test_ble_source_names_devices_and_keeps_measurement_time() -> None:
 
 
 async def test_sps30_fan_cleaning_is_scheduled(tmp_path: Path) -> None:
-    from edge.codecs.sps30 import FAN_CLEANING_COMMAND
+    from edge.sensors.sps30.codec import cmd_fan_cleaning
 
     emu = EMULATORS["sps30"](tmp_path / "tty", interval_s=0.1).start()
     try:
@@ -136,7 +136,7 @@ async def test_sps30_fan_cleaning_is_scheduled(tmp_path: Path) -> None:
         _got, health = await run_for(SerialSource(settings, "gw"), 1.6)
     finally:
         emu.stop()
-    assert FAN_CLEANING_COMMAND in emu.commands_seen
+    assert cmd_fan_cleaning() in emu.commands_seen
     assert "last_fan_cleaning_ms" in health.device
 
 
@@ -155,7 +155,7 @@ def test_a_sensor_sending_bad_frames_turns_unhealthy_once(caplog: pytest.LogCapt
 def test_replayed_adverts_reach_the_twin_through_a_running_gateway(
     tmp_path: Path, mosquitto
 ) -> None:  # type: ignore[no-untyped-def]
-    """hil/ble_replay.py's format fed to a real gateway process (no radio) → Mosquitto → receiver."""
+    """edge/ble/replay.py's format fed to a real gateway process (no radio) → Mosquitto → receiver."""
     from tests.spine.harness import GatewayProcess, ReceiverThread, wait_until
 
     recording = Path("hil/recordings/ble-vectors.jsonl").resolve()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from edge import plugins
 from edge.cli import app
 from edge.discovery import PortInfo, probe_port
 from hil.emulators import EMULATORS
@@ -24,10 +25,9 @@ def test_probe_recognises_the_sensor_read_only(tmp_path: Path, sensor: str) -> N
     assert info.sensor == sensor, info.error
     desc_probe = {"mhz19b", "sps30", "scd30"}
     if sensor in desc_probe:
-        from edge.codecs.base import descriptor
 
         # the only bytes the sensor ever received are its read-only probe
-        assert set(emu.commands_seen) <= {descriptor(sensor).probe}
+        assert set(emu.commands_seen) <= {plugins.sensor(sensor).descriptor.probe}
     else:
         assert emu.commands_seen == []
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hil.emulators.pms5003 import Pms5003Emulator
-from hil.emulators.sds011 import Sds011Emulator
+from edge.sensors.pms5003.emulator import Pms5003Emulator
+from edge.sensors.sds011.emulator import Sds011Emulator
 from tests.plugins.mosquitto import Broker
 from tests.spine.harness import GatewayProcess, ReceiverThread, gateway_config, wait_until
 

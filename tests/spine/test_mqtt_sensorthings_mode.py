@@ -10,11 +10,13 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge.config import BufferSettings, MqttSettings
+from edge.config import BufferSettings
 from edge.model import Datastream, Observation, Provenance
 from edge.outbox import Outbox
-from edge.uplinks import UplinkHealth, UplinkPort
+from edge.seams import UplinkHealth
+from edge.uplinks import OutboxPort
 from edge.uplinks.mqtt import MqttUplink
+from edge.uplinks.mqtt_settings import MqttSettings
 from tests.plugins.mosquitto import Broker
 
 pytestmark = pytest.mark.timeout(60)
@@ -41,7 +43,7 @@ async def test_observations_are_published_as_sensorthings_json(tmp_path: Path, m
     box.commit()
     uplink = MqttUplink(MqttSettings(port=mosquitto.port, mode="sensorthings",
                                      datastream_ids={"pm/pm2_5": 42}), "gw-sta")
-    port = UplinkPort("default", box, asyncio.Event(), UplinkHealth("mqtt"))
+    port = OutboxPort("default", box, asyncio.Event(), UplinkHealth("mqtt"))
     task = asyncio.create_task(uplink.run(port))
     for _ in range(200):
         if len(received) >= 2 and box.depth() == 0:

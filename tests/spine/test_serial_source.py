@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from edge.codecs.base import Frame, Reading
+from edge.codec import Frame, Reading
 from edge.config import SourceSettings
-from edge.sources.base import SourceContext, SourceHealth
+from edge.seams import SourceContext, SourceHealth
 from edge.sources.serial import SerialSource
 
 

@@ -1,4 +1,4 @@
-"""End to end on the gateway side: outbox → drain_sequentially → SensorThings uplink → real
+"""End to end on the gateway side: outbox → RequestUplinkRunner → SensorThings uplink → real
 server. Confirmed rows leave the outbox; a row the server refuses lands in the dead letters."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 
 from edge import sensorthings as sta
 from edge.model import Datastream
+from edge.seams import UplinkHealth
 from edge.uplinks.sensorthings_http import (
     REGISTRY_FILE_NAME,
     SensorThingsHttpSettings,
@@ -39,10 +40,10 @@ async def test_outbox_drains_into_the_server(sta_server: str, tmp_path: Path) ->
         o.sequence = None
     outbox.append(observations)
     outbox.commit()
-    port = uplinks.UplinkPort(NAME, outbox, asyncio.Event(), uplinks.UplinkHealth(NAME))
+    port = uplinks.OutboxPort(NAME, outbox, asyncio.Event(), UplinkHealth(NAME))
     up = SensorThingsHttpUplink(SensorThingsHttpSettings(base_url=sta_server), gw, tmp_path,
                                 sta.GeoPoint(3.72, 51.05))
-    task = asyncio.create_task(uplinks.drain_sequentially(up, port, up.batch_size))
+    task = asyncio.create_task(uplinks.RequestUplinkRunner(NAME, up, up.batch_size).run(port))
     try:
         for _ in range(200):  # ≤ 20 s
             if outbox.depth() == 0:

@@ -59,10 +59,11 @@ def test_invalid_settings_are_explained(data: dict[str, object], fragment: str) 
     assert fragment in str(err.value)
 
 
-def test_lead_config_includes_the_section() -> None:
-    config = pytest.importorskip("edge.config")
-    model = config.UplinkSettings.model_fields["sensorthings_http"].annotation
-    assert SensorThingsHttpSettings in getattr(model, "__args__", (model,))
+def test_gateway_config_validates_the_section_with_this_model() -> None:
+    from edge.plugins import capabilities
+
+    capability = capabilities()["uplinks.sensorthings_http"]
+    assert getattr(capability, "model", None) is SensorThingsHttpSettings
 
 
 GATEWAY = """
@@ -93,6 +94,6 @@ def test_runtime_builds_the_uplink_from_the_section(tmp_path: object) -> None:
     runtime = pytest.importorskip("edge.runtime")
     cfg = config.parse_config(GATEWAY + 'base_url = "https://sta.example.org/v1.1"\n'
                               'batch_size = 250\n')
-    uplink = runtime.build_uplinks(cfg)["sensorthings_http"]
-    assert uplink.batch_size == 250
-    assert uplink.gateway_id == "gw-1"
+    (runner,) = runtime.build_uplinks(cfg)
+    assert runner.name == "sensorthings_http" and runner.batch_size == 250
+    assert runner.uplink.gateway_id == "gw-1"

@@ -15,8 +15,9 @@ import pytest
 
 from edge.config import parse_config
 from edge.runtime import Gateway, RuntimeOptions
-from hil.emulators.pms5003 import Pms5003Emulator
-from hil.emulators.sds011 import Sds011Emulator
+from edge.sensors.pms5003.emulator import Pms5003Emulator
+from edge.sensors.sds011.emulator import Sds011Emulator
+from edge.web.settings import WebSettings
 from tests.plugins.mosquitto import Broker, free_port
 
 TOKEN = "tok-5ecret-Zq81-web-actions"
@@ -83,7 +84,9 @@ class LiveGateway:
 
     def __init__(self, work: Path, config_text: str) -> None:
         self.config = parse_config(config_text, source="web-test")
-        self.url = f"http://127.0.0.1:{self.config.web.port}"
+        web = self.config.settings(WebSettings)
+        assert web is not None
+        self.url = f"http://127.0.0.1:{web.port}"
         self.loop = asyncio.new_event_loop()
         self.gateway: Gateway | None = None
         self._stop: asyncio.Event | None = None

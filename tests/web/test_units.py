@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 from edge.config import BufferSettings, parse_config
 from edge.model import QC_PASS, QC_SUSPECT, Datastream, Observation, Provenance, Quality
 from edge.outbox import Outbox
-from edge.runtime import Counters
-from edge.sources.base import SourceHealth
-from edge.uplinks import UplinkHealth
+from edge.seams import GatewayCounters as Counters
+from edge.seams import SourceHealth, UplinkHealth
 from edge.web import eaqi, i18n
 from edge.web.settings import WebSettings
 from edge.web.state import LiveState
