@@ -371,8 +371,9 @@ class PgStore:
             await self.conn.execute("INSERT INTO seq_ledger(gateway_id) SELECT unnest(%s::int[]) "
                                     "ON CONFLICT DO NOTHING", (list(found.values()),))
             self._gateways.update(found)
-        wanted = {(self._gateways[b.gateway], s) for b in batches for s in b.streams
-                  if b.gateway in self._gateways} - set(self._streams)
+        known = self._streams
+        wanted = {key for b in batches for s in b.streams
+                  if (key := (self._gateways[b.gateway], s)) not in known}
         if len(wanted) < 2:
             return
         rows = sorted(((g, s.sensor, s.quantity, s.unit, s.provenance_json())
@@ -400,11 +401,22 @@ class PgStore:
         await self._register_new(batches)
         out = []
         days: set[int] = set()
+        streams, profiles = self._streams, self._profiles
         for batch in batches:
-            gid = await self._gateway_id(batch.gateway)
-            sids = [await self._stream_id(gid, s) for s in batch.streams]
-            pids = [None if p is None else await self._profile_id(p)
-                    for p in batch.quality_profile]
+            gid = self._gateways.get(batch.gateway)
+            if gid is None:
+                gid = await self._gateway_id(batch.gateway)
+            sids = []
+            for sdef in batch.streams:
+                sid = streams.get((gid, sdef))
+                sids.append(sid if sid is not None else await self._stream_id(gid, sdef))
+            pids: list[int | None] = []
+            for p in batch.quality_profile:
+                if p is None:
+                    pids.append(None)
+                else:
+                    pid = profiles.get(p)
+                    pids.append(pid if pid is not None else await self._profile_id(p))
             days.update({day_of(t) for t in batch.phenomenon_ms})
             out.append((gid, sids, pids))
         await self._ensure_partitions(days)

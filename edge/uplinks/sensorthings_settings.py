@@ -27,17 +27,6 @@ class StaAuthSettings(_Strict):
         "(username + password), 'oauth2' (client credentials, refreshed before expiry) "
         "or 'none'.",
     )
-    token_url: str | None = Field(
-        default=None, description="oauth2: the token endpoint (client credentials grant)."
-    )
-    client_id: str | None = Field(default=None, description="oauth2: client id.")
-    client_secret_file: Path | None = Field(
-        default=None, description="oauth2: file holding the client secret."
-    )
-    client_secret_env: str | None = Field(
-        default=None, description="oauth2: environment variable holding the client secret."
-    )
-    scope: str | None = Field(default=None, description="oauth2: scope to ask for (optional).")
     token_file: Path | None = Field(default=None, description="bearer: file holding the token.")
     token_env: str | None = Field(
         default=None, description="bearer: environment variable holding the token."
@@ -49,6 +38,17 @@ class StaAuthSettings(_Strict):
     password_env: str | None = Field(
         default=None, description="basic: environment variable holding the password."
     )
+    token_url: str | None = Field(
+        default=None, description="oauth2: the token endpoint (client credentials grant)."
+    )
+    client_id: str | None = Field(default=None, description="oauth2: client id.")
+    client_secret_file: Path | None = Field(
+        default=None, description="oauth2: file holding the client secret."
+    )
+    client_secret_env: str | None = Field(
+        default=None, description="oauth2: environment variable holding the client secret."
+    )
+    scope: str | None = Field(default=None, description="oauth2: scope to ask for (optional).")
 
     @model_validator(mode="after")
     def _complete(self) -> StaAuthSettings:
