@@ -25,6 +25,7 @@ from edge.tls import TlsSettings
 
 if TYPE_CHECKING:
     from edge.ingest.sta_forward import StaForwarder
+    from edge.sensorthings import GeoPoint
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3
@@ -87,6 +88,7 @@ def ingest(
             forward=bool(forward_sta or forward_sta_config),
         )
         forwarder = _forwarder(forward_sta, forward_sta_config, gateway_locations, store)
+        where = _where(gateway_locations)
         http_address = _address(http) if http else None
         if http_address is not None:
             _require_web_extra()
@@ -95,7 +97,7 @@ def ingest(
         raise typer.Exit(EXIT_CONFIG) from None
     receiver = Receiver(settings)
     try:
-        code = asyncio.run(_main(receiver, forwarder, http_address, check))
+        code = asyncio.run(_main(receiver, forwarder, http_address, check, where))
     except SettingError as exc:
         typer.echo(f"ingest: {exc}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
@@ -177,6 +179,17 @@ def _require_web_extra() -> None:
         raise SettingError("--http needs the web extra: pip install 'duet-edge[web]'") from None
 
 
+def _where(path: Path | None) -> dict[str, GeoPoint]:
+    if path is None:
+        return {}
+    from edge.ingest.sta_forward import load_locations
+
+    try:
+        return load_locations(path)
+    except (OSError, ValueError) as exc:
+        raise SettingError(f"--gateway-locations: {exc}") from None
+
+
 def _forwarder(url: str | None, config: Path | None, locations: Path | None,
                store: str) -> StaForwarder | None:
     if not (url or config):
@@ -234,9 +247,12 @@ def _safe_target(target: str) -> str:
 
 
 async def _main(receiver: Receiver, forwarder: StaForwarder | None,
-                http_address: tuple[str, int] | None, check: bool) -> int:
+                http_address: tuple[str, int] | None, check: bool,
+                where: dict[str, GeoPoint] | None = None) -> int:
     target = str(receiver.settings.store_path)
     await _open_checked(receiver, target)
+    for gateway, point in (where or {}).items():  # PostGIS points for queries and exports
+        await receiver.store.set_location(gateway, point.lon, point.lat, point.alt)
     if check:
         await receiver.close()
         return 0

@@ -47,12 +47,13 @@ def oslo_export(
                    err=True)
         raise typer.Exit(EXIT_USAGE)
     try:
-        rows = asyncio.run(_read(store, gateway, since_ms, until_ms, limit))
+        rows, known = asyncio.run(_read(store, gateway, since_ms, until_ms, limit))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         typer.echo(f"oslo-export: cannot read the store: {first}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
-    text = json.dumps(export(rows, locations, base_iri), ensure_ascii=False, indent=1)
+    where = {gw: GeoPoint(*p) for gw, p in known.items()} | locations  # the file wins
+    text = json.dumps(export(rows, where, base_iri), ensure_ascii=False, indent=1)
     if out is None:
         typer.echo(text)
     else:
@@ -88,10 +89,12 @@ def _locations(path: Path | None) -> dict[str, GeoPoint]:
 
 
 async def _read(store: str, gateway: str | None, since_ms: int | None, until_ms: int | None,
-                limit: int) -> list[StoredObservation]:
+                limit: int) -> tuple[list[StoredObservation],
+                                     dict[str, tuple[float, float, float | None]]]:
     s = open_store(store)
     await s.open()
     try:
-        return await s.read_observations(gateway, since_ms, until_ms, limit)
+        return (await s.read_observations(gateway, since_ms, until_ms, limit),
+                await s.locations())
     finally:
         await s.close()

@@ -22,6 +22,7 @@ from edge.ingest.receiver import Observer, Receiver
 from edge.ingest.rows import IngestBatch
 from edge.ingest.store import StoreOutcome, TwinStore
 from edge.ingest.store_common import SILENT_AFTER_MS
+from edge.sensorthings import GeoPoint
 
 log = logging.getLogger("duet.ingest.http")
 
@@ -161,7 +162,9 @@ async def serve_http(receiver: Receiver, metrics: ReceiverMetrics, fleet_store: 
         except ValueError as exc:
             return web.Response(status=400, text=str(exc))
         rows = await fleet_store.read_observations(q.get("gateway"), since, until, limit)
-        return web.Response(text=json.dumps(export(rows)), content_type="application/ld+json")
+        where = {gw: GeoPoint(*p) for gw, p in (await fleet_store.locations()).items()}
+        return web.Response(text=json.dumps(export(rows, where)),
+                            content_type="application/ld+json")
 
     app = web.Application()
     app.router.add_get("/metrics", metrics_page)

@@ -552,15 +552,27 @@ class PgStore:
         await self.conn.execute("INSERT INTO gateway_event VALUES (%s, %s, %s, %s::jsonb)",
                                 (gid, ms_to_datetime(received_ms), kind, compact_json(payload)))
 
-    async def set_location(self, gateway: str, lon: float, lat: float, alt: float = 0.0) -> None:
+    async def set_location(self, gateway: str, lon: float, lat: float,
+                           alt: float | None = None) -> None:
         """Record a gateway's position (PostGIS point, WGS84)."""
         await self._alive()
         if not self.has_postgis:
+            log.warning("PostGIS not installed: the location of %s is not stored", gateway)
             return
         gid = await self._gateway_id(gateway)
         await self.conn.execute(
             "UPDATE gateway SET location = ST_SetSRID(ST_MakePoint(%s, %s, %s), 4326) "
-            "WHERE id = %s", (lon, lat, alt, gid))
+            "WHERE id = %s", (lon, lat, 0.0 if alt is None else alt, gid))
+
+    async def locations(self) -> dict[str, tuple[float, float, float | None]]:
+        await self._alive()
+        if not self.has_postgis:
+            return {}
+        cur = await self.conn.execute(
+            "SELECT name, ST_X(location), ST_Y(location), ST_Z(location) FROM gateway "
+            "WHERE location IS NOT NULL")
+        return {_str(n): (_float(x), _float(y), _opt_float(z))
+                for n, x, y, z in await cur.fetchall()}
 
     # -- fleet ----------------------------------------------------------------------------
 

@@ -38,7 +38,8 @@ from edge.ingest.store_common import (
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS gateway(
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, first_seen_ms INTEGER NOT NULL,
-    last_data_ms INTEGER, observations INTEGER NOT NULL DEFAULT 0);
+    last_data_ms INTEGER, observations INTEGER NOT NULL DEFAULT 0,
+    lon REAL, lat REAL, alt REAL);
 CREATE TABLE IF NOT EXISTS stream(
     id INTEGER PRIMARY KEY, gateway_id INTEGER NOT NULL REFERENCES gateway(id),
     sensor TEXT NOT NULL, quantity TEXT NOT NULL, unit TEXT NOT NULL, provenance TEXT NOT NULL,
@@ -298,6 +299,16 @@ class SqliteStore:
         return [StoredObservation(gw, seq, sensor, qty, unit, json.loads(prov), t, dur, off,
                                   res, raw, flag)
                 for gw, seq, sensor, qty, unit, prov, t, dur, off, res, raw, flag in rows]
+
+    async def set_location(self, gateway: str, lon: float, lat: float,
+                           alt: float | None = None) -> None:
+        gid = self._gateway_id(gateway, 0)
+        self.db.execute("UPDATE gateway SET lon=?, lat=?, alt=? WHERE id=?", (lon, lat, alt, gid))
+
+    async def locations(self) -> dict[str, tuple[float, float, float | None]]:
+        return {str(n): (float(x), float(y), None if z is None else float(z))
+                for n, x, y, z in self.db.execute(
+                    "SELECT name, lon, lat, alt FROM gateway WHERE lon IS NOT NULL")}
 
     # -- forward queue --------------------------------------------------------------------
 

@@ -161,6 +161,15 @@ class TwinStore(Protocol):
         """Rows by phenomenon time (``since`` inclusive, ``until`` exclusive), oldest first."""
         ...
 
+    async def set_location(self, gateway: str, lon: float, lat: float,
+                           alt: float | None = None) -> None:
+        """Record a gateway's installed position (WGS84; PostGIS point in PostgreSQL)."""
+        ...
+
+    async def locations(self) -> dict[str, tuple[float, float, float | None]]:
+        """Known gateway positions: gateway → (lon, lat, alt)."""
+        ...
+
     # -- SensorThings forward queue (see edge.ingest.forwarding) --------------------------
 
     async def forward_claim(self, now_ms: int, limit: int) -> list[ForwardItem]:

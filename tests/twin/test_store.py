@@ -190,3 +190,12 @@ async def test_sqlite_store_of_the_first_release_is_migrated(tmp_path: Path) -> 
                             "ORDER BY seq")
     assert rows[0] == ("gw-old", 7, 3.5, '{"spike":1}')
     assert [r[1] for r in rows] == [7, 8]
+
+
+async def test_gateway_locations(store: TwinStore, store_target: str) -> None:
+    await store.set_location("gw-loc", 4.40, 51.22)
+    assert await store.locations() == {"gw-loc": (4.40, 51.22, 0.0 if "postgres" in
+                                                  store_target else None)}
+    if "postgres" in store_target:  # a real PostGIS point, usable in spatial queries
+        assert query(store_target, "SELECT ST_AsText(ST_Force2D(location)) FROM gateway "
+                                   "WHERE name = 'gw-loc'") == [("POINT(4.4 51.22)",)]
