@@ -57,6 +57,8 @@ from edge.ingest.store_common import (
 
 log = logging.getLogger("duet.ingest.pg")
 
+FORWARD_LEASE_MS = 300_000  # a claimed gateway is another worker's again after 5 min
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS gateway(
     id serial PRIMARY KEY, name text NOT NULL UNIQUE,
@@ -103,7 +105,7 @@ CREATE TABLE IF NOT EXISTS forward_queue(
 CREATE INDEX IF NOT EXISTS forward_queue_gw ON forward_queue(gateway_id, id);
 CREATE TABLE IF NOT EXISTS forward_state(
     gateway_id int PRIMARY KEY REFERENCES gateway(id), parked_until timestamptz NOT NULL,
-    error text NOT NULL);
+    error text NOT NULL, lease_until timestamptz);
 CREATE TABLE IF NOT EXISTS forward_dead_letter(
     gateway_id int NOT NULL REFERENCES gateway(id), seq int8 NOT NULL, reason text NOT NULL,
     received timestamptz NOT NULL, PRIMARY KEY (gateway_id, seq));
@@ -586,7 +588,7 @@ class PgStore:
                      WHERE e.gateway_id = g.id AND e.received >= %s),
                    coalesce((SELECT kind FROM gateway_event e WHERE e.gateway_id = g.id
                      ORDER BY received DESC LIMIT 1), ''),
-                   f.parked_until, coalesce(f.error, '')
+                   nullif(f.parked_until, to_timestamp(0)), coalesce(f.error, '')
             FROM gateway g LEFT JOIN seq_ledger l ON l.gateway_id = g.id
             LEFT JOIN gateway_status s ON s.gateway_id = g.id
             LEFT JOIN forward_state f ON f.gateway_id = g.id
@@ -648,14 +650,32 @@ class PgStore:
     # -- forward queue --------------------------------------------------------------------
 
     async def forward_claim(self, now_ms: int, limit: int) -> list[ForwardItem]:
+        """The oldest item of each free gateway, leased to this worker for ``FORWARD_LEASE_MS``
+        (several workers may forward: a gateway is forwarded by one at a time, in order)."""
         await self._alive()
+        now = ms_to_datetime(now_ms)
         cur = await self.conn.execute("""
-            SELECT q.id, g.name, q.body, q.attempts FROM forward_queue q
-            JOIN gateway g ON g.id = q.gateway_id
-            LEFT JOIN forward_state f ON f.gateway_id = q.gateway_id
-            WHERE q.id = (SELECT min(id) FROM forward_queue q2 WHERE q2.gateway_id = q.gateway_id)
-              AND (f.parked_until IS NULL OR f.parked_until <= %s)
-            ORDER BY q.id LIMIT %s""", (ms_to_datetime(now_ms), limit))
+            WITH heads AS (
+                SELECT DISTINCT ON (gateway_id) id, gateway_id FROM forward_queue
+                ORDER BY gateway_id, id),
+            free AS (
+                SELECT h.id, h.gateway_id FROM heads h
+                LEFT JOIN forward_state f ON f.gateway_id = h.gateway_id
+                WHERE (f.parked_until IS NULL OR f.parked_until <= %(now)s)
+                  AND (f.lease_until IS NULL OR f.lease_until <= %(now)s)
+                ORDER BY h.id LIMIT %(limit)s),
+            leased AS (
+                INSERT INTO forward_state(gateway_id, parked_until, error, lease_until)
+                SELECT gateway_id, to_timestamp(0), '', %(lease)s FROM free
+                ON CONFLICT (gateway_id) DO UPDATE SET lease_until = excluded.lease_until
+                WHERE (forward_state.lease_until IS NULL OR forward_state.lease_until <= %(now)s)
+                  AND forward_state.parked_until <= %(now)s
+                RETURNING gateway_id)
+            SELECT q.id, g.name, q.body, q.attempts FROM free
+            JOIN leased ON leased.gateway_id = free.gateway_id
+            JOIN forward_queue q ON q.id = free.id JOIN gateway g ON g.id = q.gateway_id
+            ORDER BY q.id""",
+            {"now": now, "limit": limit, "lease": ms_to_datetime(now_ms + FORWARD_LEASE_MS)})
         return [ForwardItem(_int(i), _str(gw), from_cbor(_bytes(body)), _int(att))
                 for i, gw, body, att in await cur.fetchall()]
 
@@ -678,14 +698,18 @@ class PgStore:
             else:
                 await cur.execute("DELETE FROM forward_queue WHERE id = %s", (item.item_id,))
                 await cur.execute("DELETE FROM forward_state WHERE gateway_id = %s", (gid,))
+            if remaining is not None and len(remaining):
+                await cur.execute("UPDATE forward_state SET lease_until = NULL "
+                                  "WHERE gateway_id = %s", (gid,))
 
     async def forward_park(self, gateway: str, until_ms: int, error: str) -> None:
         await self._alive()
         gid = await self._gateway_id(gateway)
         async with self.conn.transaction():
             await self.conn.execute(
-                "INSERT INTO forward_state VALUES (%s, %s, %s) ON CONFLICT (gateway_id) DO "
-                "UPDATE SET parked_until = excluded.parked_until, error = excluded.error",
+                "INSERT INTO forward_state VALUES (%s, %s, %s, NULL) ON CONFLICT (gateway_id) DO "
+                "UPDATE SET parked_until = excluded.parked_until, error = excluded.error, "
+                "lease_until = NULL",
                 (gid, ms_to_datetime(until_ms), error[:1000]))
             await self.conn.execute(
                 "UPDATE forward_queue SET attempts = attempts + 1 WHERE id = (SELECT min(id) "

@@ -199,3 +199,27 @@ async def test_gateway_locations(store: TwinStore, store_target: str) -> None:
     if "postgres" in store_target:  # a real PostGIS point, usable in spatial queries
         assert query(store_target, "SELECT ST_AsText(ST_Force2D(location)) FROM gateway "
                                    "WHERE name = 'gw-loc'") == [("POINT(4.4 51.22)",)]
+
+
+async def test_two_forwarders_never_claim_the_same_gateway(pg_dsn: str) -> None:
+    """Several workers may run the forward loop: a gateway is leased to one at a time."""
+    stores = [open_store(pg_dsn) for _ in range(2)]
+    for s in stores:
+        await s.open()
+    try:
+        await stores[0].store_batches([batch(f"gw-f{i}", [1]) for i in range(6)], NOW,
+                                      forward=True)
+        a, b = await asyncio.gather(stores[0].forward_claim(NOW, 10),
+                                    stores[1].forward_claim(NOW, 10))
+        got = [i.gateway for i in a] + [i.gateway for i in b]
+        assert sorted(got) == [f"gw-f{i}" for i in range(6)]  # each once, all of them
+        assert await stores[1].forward_claim(NOW, 10) == []  # leased
+        await stores[0].forward_settle((a or b)[0], {}, NOW)
+        # the lease runs out: an unsettled gateway is free again for anyone
+        again = await stores[1].forward_claim(NOW + 301_000, 10)
+        assert len(again) == 5
+        fleet = await stores[0].fleet(NOW)
+        assert all(g.forward_parked_until_ms is None for g in fleet)  # a lease is not a park
+    finally:
+        for s in stores:
+            await s.close()
