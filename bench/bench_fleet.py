@@ -7,6 +7,7 @@ Run (from the repository root):
     .venv/bin/python bench/bench_fleet.py steady     # throughput, 10-observation messages
     .venv/bin/python bench/bench_fleet.py latency    # 20,000 gateways × 10 sensors, 1/min
     .venv/bin/python bench/bench_fleet.py burst      # then a 60 s 1 Hz burst from all of them
+    .venv/bin/python bench/bench_fleet.py store      # decode + store only (no MQTT): ceiling
 
 ``steady`` runs the same messages through each receiver set-up in turn, in the same run:
 the receiver of an earlier release (``--baseline-rev``, SQLite, extracted with ``git archive``),
@@ -512,6 +513,68 @@ def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | 
             pg.destroy()
 
 
+def store_path_only(n_gateways: int, per_gateway: int, group: int) -> dict[str, object]:
+    """Decode + store without MQTT: the receiver's own ceiling, and the bytes PostgreSQL writes
+    in steady state (WAL segments recycled, as on a running twin; a fresh cluster also
+    zero-fills each new 16 MB WAL segment once)."""
+    import asyncio
+
+    import psycopg
+
+    from edge.ingest.receiver import Receiver, ReceiverSettings
+
+    bindir = _pg_bin_dir()
+    assert bindir is not None
+    pg = PgServer(bindir)
+    with open(pg.datadir / "postgresql.conf", "a", encoding="utf-8") as conf:
+        conf.write("shared_buffers = 256MB\nwal_buffers = 16MB\nwal_init_zero = off\n"
+                   "max_wal_size = 4GB\n")
+    pg.start()
+    now = int(time.time() * 1000)
+    msgs = []
+    for m in range(per_gateway):
+        for g in range(n_gateways):
+            gw = gateway_id(g)
+            msgs.append((f"duet/v1/{gw}/obs", make_message(gw, m * 10 + 1, 10,
+                                                           now - 3_600_000 + m * 60_000,
+                                                           60_000, now)))
+    warm = n_gateways  # first message of every gateway: registration, partitions
+
+    async def go() -> dict[str, object]:
+        rx = Receiver(ReceiverSettings(store_path=pg.dsn()))
+        await rx.open()
+        for i in range(0, warm, group):
+            await rx.handle_messages(msgs[i:min(i + group, warm)])
+        with psycopg.connect(pg.dsn(), autocommit=True) as c:
+            c.execute("CHECKPOINT")
+            before = sample(pg_pids(pg))
+            wal0 = c.execute("SELECT wal_bytes::int8 FROM pg_stat_wal").fetchone()
+            me0 = sample([os.getpid()])
+            t = time.perf_counter()
+            for i in range(warm, len(msgs), group):
+                await rx.handle_messages(msgs[i:i + group])
+            dt = time.perf_counter() - t
+            me1 = sample([os.getpid()])
+            wal1 = c.execute("SELECT wal_bytes::int8 FROM pg_stat_wal").fetchone()
+            c.execute("CHECKPOINT")
+            after = sample(pg_pids(pg))
+        n = rx.counters.observations_new - warm * 10
+        await rx.close()
+        pg_cpu, pg_written, _ = delta(before, after)
+        my_cpu, _, _ = delta(me0, me1)
+        assert wal0 is not None and wal1 is not None
+        return {"setup": "decode + store into PostgreSQL, no MQTT", "stored": n,
+                "obs_per_s": round(n / dt), "obs_per_receiver_cpu_s": round(n / my_cpu),
+                "postgres_cpu_pct": round(100 * pg_cpu / dt, 1),
+                "pg_wal_per_obs": round((int(wal1[0]) - int(wal0[0])) / n, 1),
+                "postgres_bytes_written_per_obs": round(pg_written / n, 1)}
+
+    try:
+        return asyncio.run(go())
+    finally:
+        pg.destroy()
+
+
 def extract_baseline(rev: str, work: Path) -> Path:
     """The edge package of an earlier release, for the same-run baseline."""
     dest = work / f"baseline-{rev}"
@@ -524,7 +587,7 @@ def extract_baseline(rev: str, work: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("scenario", choices=["steady", "latency", "burst"])
+    ap.add_argument("scenario", choices=["steady", "latency", "burst", "store"])
     ap.add_argument("--gateways", type=int, default=None)
     ap.add_argument("--messages", type=int, default=None, help="steady: messages per gateway")
     ap.add_argument("--connections", type=int, default=4)
@@ -541,6 +604,11 @@ def main() -> None:
                   "sqlite": Setup("SQLite, 1 worker", "sqlite", 1),
                   "pg1": Setup("PostgreSQL, 1 worker", "postgresql", 1),
                   "pg2": Setup("PostgreSQL, 2 workers", "postgresql", 2)}
+    if args.scenario == "store":
+        result = store_path_only(args.gateways or 2000, args.messages or 25, 200)
+        print(json.dumps(result) if args.json else
+              "  ".join(f"{k}={v}" for k, v in result.items()), flush=True)
+        return
     if args.scenario == "steady":
         n_gw = args.gateways or 2000
         per = args.messages or 25

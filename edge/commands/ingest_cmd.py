@@ -68,6 +68,9 @@ def ingest(
         None, help="Serve /metrics and /healthz on HOST:PORT (e.g. 127.0.0.1:9310; web extra)."),
     group_max: int = typer.Option(500, min=1, max=10_000,
                                   help="Most messages stored in one transaction."),
+    group_linger_ms: int = typer.Option(
+        50, min=0, max=1000, help="When fewer messages wait, wait this long for more before "
+        "storing (fewer commits, fewer disk writes; adds at most this much latency)."),
     check: bool = typer.Option(False, "--check",
                                help="Check the settings and the store, then exit."),
     log_format: str = typer.Option("json", help="json or text"),
@@ -85,6 +88,7 @@ def ingest(
             client_id=client_id,
             store_path=store if is_postgres_url(store) else Path(store),
             group_max=group_max,
+            group_linger_s=group_linger_ms / 1000,
             forward=bool(forward_sta or forward_sta_config),
         )
         forwarder = _forwarder(forward_sta, forward_sta_config, gateway_locations, store)

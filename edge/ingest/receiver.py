@@ -57,6 +57,7 @@ class ReceiverSettings:
     tls: TlsSettings | None = None
     session_expiry_s: int = 86400
     group_max: int = 500  # most messages stored in one transaction
+    group_linger_s: float = 0.05  # wait this long for more when fewer are queued
     forward: bool = False  # queue new rows for the SensorThings forwarder
     progress_interval_s: float = 60.0  # a counts line in the log this often
     no_message_warning_s: float = NO_MESSAGE_WARNING_S
@@ -76,6 +77,16 @@ class ReceiverCounters:
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
+
+
+@dataclass(slots=True)
+class GroupResult:
+    """What one group of messages did, after its commit: per stored batch its outcome (its
+    ``seq_ranges()`` are what the twin now holds for that gateway), and the refused messages
+    (dead letters)."""
+
+    stored: list[tuple[IngestBatch, StoreOutcome]] = dataclasses.field(default_factory=list)
+    refused: list[Rejection] = dataclasses.field(default_factory=list)
 
 
 class SubscriptionRefused(Exception):
@@ -242,29 +253,41 @@ class Receiver:
         # aiomqtt hands out one message per task switch; the ones already queued are taken
         # together from its queue, so a busy receiver stores hundreds per transaction.
         queue: asyncio.Queue[aiomqtt.Message] = client._queue
+        linger = self.settings.group_linger_s
         async for first in client.messages:
             group = [first]
-            while len(group) < self.settings.group_max:
-                try:
-                    group.append(queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
+            self._take_queued(queue, group)
+            if len(group) < self.settings.group_max and linger > 0:
+                # a quiet moment: wait a little for more, so that one commit (one fsync of the
+                # database) carries many messages instead of one
+                await asyncio.sleep(linger)
+                self._take_queued(queue, group)
             await self.handle_messages([(str(m.topic), bytes(m.payload)) for m in group])
             for m in group:
                 client._client.ack(m.mid, m.qos)
 
+    def _take_queued(self, queue: asyncio.Queue[aiomqtt.Message],
+                     group: list[aiomqtt.Message]) -> None:
+        while len(group) < self.settings.group_max:
+            try:
+                group.append(queue.get_nowait())
+            except asyncio.QueueEmpty:
+                return
+
     # -- messages -----------------------------------------------------------------------
 
-    async def handle(self, topic: str, payload: bytes) -> None:
+    async def handle(self, topic: str, payload: bytes) -> GroupResult:
         """Process one message (see :meth:`handle_messages`)."""
-        await self.handle_messages([(topic, payload)])
+        return await self.handle_messages([(topic, payload)])
 
-    async def handle_messages(self, messages: Sequence[tuple[str, bytes]]) -> None:
+    async def handle_messages(self, messages: Sequence[tuple[str, bytes]]) -> GroupResult:
         """Validate and store a group of messages; batches share one transaction.
 
-        Returns once everything is committed; raises (nothing acknowledged) when the store
-        fails, so the broker redelivers the group.
+        Returns once everything is committed — what was stored (per batch: new and duplicate
+        rows, the sequence ranges to confirm to each gateway) and what was refused — and
+        raises (nothing acknowledged) when the store fails, so the broker redelivers the group.
         """
+        result = GroupResult()
         await self.open()
         now_ms = time.time_ns() // 1_000_000
         self.last_message_monotonic = time.monotonic()
@@ -274,17 +297,17 @@ class Receiver:
             self.counters.messages += 1
             gateway, _, kind = topic.removeprefix(prefix).partition("/")
             if kind == "status":
-                await self._status(topic, gateway, payload, now_ms)
+                await self._status(topic, gateway, payload, now_ms, result.refused)
             elif kind.startswith("events"):
                 await self._event(topic, gateway, kind.removeprefix("events").strip("/"),
                                   payload, now_ms)
             else:
                 self.observer.message("obs")
-                batch = await self._decode(topic, gateway, payload, now_ms)
+                batch = await self._decode(topic, gateway, payload, now_ms, result.refused)
                 if batch is not None:
                     batches.append(batch)
         if not batches:
-            return
+            return result
         started = time.perf_counter()
         outcomes = await self.store.store_batches(batches, now_ms, forward=self.settings.forward)
         self.counters.transactions += 1
@@ -293,36 +316,43 @@ class Receiver:
             self.counters.observations_new += outcome.new
             self.counters.duplicates += outcome.duplicates
             self.counters.gaps_announced += len(batch.gaps)
+            result.stored.append((batch, outcome))
             if self.on_batch is not None:
                 self.on_batch(batch, outcome.new)
+        return result
 
-    async def _decode(self, topic: str, gateway: str, payload: bytes,
-                      now_ms: int) -> IngestBatch | None:
+    async def _decode(self, topic: str, gateway: str, payload: bytes, now_ms: int,
+                      refused: list[Rejection]) -> IngestBatch | None:
         try:
             batch = decode_columns(payload)
             if batch.gateway != gateway:
                 raise ContractError(f"gateway {batch.gateway!r} published on {topic!r}")
             check_storable(batch, now_ms)
         except ContractError as exc:
-            await self._reject(Rejection(topic, str(exc), payload, gateway or None), now_ms)
+            await self._reject(Rejection(topic, str(exc), payload, gateway or None), now_ms,
+                               refused)
             return None
         return batch
 
-    async def _reject(self, rejection: Rejection, now_ms: int) -> None:
+    async def _reject(self, rejection: Rejection, now_ms: int,
+                      refused: list[Rejection]) -> None:
+        refused.append(rejection)
         self.counters.rejected_messages += 1
         self.observer.rejected(rejection.reason)
         await self.store.reject(rejection, now_ms)
         log.warning("rejected message", extra={
             "event": "ingest_rejected", "topic": rejection.topic, "reason": rejection.reason})
 
-    async def _status(self, topic: str, gateway: str, payload: bytes, now_ms: int) -> None:
+    async def _status(self, topic: str, gateway: str, payload: bytes, now_ms: int,
+                      refused: list[Rejection]) -> None:
         self.observer.message("status")
         if not payload:
             return  # a retained status being cleared
         try:
             status = parse_status(payload)
         except ValueError as exc:
-            await self._reject(Rejection(topic, f"status: {exc}", payload, gateway), now_ms)
+            await self._reject(Rejection(topic, f"status: {exc}", payload, gateway), now_ms,
+                               refused)
             return
         self.counters.status_messages += 1
         await self.store.put_status(gateway, status, now_ms)

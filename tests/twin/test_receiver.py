@@ -1,0 +1,41 @@
+"""The receiver's message path without a broker: what a group of messages does."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from edge.contract import encode_batch
+from edge.ingest.receiver import Receiver, ReceiverSettings
+from edge.model import Batch
+from tests.sta.helpers import make_obs
+
+
+def payload(gw: str, seqs: range, t_ms: int | None = None) -> bytes:
+    return encode_batch(Batch(gw, tuple(make_obs(gw, s, t_ms=t_ms) for s in seqs)))
+
+
+async def test_a_group_reports_what_it_stored_and_refused(tmp_path: Path) -> None:
+    rx = Receiver(ReceiverSettings(store_path=tmp_path / "twin.db"))
+    try:
+        result = await rx.handle_messages([
+            ("duet/v1/gw-a/obs", payload("gw-a", range(1, 4))),
+            ("duet/v1/gw-a/obs", payload("gw-a", range(3, 6))),  # overlaps: 3 is held
+            ("duet/v1/gw-b/obs", payload("gw-a", range(1, 2))),  # wrong topic
+            ("duet/v1/gw-c/obs", b"\xff not cbor"),
+            ("duet/v1/gw-d/obs", payload("gw-d", range(1, 2), t_ms=int(time.time() * 1000)
+                                         + 3 * 86_400_000)),  # from the future
+            ("duet/v1/gw-a/status", b"online"),
+            ("duet/v1/gw-a/events/disk_full", b'{"free_mb": 2}'),
+        ])
+    finally:
+        await rx.close()
+    assert [(b.gateway, b.seq_ranges(), o.new, o.duplicates) for b, o in result.stored] == [
+        ("gw-a", [(1, 3)], 3, 0), ("gw-a", [(3, 5)], 2, 1)]
+    reasons = [(r.gateway, r.reason) for r in result.refused]
+    assert reasons[0] == ("gw-b", "gateway 'gw-a' published on 'duet/v1/gw-b/obs'")
+    assert reasons[1][0] == "gw-c" and reasons[1][1].startswith("not CBOR")
+    assert reasons[2] == ("gw-d", "phenomenon time outside 2000-01-01 .. now + 1 day")
+    c = rx.counters
+    assert (c.messages, c.observations_new, c.duplicates, c.rejected_messages, c.transactions,
+            c.status_messages, c.events) == (7, 5, 1, 3, 1, 1, 1)
