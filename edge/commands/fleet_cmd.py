@@ -127,8 +127,13 @@ def age(ms: int | None, now_ms: int) -> str:
 def _print_table(rows: list[FleetRow], summary: dict[str, int], now_ms: int) -> None:
     console = Console(soft_wrap=True)
     table = Table(title="Gateways as the twin sees them", expand=False)
-    for column in ("gateway", "state", "version", "last seen", "stored", "backlog",
-                   "oldest unsent", "events 24 h", "forwarding"):
+    # gateway ids and versions are copied into other commands: never wrapped or cut
+    table.add_column("gateway", no_wrap=True, min_width=max((len(r.view.gateway) for r in rows),
+                                                            default=7))
+    table.add_column("state", overflow="fold")
+    table.add_column("version", no_wrap=True)
+    for column in ("last seen", "stored", "backlog", "oldest unsent", "events 24 h",
+                   "forwarding"):
         table.add_column(column, overflow="fold")
     for r in rows:
         v = r.view

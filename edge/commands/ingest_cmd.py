@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import ssl
 import time
@@ -205,7 +206,9 @@ def _forwarder(url: str | None, config: Path | None, locations: Path | None,
         where = load_locations(locations) if locations else None
     except (OSError, ValueError) as exc:
         raise SettingError(f"--gateway-locations: {exc}") from None
-    data_dir = Path(".") if is_postgres_url(store) else Path(store).parent
+    # the SensorThings id cache: beside an SQLite store, else in the unit's StateDirectory
+    data_dir = (Path(os.environ.get("STATE_DIRECTORY", ".")) if is_postgres_url(store)
+                else Path(store).parent)
     if config is not None:
         try:
             raw = tomllib.loads(config.read_text(encoding="utf-8"))

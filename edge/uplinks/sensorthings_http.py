@@ -98,20 +98,10 @@ def _is_transient(status: int) -> bool:
 
 
 def _read_secret(file: Path | None, env: str | None, what: str) -> str:
-    if file is not None:
-        try:
-            value = file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SensorThingsConfigError(
-                f"cannot read {what} file {file}: {exc.strerror}") from None
-        source = f"file {file}"
-    else:
-        assert env is not None
-        value = os.environ.get(env, "").strip()
-        source = f"environment variable {env}"
-    if not value:
-        raise SensorThingsConfigError(f"{what} from {source} is empty")
-    return value
+    try:
+        return env_or_file_secret(file, env, what)()
+    except AuthConfigError as exc:
+        raise SensorThingsConfigError(str(exc)) from None
 
 
 def build_http_client(
