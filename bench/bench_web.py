@@ -10,8 +10,9 @@ order effects on a shared machine:
 
   base   no web server at all (baseline)
   idle   web server running and recording history, nobody looking
-  1 Hz   a client in another process polls what the home page polls, every second
-         (/api/status + /api/latest), plus /metrics and /healthz; /api/history every 30 s
+  1 Hz   a client in another process polls, every second, what an open host page polls
+         (/home/main), what an open technician page polls (/api/status, /healthz), and
+         /metrics and /api/latest; /api/history every 30 s
   10 Hz  the same ten times a second (a stress case, far above any real use)
 
 Printed per case: observations committed per second (median of rounds), ratio to base, and
@@ -49,7 +50,7 @@ POLLER = textwrap.dedent("""
     last_history = 0.0
     while True:
         t = time.monotonic()
-        for p in ("/api/status", "/api/latest", "/metrics", "/healthz"):
+        for p in ("/home/main", "/api/status", "/api/latest", "/metrics", "/healthz"):
             c.get(p)
         if t - last_history >= 30:
             c.get("/api/history"); last_history = t
@@ -165,8 +166,16 @@ def listener_cost(batches: int = 20000) -> float:
     return (time.perf_counter() - t) / (batches * len(QTYS)) * 1e6
 
 
-async def handler_costs(n: int = 50) -> dict[str, float]:
-    """ms of event-loop time per request body, measured in-process on a flooded gateway."""
+def a_day_of_history(gateway_id: str, sensor: str) -> list[Observation]:
+    """One value a minute for 24 h per stream: the host page's charts at their largest."""
+    now = time.time_ns() // 1_000_000
+    return [Observation(Datastream(gateway_id, sensor, q), 10.0 + i % 7, now - i * 60_000, PROV)
+            for i in range(24 * 60, 0, -1) for q in QTYS]
+
+
+async def handler_costs(n: int = 50) -> tuple[dict[str, float], dict[str, int]]:
+    """ms of event-loop time per request body, measured in-process on a flooded gateway
+    whose page has a full day of history (1440 one-minute buckets per stream)."""
     from edge.web import metrics
     from edge.web.server import StatusServer
 
@@ -177,8 +186,17 @@ async def handler_costs(n: int = 50) -> dict[str, float]:
         task = asyncio.create_task(gw.run(stop))
         await asyncio.sleep(1.0)
         server = StatusServer(gw, gw.config.settings(WebSettings))
+        server.live(a_day_of_history("gw-bench", "flood"))
         view = server.view
         costs: dict[str, float] = {}
+        sizes: dict[str, int] = {}
+        for name, fragment in (("/ (host page)", False), ("/home/main (its refresh)", True)):
+            t = time.perf_counter()
+            for _ in range(n):
+                view.buffer._at = -1e9
+                body = server.home_page.render(await view.home_model(), "nl", fragment=fragment)
+            costs[name] = (time.perf_counter() - t) / n * 1000
+            sizes[name] = len(body.encode())
         for name, call in (
             ("/api/status", view.status), ("/healthz", view.health),
             ("/metrics", lambda: metrics.render(view, server.registry)),
@@ -196,7 +214,7 @@ async def handler_costs(n: int = 50) -> dict[str, float]:
         await server.close()
         stop.set()
         await task
-        return costs
+        return costs, sizes
 
 
 CASES = {"base": (False, 0.0), "idle": (True, 0.0), "1 Hz": (True, 1.0), "10 Hz": (True, 10.0)}
@@ -226,9 +244,11 @@ def main() -> None:
     listener = listener_cost()
     print(f"\ningest path per observation (base): {per_obs:.2f} µs; the page's listener adds "
           f"{listener:.2f} µs ({listener / per_obs:.1%})")
-    print("handler time per request (in-process, caches defeated):")
-    for path, ms in asyncio.run(handler_costs()).items():
-        print(f"  {path:<28} {ms:6.2f} ms")
+    print("handler time per request (in-process, caches defeated, 24 h of history):")
+    costs, sizes = asyncio.run(handler_costs())
+    for path, ms in costs.items():
+        size = f"  {sizes[path] / 1024:5.1f} KiB" if path in sizes else ""
+        print(f"  {path:<28} {ms:6.2f} ms{size}")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ from calibration.report import (
 from edge.quantities import QUANTITIES
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fit, report and check calibrations.",
                   context_settings={"help_option_names": ["-h", "--help"]})
 
 Opt = typer.Option

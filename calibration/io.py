@@ -301,14 +301,25 @@ def _parse_time(stamp: str, spec: TableSpec, zone: ZoneInfo, row_no: int) -> flo
 NICE_PERIODS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 
 
+def _nice_period(step: float) -> int:
+    return next((p for p in NICE_PERIODS if step <= p * 1.05), round(step))
+
+
 def detect_interval(start_s: np.ndarray) -> int:
-    """The data's own sampling interval (s): median spacing of distinct timestamps, rounded up
-    to a usual averaging period (1 min … 1 day)."""
+    """The data's own sampling interval (s): the most common spacing of distinct timestamps (to
+    the minute; ties go to the shorter one), rounded up to a usual averaging period (1 min …
+    1 day).
+
+    The most common spacing, not the median: an hourly export with more than half of its hours
+    missing (outages, or rows left out of a published subset) has a median spacing of two
+    hours or more, but its most common spacing is still one hour."""
     ts = np.unique(start_s)
     if ts.size < 2:
         return 0
-    step = float(np.median(np.diff(ts)))
-    return next((p for p in NICE_PERIODS if step <= p * 1.05), round(step))
+    steps = np.diff(ts)
+    steps = np.where(steps >= 60, np.round(steps / 60) * 60, steps)  # clock jitter below 30 s
+    values, counts = np.unique(steps, return_counts=True)
+    return _nice_period(float(values[int(np.argmax(counts))]))
 
 
 def interval_starts(table: Table, spec: TableSpec, period_s: int) -> np.ndarray:

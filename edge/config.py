@@ -75,6 +75,11 @@ class SourceSettings(Strict):
     options: dict[str, object] = Field(
         default_factory=dict, description="Type-specific options."
     )
+    label: str = Field(
+        "",
+        max_length=60,
+        description="Name the host sees on the status page, e.g. 'Fijnstof woonkamer'.",
+    )
 
     @field_validator("type")
     @classmethod

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -108,6 +109,10 @@ def init(
     inventory_dir: Annotated[Path | None, typer.Option(help="Write a fleet record here.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing identity and config.")] = False,
     owner: Annotated[str | None, typer.Option(help="Service user that will own the key.")] = None,
+    contact_name: Annotated[str, typer.Option(help="Whom the host contacts (status page).")] = "",
+    contact_email: Annotated[str, typer.Option(help="Their e-mail (status page).")] = "",
+    contact_phone: Annotated[str, typer.Option(help="Their phone number (status page).")] = "",
+    contact_url: Annotated[str, typer.Option(help="A help page (status page).")] = "",
 ) -> None:
     """Create this gateway's identity (key 0600 + CSR) and a complete starting config."""
     gid = gateway_id or new_gateway_id()
@@ -132,6 +137,8 @@ def init(
         gateway_id=gid, identity=paths, sources=sources, broker_host=broker_host,
         broker_port=broker_port, name=name, data_dir=data_dir, latitude=latitude,
         longitude=longitude, twin_url=twin_url,
+        contact={"name": contact_name, "email": contact_email, "phone": contact_phone,
+                 "url": contact_url},
     )
     text = starter.render(spec)
     try:
@@ -162,6 +169,8 @@ def init(
     console.print(f"  CSR          {paths.csr}  → have it signed: "
                   f"duet-edge provision ca sign {paths.csr} --ca-dir CA_DIR")
     console.print(f"  config       {config}")
+    console.print(f"  status page  http://{socket.gethostname()}.local:{spec.web_port}/ "
+                  "(home network, read-only)", highlight=False)
     if not source:
         warn("no --source given: the config lists an SDS011 on /dev/ttyUSB0 — edit [[sources]] "
              "to match the site")

@@ -44,6 +44,8 @@ class StarterSpec:
     latitude: float | None = None
     longitude: float | None = None
     twin_url: str | None = None
+    contact: dict[str, str] = field(default_factory=dict)  # [web] contact_name/email/phone/url
+    web_port: int = 8080
     extra_sections: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -95,9 +97,30 @@ def render(spec: StarterSpec) -> str:
             f"cert_file = {_q(spec.identity.cert)}",
             f"key_file = {_q(spec.identity.key)}",
         ]
+    lines += _web_section(spec)
     for section, values in spec.extra_sections.items():
         lines += ["", f"[{section}]"] + [f"{k} = {_q(v)}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
+
+
+CONTACT_KEYS = ("name", "email", "phone", "url")
+
+
+def _web_section(spec: StarterSpec) -> list[str]:
+    """The host's status page on the home network: read-only (actions need a token_file)."""
+    lines = [
+        "",
+        "# The status page for the host: http://<this gateway's address>:PORT/ on the home",
+        "# network. Read-only: restarting a sensor or uploading now needs a token_file.",
+        "[web]",
+        'host = "0.0.0.0"',
+        f"port = {spec.web_port}",
+        "# Whom the host contacts when a sensor stops (shown on the page):",
+    ]
+    for key in CONTACT_KEYS:
+        value = spec.contact.get(key, "")
+        lines.append(f"contact_{key} = {_q(value)}" if value else f'# contact_{key} = ""')
+    return lines
 
 
 def validate(text: str, source: str) -> None:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def _build(settings: SourceSettings, gateway_id: str) -> Source:
-    from edge.sources.ble import BleSource  # needs the ``ble`` extra (bleak)
+    from edge.ble.source import BleSource  # needs the ``ble`` extra (bleak)
 
     return BleSource(settings, gateway_id)
 

@@ -37,10 +37,10 @@ def check(
     if as_json:
         typer.echo(json.dumps(_summary(path, config, problems), indent=2))
     elif problems:
-        err.print(f"[red]✗ {path}[/red]: {len(problems)} problem(s)")
+        err.print(f"[red]✗ {path}[/red]: {len(problems)} problem(s)", soft_wrap=True)
         for problem in problems:
             err.print("  [red]-[/red] ", end="")
-            err.print(problem, markup=False, highlight=False)
+            err.print(problem, markup=False, highlight=False, soft_wrap=True)
     elif config is not None:
         console.print(
             f"[green]✓[/green] {path}: gateway {config.gateway.id!r}, "

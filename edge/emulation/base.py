@@ -20,7 +20,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 from edge.codec import SensorDescriptor, StreamDecoder
 from edge.emulation.pty_link import PtyLink
@@ -65,6 +65,17 @@ def split_fixed(buf: bytearray, header: bytes, length: int) -> list[bytes]:
             return out
         out.append(bytes(buf[start : start + length]))
         del buf[: start + length]
+
+
+class EmulatorOptions(TypedDict, total=False):
+    """Keyword options every emulator takes (see :class:`SensorEmulator`)."""
+
+    interval_s: float | None
+    seed: int
+    start_hour: float
+    time_scale: float
+    minute_s: float
+    warmup_frames: int
 
 
 class SensorEmulator(ABC):

@@ -23,9 +23,8 @@ import time
 from dataclasses import dataclass
 
 from edge.ingest.rows import to_observations
-from edge.ingest.sta_forward import StaForwarder
+from edge.ingest.sta_forward import SensorThingsConfigError, SensorThingsUnavailable, StaForwarder
 from edge.ingest.store import ForwardItem, TwinStore
-from edge.uplinks.sensorthings_http import SensorThingsConfigError, SensorThingsUnavailable
 
 log = logging.getLogger("duet.ingest.forward")
 

@@ -33,10 +33,14 @@ from edge.model import Delivery, Observation, observation_id
 from edge.sensorthings import GeoPoint
 from edge.uplinks.sensorthings_http import (
     REGISTRY_FILE_NAME,
+    SensorThingsConfigError,
     SensorThingsHttpSettings,
     SensorThingsSender,
     SensorThingsUnavailable,
 )
+
+__all__ = ["SensorThingsConfigError", "SensorThingsUnavailable", "StaForwarder",
+           "load_locations"]
 
 log = logging.getLogger("duet.ingest.sta")
 

@@ -15,7 +15,8 @@ from edge.model import QC_SUSPECT
 from edge.quality import nab
 from edge.quality.faults import FAULT_TYPES
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Score, train and evaluate quality control.")
 
 DataOpt = Annotated[
     Path | None,

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from edge.web import i18n, metrics, system
+from edge.web.home import HomePage
 from edge.web.settings import WebSettings
 from edge.web.state import LiveState
 from edge.web.view import GatewayView
@@ -21,7 +22,7 @@ log = logging.getLogger("duet.web")
 
 _CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
 _BODY_HEADERS = ("content-type", "content-length")
-_PAGES = {"/": "home.html", "/tech": "tech.html"}
+_LANG_COOKIE_S = 365 * 24 * 3600
 
 
 def _asset(name: str) -> str:
@@ -49,6 +50,7 @@ class StatusServer:
         gateway.listeners.append(self.live)
         self.view = GatewayView(gateway, self.settings, self.live)
         self.registry = metrics.make_registry(self.view)
+        self.home_page = HomePage(self.settings)
         self.token = self.settings.read_token()
         self.secrets = system.secret_values(gateway.config, [self.token])
         self._runner: web.AppRunner | None = None
@@ -101,9 +103,11 @@ class StatusServer:
     # ------------------------------------------------------------------ app
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
-        app.router.add_get("/", self._page)
-        app.router.add_get("/tech", self._page)
+        app.router.add_get("/", self._home)
+        app.router.add_get("/home/main", self._home_main)
+        app.router.add_get("/tech", self._tech)
         app.router.add_get("/static/{name}", self._static)
+        app.router.add_get("/api/home", self._api_home)
         app.router.add_get("/api/status", self._status)
         app.router.add_get("/api/latest", self._latest)
         app.router.add_get("/api/history", self._history)
@@ -139,22 +143,49 @@ class StatusServer:
             content_type="application/json",
         )
 
-    async def _page(self, request: web.Request) -> web.Response:
-        lang = i18n.pick_language(request.headers.get("Accept-Language"), request.query.get("lang"))
-        strings = json.dumps(i18n.TEXTS[lang]).replace("<", "\\u003c")
-        config = json.dumps({"refresh_s": self.settings.refresh_s, "lang": lang})
-        html = (
-            _asset(_PAGES[request.path])
-            .replace("{{lang}}", lang)
-            .replace("{{title}}", i18n.TEXTS[lang]["title"])
-            .replace("{{tech_title}}", i18n.TEXTS[lang]["tech_title"])
-            .replace("{{strings}}", strings)
-            .replace("{{config}}", config)
-        )
+    @staticmethod
+    def _language(request: web.Request) -> str:
+        """``?lang=`` (the switch), else the remembered choice, else the browser's languages."""
+        chosen = request.query.get("lang") or request.cookies.get(i18n.COOKIE)
+        return i18n.pick_language(request.headers.get("Accept-Language"), chosen)
+
+    @staticmethod
+    def _html(request: web.Request, html: str, lang: str) -> web.Response:
         response = web.Response(text=html, content_type="text/html")
         response.headers["Content-Language"] = lang
-        response.headers["Vary"] = "Accept-Language"
+        response.headers["Vary"] = "Accept-Language, Cookie"
+        if request.query.get("lang") in i18n.LANGUAGES:
+            response.set_cookie(i18n.COOKIE, lang, max_age=_LANG_COOKIE_S, samesite="Lax",
+                                httponly=True)
         return response
+
+    async def _home(self, request: web.Request) -> web.Response:
+        lang = self._language(request)
+        html = self.home_page.render(await self.view.home_model(), lang)
+        return self._html(request, html, lang)
+
+    async def _home_main(self, request: web.Request) -> web.Response:
+        lang = self._language(request)
+        html = self.home_page.render(await self.view.home_model(), lang, fragment=True)
+        return self._html(request, html, lang)
+
+    async def _api_home(self, _request: web.Request) -> web.Response:
+        return self._json((await self.view.home_model()).as_dict())
+
+    async def _tech(self, request: web.Request) -> web.Response:
+        lang = self._language(request)
+        strings = {key: i18n.TEXTS[lang][key] for key in i18n.TECH_KEYS}
+        config = {"refresh_s": self.settings.refresh_s, "lang": lang, "actions": self.token is not None}
+        actions = _asset("tech_actions.html") if self.token is not None else ""
+        html = (
+            _asset("tech.html")
+            .replace("{{actions}}", actions)
+            .replace("{{lang}}", lang)
+            .replace("{{tech_title}}", i18n.TEXTS[lang]["tech_title"])
+            .replace("{{strings}}", json.dumps(strings).replace("<", "\\u003c"))
+            .replace("{{config}}", json.dumps(config))
+        )
+        return self._html(request, html, lang)
 
     async def _static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

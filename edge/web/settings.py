@@ -12,7 +12,10 @@ class WebSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    host: str = Field("127.0.0.1", description="Address to bind; a LAN address to share it.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to bind: 127.0.0.1 this machine only, 0.0.0.0 the home network too.",
+    )
     port: int = Field(8080, ge=0, lt=65536, description="TCP port (0: pick a free one).")
     token_file: Path | None = Field(
         None,
@@ -31,6 +34,22 @@ class WebSettings(BaseModel):
     history_s: int = Field(24 * 3600, ge=60, le=7 * 24 * 3600, description="Chart time span.")
     max_streams: int = Field(256, ge=1, le=10_000, description="Datastreams kept in memory.")
     refresh_s: float = Field(1.0, gt=0, le=600, description="How often the pages poll.")
+    contact_name: str = Field(
+        "", max_length=80, description="Whom the host contacts when a sensor stops (on the page)."
+    )
+    contact_email: str = Field(
+        "", max_length=120, pattern=r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$", description="Their e-mail."
+    )
+    contact_phone: str = Field(
+        "", max_length=32, pattern=r"^([+0-9][0-9 ()./-]{2,31})?$", description="Their phone number."
+    )
+    contact_url: str = Field(
+        "", max_length=200, pattern=r"^(https?://\S+)?$", description="A web page with help or a form."
+    )
+
+    @property
+    def has_contact(self) -> bool:
+        return any((self.contact_name, self.contact_email, self.contact_phone, self.contact_url))
 
     def read_token(self) -> str | None:
         """The action token, or None when none is configured or the file is empty."""

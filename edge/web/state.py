@@ -2,14 +2,16 @@
 
 :class:`LiveState` is registered as a ``Gateway.listeners`` callable, so it sees every batch
 after the pipeline stages, on the event loop, without touching the outbox. Memory is bounded:
-at most ``max_streams`` datastreams, each with ``history_s / bucket_s`` buckets. The chart
-buckets average values sampled at most once per ``sample_s`` per stream, so the work per
-observation on the ingest path is a dict lookup and three attribute writes.
+at most ``max_streams`` datastreams, each with ``history_s / bucket_s`` buckets. The buckets
+(charts, and the hourly means of :mod:`edge.web.air`) average values sampled at most once per
+``sample_s`` of phenomenon time per stream, so the work per observation on the ingest path is
+a dict lookup, a comparison and three attribute writes.
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from edge.model import QC_NOT_EVALUATED, QC_PASS, Datastream, Observation, Provenance, Quality
 
 Clock = Callable[[], float]
+FUTURE_TOLERANCE_MS = 60_000  # clock skew between a sensor node and the gateway
 
 
 @dataclass(slots=True)
@@ -46,7 +49,7 @@ class StreamState:
     latest: Observation
     updated: float  # wall clock (s) when the latest observation arrived
     count: int = 0
-    next_sample: float = 0.0
+    next_sample_ms: int = 0  # phenomenon time from which the next value is sampled for history
     flagged_since: dict[str, int] = field(default_factory=dict)  # test → first flagged ms
     buckets: deque[Bucket] = field(default_factory=deque)
 
@@ -74,6 +77,10 @@ class StreamState:
     def time_ms(self) -> int:
         end = self.latest.phenomenon_end_ms
         return end if end is not None else self.latest.phenomenon_ms
+
+
+def _bucket_start(bucket: Bucket) -> int:
+    return bucket.start_ms
 
 
 class RateMeter:
@@ -116,7 +123,7 @@ class LiveState:
         self.history_ms = history_s * 1000
         self.max_buckets = max(1, history_s // bucket_s)
         self.max_streams = max_streams
-        self.sample_s = sample_s
+        self.sample_ms = int(sample_s * 1000)
         self.streams: dict[Datastream, StreamState] = {}
         self._by_key: dict[tuple[str, str], StreamState] = {}
         self.dropped_streams = 0
@@ -126,6 +133,8 @@ class LiveState:
     def __call__(self, observations: list[Observation]) -> None:
         """The ingest-path hook: O(1) work per observation, history sampled per ``sample_s``."""
         now = self._clock()
+        horizon_ms = int(now * 1000) + FUTURE_TOLERANCE_MS
+        sample_ms = self.sample_ms
         self.rate.add(len(observations))
         streams = self.streams
         for obs in observations:
@@ -138,10 +147,15 @@ class LiveState:
             st.updated = now
             if obs.phenomenon_ms >= st.latest.phenomenon_ms:
                 st.latest = obs
-            if now >= st.next_sample:
-                st.next_sample = now + self.sample_s
-                self._track_flags(st, obs.quality, obs.phenomenon_ms)
-                self._bucket(st, obs.phenomenon_ms, obs.result)
+            at_ms = obs.phenomenon_ms
+            # Sampled by phenomenon time, so a node replaying an hour of stored values fills an
+            # hour of history; a value stamped in the future (a wrong clock) is not history.
+            if horizon_ms >= at_ms >= st.next_sample_ms:
+                st.next_sample_ms = at_ms + sample_ms
+                self._track_flags(st, obs.quality, at_ms)
+                self._bucket(st, at_ms, obs.result)
+            elif at_ms < st.next_sample_ms - 2 * sample_ms:  # older than what we have: a replay
+                self._bucket(st, at_ms, obs.result)
 
     def _new_stream(self, obs: Observation, now: float) -> StreamState | None:
         if len(self.streams) >= self.max_streams:
@@ -174,11 +188,17 @@ class LiveState:
         if buckets and buckets[-1].start_ms == start:
             buckets[-1].add(value)
             return
-        if buckets and start < buckets[-1].start_ms:
-            for b in buckets:  # late value: fold into its bucket if we still have it
-                if b.start_ms == start:
-                    b.add(value)
-                    return
+        if buckets and start < buckets[-1].start_ms:  # a late or replayed value
+            if start < buckets[-1].start_ms - self.history_ms:
+                return
+            i = bisect_left(buckets, start, key=_bucket_start)
+            if buckets[i].start_ms == start:
+                buckets[i].add(value)
+            elif len(buckets) < self.max_buckets:
+                buckets.insert(i, Bucket(start, value, 1, value, value))
+            elif i > 0:  # full: the oldest bucket makes room for this newer one
+                buckets.popleft()
+                buckets.insert(i - 1, Bucket(start, value, 1, value, value))
             return
         buckets.append(Bucket(start, value, 1, value, value))
         while len(buckets) > self.max_buckets or (

@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from edge import plugins
 from edge.model import QC_FAIL, QC_MISSING, QC_NOT_EVALUATED, QC_PASS, QC_SUSPECT
 from edge.quantities import QUANTITIES
-from edge.web import eaqi, system
+from edge.web import air, eaqi, home, system
 from edge.web.settings import WebSettings
 from edge.web.state import LiveState, StreamState
 
@@ -31,6 +32,8 @@ FLAG_NAMES = {
 DEFAULT_BYTES_PER_OBS = 64.0  # before the buffer holds enough rows to measure it
 UPLINK_STALE_S = 300.0  # connected, old data waiting and nothing confirmed this long: "down"
 BAD_SOURCE_STATES = ("disconnected", "unhealthy")
+UNKNOWN_SENSOR_SILENCE_S = 60.0  # a sensor id of no configured source (BLE device, node) is
+# down after max(this, the longest silence limit of any source)
 
 
 @dataclass(slots=True)
@@ -112,6 +115,8 @@ class GatewayView:
         self.live = live
         self.buffer = BufferReader(gateway.outbox)
         self.intervals = {s.name: float(s.interval_s) for s in gateway.config.sources}
+        self.sources = {s.name: s for s in gateway.config.sources}
+        self.judge = air.AirJudge()
         self._certs: tuple[float, list[dict[str, Any]]] | None = None
         self._artefact_list: tuple[float, list[dict[str, str]]] | None = None
 
@@ -128,19 +133,85 @@ class GatewayView:
         present = [c for c in candidates if c is not None]
         return max(present) if present else None
 
+    def _silence_limit_ms(self, name: str | None) -> float:
+        """How long a source may stay silent: N intervals, plus its sleep when duty-cycled."""
+        if name is None or name not in self.sources:
+            known = [self._silence_limit_ms(n) for n in self.sources]
+            return max([UNKNOWN_SENSOR_SILENCE_S * 1000, *known])
+        source = self.sources[name]
+        sleep_s = source.duty_cycle.sleep_s if source.duty_cycle is not None else 0.0
+        return (self.settings.healthz_missed_intervals * float(source.interval_s) + sleep_s) * 1000
+
+    def _in_grace(self, at_ms: int) -> bool:
+        return at_ms - self.started_ms < self.settings.healthz_grace_s * 1000
+
     def silent_sources(self, at_ms: int) -> list[dict[str, Any]]:
         """Sources without data for more than N intervals (after the start-up grace)."""
-        if at_ms - self.started_ms < self.settings.healthz_grace_s * 1000:
+        if self._in_grace(at_ms):
             return []
         out = []
         for name in self.gateway.source_health:
-            limit_ms = self.settings.healthz_missed_intervals * self.intervals.get(name, 1.0) * 1000
+            limit_ms = self._silence_limit_ms(name)
             last = self._source_last_ms(name)
             since = last if last is not None else self.started_ms
             if at_ms - since > limit_ms:
                 out.append({"source": name, "silent_s": round((at_ms - since) / 1000, 1)})
         return out
 
+    # ------------------------------------------------------------------ sensors, for the host
+    def source_of(self, sensor: str) -> str | None:
+        """The configured source a sensor id belongs to: its own name, or ``<source>.<node>``."""
+        if sensor in self.sources:
+            return sensor
+        owners = [name for name in self.sources if sensor.startswith(name + ".")]
+        return max(owners, key=len) if owners else None
+
+    def sensor_last_ms(self, sensor: str) -> int | None:
+        if sensor in self.sources:
+            return self._source_last_ms(sensor)
+        return self.live.last_data_ms(sensor)
+
+    def sensor_down(self, sensor: str, at_ms: int) -> bool:
+        """Its source is disconnected or unhealthy, or no value came for too long."""
+        source = self.source_of(sensor)
+        health = self.gateway.source_health.get(source) if source else None
+        if health is not None and health.state in BAD_SOURCE_STATES:
+            return True
+        if self._in_grace(at_ms):
+            return False
+        last = self.sensor_last_ms(sensor)
+        since = last if last is not None else self.started_ms
+        return at_ms - since > self._silence_limit_ms(source)
+
+    def expected_buckets(self, sensor: str) -> float:
+        """How many chart buckets of an hour this sensor fills when it works."""
+        source = self.sources.get(self.source_of(sensor) or "")
+        if source is None:
+            return air.expected_buckets(self.settings.history_bucket_s, 1.0, None)
+        duty = source.duty_cycle
+        return air.expected_buckets(
+            self.settings.history_bucket_s,
+            float(source.interval_s),
+            None if duty is None else (float(duty.measure_s), float(duty.sleep_s)),
+        )
+
+    def pollutant_sources(self) -> tuple[str, ...]:
+        """Configured sources whose sensor type measures PM2.5, PM10 or NO2."""
+        out = []
+        for name, source in self.sources.items():
+            sensor = plugins.sensors().get(source.type)
+            if sensor is not None and any(
+                eaqi.has_band(q) for q in sensor.descriptor.quantities
+            ):
+                out.append(name)
+        return tuple(out)
+
+    async def home_model(self) -> home.HomeModel:
+        at = now_ms()
+        buffer = await self.buffer.get()
+        return home.build(self, at, self._uplink_down_since(buffer, at))
+
+    # ------------------------------------------------------------------ uplink
     def _uplink_down_since(self, buffer: BufferFacts, at_ms: int) -> int | None:
         """When uploading stopped, or None while it works (or no uplink is configured)."""
         uplinks = list(self.gateway.uplink_health.values())
@@ -208,6 +279,8 @@ class GatewayView:
             info["silent"] = name in silent
             info["problem"] = name in silent or health.state in BAD_SOURCE_STATES
             info["last_data_ms"] = self._source_last_ms(name)
+            source = self.sources.get(name)
+            info["label"] = source.label if source is not None and source.label else None
             sources.append(info)
         return {
             "gateway": gw.gateway_id,
@@ -295,8 +368,15 @@ class GatewayView:
         return {
             "gateway": self.gateway.gateway_id,
             "now_ms": at,
-            "sensors": [{"name": name, "values": values} for name, values in sensors.items()],
+            "sensors": [
+                {"name": name, "label": self._label(name), "values": values}
+                for name, values in sensors.items()
+            ],
         }
+
+    def _label(self, sensor: str) -> str | None:
+        source = self.sources.get(sensor)
+        return source.label if source is not None and source.label else None
 
     def _stream_doc(self, st: StreamState, at: int) -> dict[str, Any]:
         q = QUANTITIES.get(st.quantity)

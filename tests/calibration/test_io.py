@@ -140,3 +140,27 @@ def test_any_csv_gives_a_table_or_a_data_error(tmp_path: Path, rows: list[list[s
         return
     assert table.start_s.size == table.values["signal"].size
     assert detect_interval(table.start_s) >= 0
+
+
+def test_interval_of_gappy_hourly_data_is_one_hour() -> None:
+    """An hourly export with most hours missing (70 % here, at random) has a median spacing of
+    several hours; the interval is still detected as one hour, so the data are neither averaged
+    into multi-hour bins nor refused for a --period 3600."""
+    from calibration.io import detect_interval
+
+    rng = np.random.default_rng(7)
+    hours = np.flatnonzero(rng.random(24 * 365) < 0.3)
+    start_s = 1.6e9 + hours * 3600.0
+    assert np.median(np.diff(start_s)) > 3600  # the old median rule said 2-3 hours
+    assert detect_interval(start_s) == 3600
+
+
+@pytest.mark.parametrize(("step_s", "jitter_s", "expected"),
+                         [(600, 20, 600), (3600, 0, 3600), (86400, 0, 86400), (60, 3, 60)])
+def test_interval_of_regular_data_with_clock_jitter(step_s: int, jitter_s: int,
+                                                     expected: int) -> None:
+    from calibration.io import detect_interval
+
+    rng = np.random.default_rng(1)
+    start_s = 1.6e9 + np.arange(500) * step_s + rng.uniform(-jitter_s, jitter_s, 500).round()
+    assert detect_interval(start_s) == expected

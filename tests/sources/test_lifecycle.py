@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from edge.ble.replay import ReplayRadio, load_recording
+from edge.ble.source import BleSource
 from edge.config import DutyCycle, SourceSettings
 from edge.model import Observation
 from edge.seams import SourceContext, SourceHealth
 from edge.sensors.ops243.source import RadarTrafficSource
-from edge.sources.ble import BleSource
 from edge.sources.serial import SerialSource
 from hil.emulators import EMULATORS
 

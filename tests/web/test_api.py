@@ -109,9 +109,12 @@ def test_metrics_in_prometheus_format(live: dict[str, Any]) -> None:
 def test_pages_pick_the_browser_language(live: dict[str, Any]) -> None:
     nl = get(live, "/", headers={"Accept-Language": "nl-BE,nl;q=0.9,en;q=0.8"})
     assert nl.status_code == 200 and '<html lang="nl">' in nl.text
-    assert "Luchtsensor-gateway" in nl.text and nl.headers["Content-Language"] == "nl"
+    assert "Luchtkwaliteit nu" in nl.text and nl.headers["Content-Language"] == "nl"
+    assert "web test gateway" in nl.text  # the site name from [gateway] name
     en = get(live, "/", headers={"Accept-Language": "fr-FR,en;q=0.5"})
-    assert '<html lang="en">' in en.text and "Air sensor gateway" in en.text
+    assert '<html lang="en">' in en.text and "Air quality now" in en.text
+    french = get(live, "/", headers={"Accept-Language": "fr-FR"})
+    assert '<html lang="nl">' in french.text  # Dutch first
     tech = get(live, "/tech?lang=nl")
     assert "technische weergave" in tech.text
     assert "script-src 'self'" in tech.headers["Content-Security-Policy"]
@@ -120,8 +123,19 @@ def test_pages_pick_the_browser_language(live: dict[str, Any]) -> None:
     assert get(live, "/static/../settings.py").status_code == 404
 
 
+def test_the_language_switch_is_remembered(live: dict[str, Any]) -> None:
+    with httpx.Client(base_url=live["url"], timeout=5, headers={"Accept-Language": "nl"}) as browser:
+        assert '<html lang="nl">' in browser.get("/").text
+        switched = browser.get("/?lang=en")
+        assert '<html lang="en">' in switched.text and "duet_lang=en" in switched.headers["set-cookie"]
+        assert '<html lang="en">' in browser.get("/").text  # the cookie, not the browser's nl
+        assert "Air quality now" in browser.get("/home/main").text
+        assert "technician view" in browser.get("/tech").text
+
+
 def test_actions_need_the_token(live: dict[str, Any]) -> None:
     wait_until(lambda: both_sensors(live), 20, "values")
+    assert 'id="actions"' in get(live, "/tech").text  # a token is configured: the form is there
     assert post(live, "/api/actions/upload").status_code == 401
     assert post(live, "/api/actions/upload", "wrong").status_code == 401
     assert post(live, "/api/actions/restart/sds", "wrong").status_code == 401

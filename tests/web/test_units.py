@@ -48,8 +48,9 @@ def test_eaqi_band_never_improves_with_more_pollution(a: float, b: float) -> Non
     ("header", "lang"),
     [
         ("nl-BE,nl;q=0.9,en;q=0.8", "nl"), ("en-GB,en;q=0.9,nl;q=0.8", "en"),
-        ("fr-FR,fr;q=0.9", "en"), ("fr;q=1,nl;q=0.5,en;q=0.4", "nl"), ("", "en"),
-        (None, "en"), ("nl;q=0, en", "en"), ("*", "en"), ("nl;q=abc,en;q=0.1", "en"),
+        ("fr-FR,fr;q=0.9", "nl"), ("fr;q=1,nl;q=0.5,en;q=0.4", "nl"), ("", "nl"),
+        (None, "nl"), ("nl;q=0, en", "en"), ("*", "nl"), ("nl;q=abc,en;q=0.1", "en"),
+        ("fr;q=1,en;q=0.5", "en"),
     ],
 )
 def test_language_from_accept_language(header: str | None, lang: str) -> None:
@@ -228,3 +229,36 @@ def test_not_uploading_needs_no_progress_not_just_old_data(tmp_path: Path) -> No
     uplink.state = "disconnected"
     assert view._uplink_down_since(BufferFacts(depth=0), at) == at - 600_000
     gw.outbox.close()
+
+
+def test_a_duty_cycled_sensor_asleep_is_not_silent(tmp_path: Path) -> None:
+    """Silence limit = missed intervals × interval + the sleep of its duty cycle."""
+    gw = fake_gateway(tmp_path, rate_obs=0, silent=False)
+    gw.config = parse_config(f"""
+[gateway]
+id = "gw"
+data_dir = "{tmp_path}"
+[[sources]]
+name = "a"
+type = "sds011"
+port = "/dev/null"
+duty_cycle = {{ measure_s = 30, sleep_s = 270 }}
+""")
+    view = GatewayView(gw, WebSettings(healthz_missed_intervals=10), LiveState())
+    last = gw.source_health["a"].last_frame_ms
+    assert not view.sensor_down("a", last + 279_000)  # 10 × 1 s + 270 s asleep
+    assert view.sensor_down("a", last + 281_000)
+    assert view.silent_sources(last + 281_000) == [{"source": "a", "silent_s": 281.0}]
+    gw.source_health["a"].state = "disconnected"
+    assert view.sensor_down("a", last + 1_000)
+    gw.outbox.close()
+
+
+@given(st.lists(st.integers(0, 4 * 3600), min_size=1, max_size=300))
+def test_history_stays_bounded_and_ordered_whatever_the_arrival_order(seconds: list[int]) -> None:
+    live = LiveState(bucket_s=60, history_s=3600, sample_s=0, clock=lambda: 1_000_000.0 + 4 * 3600)
+    live([obs("a", "pm2_5", 1.0, 1_000_000_000 + s * 1000) for s in seconds])
+    stream = live.stream("a", "pm2_5")
+    assert stream is not None
+    starts = [b.start_ms for b in stream.buckets]
+    assert starts == sorted(set(starts)) and len(starts) <= live.max_buckets

@@ -3,9 +3,10 @@ and records (but does not emulate the effect of) technician calibrations."""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Unpack
 
-from edge.emulation.base import SensorEmulator, split_fixed
+from edge.emulation.base import EmulatorOptions, SensorEmulator, split_fixed
 from edge.sensors.mhz19b import codec as codec
 
 
@@ -20,7 +21,11 @@ class Mhz19bEmulator(SensorEmulator):
     descriptor = codec.DESCRIPTOR
     checksum_offset = -1
 
-    def __init__(self, link_path: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        link_path: str | os.PathLike[str] | None = None,
+        **kwargs: Unpack[EmulatorOptions],
+    ) -> None:
         super().__init__(link_path, **kwargs)
         self.abc = True  # factory default
         self.calibrations: list[str] = []  # technician commands received, in order

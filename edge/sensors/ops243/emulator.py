@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import Unpack
 
-from edge.emulation.base import SensorEmulator
+from edge.emulation.base import EmulatorOptions, SensorEmulator
 from edge.sensors.ops243 import codec as codec
 
 _UNIT_BY_COMMAND = {b"US": "mph", b"UK": "kmh", b"UM": "mps", b"UC": "cmps", b"UF": "fps"}
@@ -41,7 +41,7 @@ class Ops243Emulator(SensorEmulator):
         *,
         units: str = "kmh",
         repeat_prob: float = 0.0,
-        **kwargs: Any,
+        **kwargs: Unpack[EmulatorOptions],
     ) -> None:
         kwargs.setdefault("interval_s", 2.0)
         super().__init__(link_path, **kwargs)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Unpack
 
-from edge.emulation.base import SensorEmulator, split_fixed
+from edge.emulation.base import EmulatorOptions, SensorEmulator, split_fixed
 from edge.sensors.scd30 import codec as codec
 
 ILLEGAL_ADDRESS = 0x02
@@ -28,7 +28,7 @@ class Scd30Emulator(SensorEmulator):
         link_path: str | os.PathLike[str] | None = None,
         *,
         firmware: tuple[int, int] = (3, 66),
-        **kwargs: Any,
+        **kwargs: Unpack[EmulatorOptions],
     ) -> None:
         super().__init__(link_path, **kwargs)
         self.firmware = firmware

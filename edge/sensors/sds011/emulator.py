@@ -4,9 +4,9 @@ firmware version and device id, as described in ``edge.sensors.sds011.codec``.""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Unpack
 
-from edge.emulation.base import SensorEmulator, split_fixed
+from edge.emulation.base import EmulatorOptions, SensorEmulator, split_fixed
 from edge.sensors.sds011 import codec as codec
 
 
@@ -27,7 +27,7 @@ class Sds011Emulator(SensorEmulator):
         *,
         device_id: int = 0x58D9,
         firmware: tuple[int, int, int] = (18, 11, 16),
-        **kwargs: Any,
+        **kwargs: Unpack[EmulatorOptions],
     ) -> None:
         super().__init__(link_path, **kwargs)
         self.device_id = device_id

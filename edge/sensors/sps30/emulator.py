@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Unpack
 
-from edge.emulation.base import SensorEmulator
+from edge.emulation.base import EmulatorOptions, SensorEmulator
 from edge.sensors.sps30 import codec as codec
 
 NOT_ALLOWED = 0x43
@@ -30,7 +30,7 @@ class Sps30Emulator(SensorEmulator):
         *,
         serial_number: str = "8A4C2F1E0D3B5A69",
         firmware: tuple[int, int] = (2, 2),
-        **kwargs: Any,
+        **kwargs: Unpack[EmulatorOptions],
     ) -> None:
         super().__init__(link_path, **kwargs)
         self.serial_number = serial_number
