@@ -133,3 +133,25 @@ def test_metrics_healthz_and_summary(tmp_path: Path, mosquitto: Broker) -> None:
     row = json.loads(res.output)["gateways"][0]
     assert (row["gateway"], row["version"], row["backlog"], row["observations"]) == (
         "gw-metrics", "9.9.9", 3, 5)
+
+
+def test_forward_config_errors_are_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "sta.toml"
+    config.write_text('[sensorthings]\nbase_url = "https://frost.example/v1.1"\n'
+                      '[sensorthings.auth]\ntype = "oauth2"\nclient_id = "duet"\n')
+    res = CliRunner().invoke(app, ["ingest", "--store", str(tmp_path / "twin.db"),
+                                   "--forward-sta-config", str(config), "--check"])
+    assert res.exit_code == 2
+    line = res.output.strip()
+    assert "\n" not in line and line.startswith(f"ingest: --forward-sta-config {config}:")
+    assert "token_url" in line
+    config.write_text('[sensorthings]\nbase_url = "https://frost.example/v1.1"\n'
+                      'headers = { Authorization = "Bearer x" }\n')
+    res = CliRunner().invoke(app, ["ingest", "--store", str(tmp_path / "twin.db"),
+                                   "--forward-sta-config", str(config), "--check"])
+    assert res.exit_code == 2 and "carries a credential" in res.output
+    config.write_text('[sensorthings]\nbase_url = "https://frost.example/v1.1"\n'
+                      'headers = { commit-message = "duet-edge" }\n')
+    res = CliRunner().invoke(app, ["ingest", "--store", str(tmp_path / "twin.db"),
+                                   "--forward-sta-config", str(config), "--check"])
+    assert res.exit_code == 0, res.output
