@@ -46,6 +46,7 @@ from edge.ingest.store import (
     StoredObservation,
     StoreOutcome,
     StoreTotals,
+    StoreUnavailable,
 )
 from edge.ingest.store_common import (
     DAY_MS,
@@ -350,15 +351,20 @@ class PgStore:
     async def store_batches(
         self, batches: Sequence[IngestBatch], received_ms: int, forward: bool = False
     ) -> list[StoreOutcome]:
-        await self._alive()
         if not batches:
             return []
-        prepared = await self._prepare(batches)
         try:
-            return await self._transaction(batches, prepared, received_ms, forward, locked=False)
-        except LedgerRace:
-            log.info("concurrent receiver stored some of the same rows; retrying with locks")
-            return await self._transaction(batches, prepared, received_ms, forward, locked=True)
+            await self._alive()
+            prepared = await self._prepare(batches)
+            try:
+                return await self._transaction(batches, prepared, received_ms, forward,
+                                               locked=False)
+            except LedgerRace:
+                log.info("concurrent receiver stored some of the same rows; retrying locked")
+                return await self._transaction(batches, prepared, received_ms, forward,
+                                               locked=True)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(f"PostgreSQL: {str(exc).strip().splitlines()[0]}") from exc
 
     async def _register_new(self, batches: Sequence[IngestBatch]) -> None:
         """Gateways and streams never seen before, registered with a few set-wise statements

@@ -36,7 +36,13 @@ from edge.backoff import Backoff
 from edge.contract import ContractError
 from edge.ingest.columns import decode_columns
 from edge.ingest.rows import IngestBatch, check_storable
-from edge.ingest.store import Rejection, StoreOutcome, TwinStore, open_store
+from edge.ingest.store import (
+    Rejection,
+    StoreOutcome,
+    StoreUnavailable,
+    TwinStore,
+    open_store,
+)
 from edge.tls import TlsSettings, read_secret, tls_context
 
 log = logging.getLogger("duet.ingest")
@@ -292,6 +298,7 @@ class Receiver:
         now_ms = time.time_ns() // 1_000_000
         self.last_message_monotonic = time.monotonic()
         batches: list[IngestBatch] = []
+        sources: dict[int, tuple[str, bytes]] = {}  # id(batch) → its message
         prefix = self.settings.topic_prefix + "/"
         for topic, payload in messages:
             self.counters.messages += 1
@@ -306,10 +313,20 @@ class Receiver:
                 batch = await self._decode(topic, gateway, payload, now_ms, result.refused)
                 if batch is not None:
                     batches.append(batch)
+                    sources[id(batch)] = (topic, payload)
         if not batches:
             return result
         started = time.perf_counter()
-        outcomes = await self.store.store_batches(batches, now_ms, forward=self.settings.forward)
+        try:
+            outcomes = await self.store.store_batches(batches, now_ms,
+                                                      forward=self.settings.forward)
+        except StoreUnavailable:
+            raise  # nothing acknowledged: the broker keeps the messages
+        except Exception as exc:  # caused by a batch's data: find it, keep the others flowing
+            log.warning("store refused a group; storing its batches one by one",
+                        extra={"event": "ingest_group_refused", "reason": str(exc)[:300]})
+            batches, outcomes = await self._one_by_one(batches, sources, now_ms,
+                                                       result.refused)
         self.counters.transactions += 1
         self.observer.group_stored(batches, outcomes, time.perf_counter() - started, now_ms)
         for batch, outcome in zip(batches, outcomes, strict=True):
@@ -320,6 +337,29 @@ class Receiver:
             if self.on_batch is not None:
                 self.on_batch(batch, outcome.new)
         return result
+
+    async def _one_by_one(self, batches: list[IngestBatch],
+                          sources: dict[int, tuple[str, bytes]], now_ms: int,
+                          refused: list[Rejection]) -> tuple[list[IngestBatch],
+                                                             list[StoreOutcome]]:
+        """Store each batch alone; one the store still refuses is dead-lettered."""
+        kept: list[IngestBatch] = []
+        outcomes: list[StoreOutcome] = []
+        for batch in batches:
+            try:
+                outcome = (await self.store.store_batches([batch], now_ms,
+                                                          forward=self.settings.forward))[0]
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                topic, payload = sources[id(batch)]
+                await self._reject(Rejection(
+                    topic, f"the store refused it: {type(exc).__name__}: {exc}"[:1000],
+                    payload, batch.gateway, batch.first_seq, batch.last_seq), now_ms, refused)
+                continue
+            kept.append(batch)
+            outcomes.append(outcome)
+        return kept, outcomes
 
     async def _decode(self, topic: str, gateway: str, payload: bytes, now_ms: int,
                       refused: list[Rejection]) -> IngestBatch | None:

@@ -161,6 +161,10 @@ def check_storable(batch: IngestBatch, now_ms: int) -> None:
         raise ContractError("quality flag outside 0..255")
     if any(len(s.sensor) > 200 or len(s.quantity) > 100 for s in batch.streams):
         raise ContractError("sensor or quantity name too long")
+    texts = [batch.gateway, *(t for s in batch.streams for t in (s.sensor, s.quantity, s.unit)),
+             *(t for s in batch.streams for kv in s.provenance for t in kv)]
+    if any("\x00" in t for t in texts):
+        raise ContractError("a name or provenance value contains a NUL character")
     for other in batch.other_scores:
         if other is not None and ("NaN" in other or "Infinity" in other):
             raise ContractError("quality score is not a finite number")

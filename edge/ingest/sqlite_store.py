@@ -7,13 +7,15 @@ the ``observations`` view joins them back for people and scripts::
 
     sqlite3 twin.db "SELECT gateway, seq, sensor, quantity, result, unit FROM observations LIMIT 5"
 
-Many messages share one transaction (the receiver groups what arrived together). Schema of an
+Many messages share one transaction (the receiver groups what arrived together). SQLite has
+no NaN: a NaN result ("the sensor gave no usable number") is stored as NULL; ±Infinity as is. Schema of an
 older release (observations keyed by a random UUID, one JSON per row) is migrated on open.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from edge.ingest.store import (
     StoredObservation,
     StoreOutcome,
     StoreTotals,
+    StoreUnavailable,
 )
 from edge.ingest.store_common import (
     DAY_MS,
@@ -48,7 +51,7 @@ CREATE TABLE IF NOT EXISTS quality_profile(id INTEGER PRIMARY KEY, tests TEXT NO
 CREATE TABLE IF NOT EXISTS observation(
     gateway_id INTEGER NOT NULL, seq INTEGER NOT NULL, stream_id INTEGER NOT NULL,
     phenomenon_ms INTEGER NOT NULL, duration_ms INTEGER, result_offset_ms INTEGER,
-    result REAL NOT NULL, raw_result REAL, quality_flag INTEGER, quality_profile_id INTEGER,
+    result REAL, raw_result REAL, quality_flag INTEGER, quality_profile_id INTEGER,
     anomaly_milli INTEGER, other_scores TEXT,
     PRIMARY KEY(gateway_id, seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS observation_time ON observation(phenomenon_ms);
@@ -169,13 +172,21 @@ class SqliteStore:
     ) -> list[StoreOutcome]:
         db = self.db
         outcomes: list[StoreOutcome] = []
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # locked, disk I/O error, read-only
+            raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
         try:
             for batch in batches:
                 outcomes.append(self._store_one(batch, received_ms, forward))
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):  # e.g. disk full: not the data
+                self._gateways.clear()
+                self._streams.clear()
+                self._profiles.clear()
+                raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
             # ids cached during the failed transaction may not exist: look them up again
             self._gateways.clear()
             self._streams.clear()
@@ -297,7 +308,7 @@ class SqliteStore:
             ORDER BY o.phenomenon_ms, g.name, o.seq LIMIT ?4""",
             (gateway, since_ms, until_ms, limit)).fetchall()
         return [StoredObservation(gw, seq, sensor, qty, unit, json.loads(prov), t, dur, off,
-                                  res, raw, flag)
+                                  math.nan if res is None else res, raw, flag)
                 for gw, seq, sensor, qty, unit, prov, t, dur, off, res, raw, flag in rows]
 
     async def set_location(self, gateway: str, lon: float, lat: float,

@@ -31,6 +31,12 @@ from edge.ingest.rows import Gap, IngestBatch
 JsonValue = object  # parsed JSON (dict/list/str/int/float/bool/None)
 
 
+class StoreUnavailable(Exception):
+    """The database cannot work right now (down, restarting, locked, disk full): nothing was
+    stored. The receiver stops acknowledging and reconnects with backoff; any other exception
+    from ``store_batches`` is taken to be caused by the data of a batch."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoreOutcome:
     """What storing one batch did: rows written, rows already held."""

@@ -39,3 +39,27 @@ async def test_a_group_reports_what_it_stored_and_refused(tmp_path: Path) -> Non
     c = rx.counters
     assert (c.messages, c.observations_new, c.duplicates, c.rejected_messages, c.transactions,
             c.status_messages, c.events) == (7, 5, 1, 3, 1, 1, 1)
+
+
+async def test_a_batch_the_database_refuses_is_dead_lettered_alone(pg_dsn: str) -> None:
+    """PostgreSQL refuses a NUL character in JSON: that batch becomes a dead letter, and the
+    other batches of the same group are stored (no redelivery loop for anyone)."""
+    from edge.model import QC_PASS, Quality
+
+    bad_obs = make_obs("gw-bad", 1)
+    bad_obs.quality = Quality()
+    bad_obs.quality.set("gross\x00range", QC_PASS)
+    bad = encode_batch(Batch("gw-bad", (bad_obs,)))
+    rx = Receiver(ReceiverSettings(store_path=pg_dsn))
+    try:
+        result = await rx.handle_messages([("duet/v1/gw-ok/obs", payload("gw-ok", range(1, 4))),
+                                           ("duet/v1/gw-bad/obs", bad),
+                                           ("duet/v1/gw-ok2/obs", payload("gw-ok2", range(1, 3)))])
+        totals = await rx.store.totals()
+    finally:
+        await rx.close()
+    assert [(b.gateway, o.new) for b, o in result.stored] == [("gw-ok", 3), ("gw-ok2", 2)]
+    assert [(r.gateway, r.first_seq) for r in result.refused] == [("gw-bad", 1)]
+    assert result.refused[0].reason.startswith("the store refused it")
+    assert result.refused[0].payload == bad
+    assert (totals.observations, totals.dead_letters) == (5, 1)

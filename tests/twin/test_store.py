@@ -223,3 +223,18 @@ async def test_two_forwarders_never_claim_the_same_gateway(pg_dsn: str) -> None:
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_non_finite_results_are_stored_not_dropped(store: TwinStore) -> None:
+    """A NaN result is a real observation ("no usable number"): stored and counted as new."""
+    import math
+
+    b = batch("gw-nan", [1, 2, 3, 4])
+    b.result[1], b.result[2], b.result[3] = math.nan, math.inf, -math.inf
+    out = await store.store_batches([b], NOW)
+    assert [(o.new, o.duplicates) for o in out] == [(4, 0)]
+    rows = await store.read_observations("gw-nan", None, None, 10)
+    results = [r.result for r in sorted(rows, key=lambda r: r.seq)]
+    assert results[0] == 12.5 and math.isnan(results[1]) and results[2:] == [math.inf, -math.inf]
+    again = await store.store_batches([b], NOW)
+    assert [(o.new, o.duplicates) for o in again] == [(0, 4)]
