@@ -35,7 +35,7 @@ class ReceiverMetrics(Observer):
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.messages = Counter("duet_ingest_messages", "MQTT messages received, by kind",
+        self.messages_total = Counter("duet_ingest_messages", "MQTT messages received, by kind",
                                 ["kind"], registry=r)
         self.stored = Counter("duet_ingest_observations_stored",
                               "Observations written to the store", registry=r)
@@ -94,8 +94,9 @@ class ReceiverMetrics(Observer):
     def connected(self, up: bool) -> None:
         self.connected_gauge.set(1 if up else 0)
 
-    def message(self, kind: str) -> None:
-        self.messages.labels(kind).inc()
+    def messages(self, kind: str, count: int) -> None:
+        if count:
+            self.messages_total.labels(kind).inc(count)
 
     async def refresh_fleet(self, store: TwinStore) -> None:
         now_ms = time.time_ns() // 1_000_000

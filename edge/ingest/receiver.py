@@ -109,7 +109,7 @@ class Observer:
 
     def connected(self, up: bool) -> None: ...
 
-    def message(self, kind: str) -> None: ...
+    def messages(self, kind: str, count: int) -> None: ...
 
 
 def parse_status(payload: bytes) -> dict[str, object]:
@@ -299,6 +299,7 @@ class Receiver:
         self.last_message_monotonic = time.monotonic()
         batches: list[IngestBatch] = []
         sources: dict[int, tuple[str, bytes]] = {}  # id(batch) → its message
+        obs_messages = 0
         prefix = self.settings.topic_prefix + "/"
         for topic, payload in messages:
             self.counters.messages += 1
@@ -309,11 +310,12 @@ class Receiver:
                 await self._event(topic, gateway, kind.removeprefix("events").strip("/"),
                                   payload, now_ms)
             else:
-                self.observer.message("obs")
+                obs_messages += 1
                 batch = await self._decode(topic, gateway, payload, now_ms, result.refused)
                 if batch is not None:
                     batches.append(batch)
                     sources[id(batch)] = (topic, payload)
+        self.observer.messages("obs", obs_messages)
         if not batches:
             return result
         started = time.perf_counter()
@@ -385,7 +387,7 @@ class Receiver:
 
     async def _status(self, topic: str, gateway: str, payload: bytes, now_ms: int,
                       refused: list[Rejection]) -> None:
-        self.observer.message("status")
+        self.observer.messages("status", 1)
         if not payload:
             return  # a retained status being cleared
         try:
@@ -399,7 +401,7 @@ class Receiver:
 
     async def _event(self, topic: str, gateway: str, kind: str, payload: bytes,
                      now_ms: int) -> None:
-        self.observer.message("event")
+        self.observer.messages("event", 1)
         try:
             body: object = json.loads(payload) if payload else None
         except ValueError:

@@ -63,3 +63,55 @@ async def test_a_batch_the_database_refuses_is_dead_lettered_alone(pg_dsn: str) 
     assert result.refused[0].reason.startswith("the store refused it")
     assert result.refused[0].payload == bad
     assert (totals.observations, totals.dead_letters) == (5, 1)
+
+
+def test_no_message_can_break_the_receiver() -> None:
+    """Any mix of valid, corrupted and garbage messages: nothing raises, every batch message
+    is either stored or dead-lettered, and the store holds exactly what was reported stored."""
+    import asyncio
+    import sqlite3
+    import tempfile
+
+    import cbor2
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests.twin.test_columns import cbor_values, observation_lists
+
+    keys = st.sampled_from(["ver", "gw", "st", "s0", "sd", "t0", "dt", "si", "val", "dur", "rt",
+                            "raw", "q", "gaps", "sent"])
+    message = st.one_of(
+        observation_lists().map(lambda obs: ("valid", obs, None, None)),
+        st.tuples(st.just("corrupt"), observation_lists(), keys, cbor_values),
+        st.binary(max_size=40).map(lambda b: ("garbage", None, None, b)),
+    )
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(message, min_size=1, max_size=6))
+    def run(messages: list[tuple[str, object, object, object]]) -> None:
+        group = []
+        for kind, obs, key, junk in messages:
+            if kind == "garbage":
+                group.append(("duet/v1/gw-h/obs", junk))
+                continue
+            msg = cbor2.loads(encode_batch(Batch("gw-h", tuple(obs))))  # type: ignore[arg-type]
+            if kind == "corrupt":
+                msg[key] = junk
+            group.append(("duet/v1/gw-h/obs", cbor2.dumps(msg)))
+        with tempfile.TemporaryDirectory() as tmp:
+            rx = Receiver(ReceiverSettings(store_path=Path(tmp) / "twin.db"))
+
+            async def go() -> object:
+                try:
+                    return await rx.handle_messages(group)  # type: ignore[arg-type]
+                finally:
+                    await rx.close()
+
+            result = asyncio.run(go())
+            assert len(result.stored) + len(result.refused) == len(group)  # type: ignore[attr-defined]
+            held = {s for (s,) in sqlite3.connect(Path(tmp) / "twin.db").execute(
+                "SELECT seq FROM observation")}
+            reported = {s for b, _ in result.stored for s in b.seq}  # type: ignore[attr-defined]
+            assert held == reported
+
+    run()
