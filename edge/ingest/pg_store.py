@@ -406,7 +406,11 @@ class PgStore:
     async def _prepare(self, batches: Sequence[IngestBatch]) -> list[tuple[int, list[int],
                                                                             list[int | None]]]:
         """Gateway id, stream ids and quality profile ids per batch; partitions exist."""
-        await self._register_new(batches)
+        known = self._streams
+        if any(b.gateway not in self._gateways for b in batches) or any(
+                (self._gateways[b.gateway], sdef) not in known
+                for b in batches for sdef in b.streams):
+            await self._register_new(batches)
         out = []
         days: set[int] = set()
         streams, profiles = self._streams, self._profiles

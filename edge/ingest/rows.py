@@ -30,12 +30,28 @@ ANOMALY_SCORE = "anomaly"
 
 @dataclass(frozen=True, slots=True)
 class StreamDef:
-    """One (sensor, quantity, provenance) of a gateway, as every row of it shares."""
+    """One (sensor, quantity, provenance) of a gateway, as every row of it shares.
+
+    Its hash is computed once (the stores look streams up for every batch), and whether any of
+    its texts holds a NUL character (no database text column can) is noted at creation.
+    """
 
     sensor: str
     quantity: str
     unit: str
     provenance: tuple[tuple[str, str], ...]  # sorted (key, value) pairs: hashable and canonical
+    _hash: int = field(init=False, repr=False, compare=False)
+    has_nul: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.sensor, self.quantity, self.unit,
+                                                self.provenance)))
+        texts = (self.sensor, self.quantity, self.unit, *(t for kv in self.provenance
+                                                          for t in kv))
+        object.__setattr__(self, "has_nul", any("\x00" in t for t in texts))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @classmethod
     def of(cls, sensor: str, quantity: str, provenance: dict[str, str]) -> StreamDef:
@@ -161,9 +177,7 @@ def check_storable(batch: IngestBatch, now_ms: int) -> None:
         raise ContractError("quality flag outside 0..255")
     if any(len(s.sensor) > 200 or len(s.quantity) > 100 for s in batch.streams):
         raise ContractError("sensor or quantity name too long")
-    texts = [batch.gateway, *(t for s in batch.streams for t in (s.sensor, s.quantity, s.unit)),
-             *(t for s in batch.streams for kv in s.provenance for t in kv)]
-    if any("\x00" in t for t in texts):
+    if "\x00" in batch.gateway or any(s.has_nul for s in batch.streams):
         raise ContractError("a name or provenance value contains a NUL character")
     for other in batch.other_scores:
         if other is not None and ("NaN" in other or "Infinity" in other):
