@@ -544,7 +544,7 @@ def store_path_only(n_gateways: int, per_gateway: int, group: int) -> dict[str, 
         rx = Receiver(ReceiverSettings(store_path=pg.dsn()))
         await rx.open()
         for i in range(0, warm, group):
-            await rx.handle_messages(msgs[i:min(i + group, warm)])
+            await rx.handle_group(msgs[i:min(i + group, warm)])
         with psycopg.connect(pg.dsn(), autocommit=True) as c:
             c.execute("CHECKPOINT")
             before = sample(pg_pids(pg))
@@ -552,7 +552,7 @@ def store_path_only(n_gateways: int, per_gateway: int, group: int) -> dict[str, 
             me0 = sample([os.getpid()])
             t = time.perf_counter()
             for i in range(warm, len(msgs), group):
-                await rx.handle_messages(msgs[i:i + group])
+                await rx.handle_group(msgs[i:i + group])
             dt = time.perf_counter() - t
             me1 = sample([os.getpid()])
             wal1 = c.execute("SELECT wal_bytes::int8 FROM pg_stat_wal").fetchone()

@@ -1,6 +1,12 @@
 """Gateway spine benchmarks: ingest, drain to Mosquitto, wire size, disk bytes, idle footprint.
 
-Run:  .venv/bin/python bench/bench_spine.py [ingest|drain|wire|footprint|all]
+Run:  .venv/bin/python bench/bench_spine.py [ingest|drain|wire|footprint|all] [seconds]
+
+``seconds``: how long the real-load part of ``wire`` counts (default 300).
+
+``ingest`` also measures the previous design: the source of git revision ``$BASELINE_REV``
+(default: the commit this branch left main at) unpacked with ``git archive`` and run in its
+own process.
 
 Every figure is printed beside a baseline measured in the same run (this machine is shared
 and noisy: compare ratios, not absolute numbers across runs).
@@ -16,20 +22,25 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+if len(sys.argv) > 2 and sys.argv[1] == "ingest-child":  # run from another source tree
+    sys.path.insert(0, sys.argv[2])
+else:
+    sys.path.insert(0, str(ROOT))
 
-from edge.config import BufferSettings, SourceSettings
-from edge.contract import encode_batch
-from edge.model import Batch, Datastream, Delivery, Observation, Provenance
-from edge.outbox import Outbox
-from edge.seams import SourceContext, SourceHealth
-from edge.sensors.sds011.codec import Sds011Decoder, data_frame
-from edge.sources.serial import SerialSource
+from edge.config import BufferSettings, SourceSettings  # noqa: E402
+from edge.contract import encode_batch  # noqa: E402
+from edge.model import Batch, Datastream, Delivery, Observation, Provenance  # noqa: E402
+from edge.outbox import Outbox  # noqa: E402
+from edge.seams import SourceContext, SourceHealth  # noqa: E402
+from edge.sensors.sds011.codec import Sds011Decoder, data_frame  # noqa: E402
+from edge.sources.serial import SerialSource  # noqa: E402
 
 GW = "gw-bench"
 
@@ -42,13 +53,49 @@ def write_bytes() -> int:
     return 0
 
 
-def bench_ingest(n_frames: int = 200_000) -> dict[str, float]:
-    """Decode SDS011 frames (2 observations each) and commit them durably to the outbox."""
+def ingest_once(durability: str, n_frames: int = 200_000) -> dict[str, float]:
+    """Decode SDS011 frames (2 observations each), commit them to an outbox, drain, close.
+
+    Uses only the outbox's public API, so the same function measures the previous design
+    (``ingest-child`` below runs it from another source tree).
+    """
+    from edge.runtime import tune_gc
+
+    tune_gc()  # the gateway process' GC settings
     frames = b"".join(data_frame(10 + (i % 500) / 10, 20 + (i % 300) / 10) for i in range(2000))
     chunks = [frames[i : i + 4096] for i in range(0, len(frames), 4096)]
-    rounds = n_frames // 2000
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    # baseline: raw sqlite3, WAL, 500-row transactions, a comparable 6-column row
+    box = Outbox(tmp / "outbox.db", BufferSettings(commit_rows=500, durability=durability), GW)
+    src = SerialSource(SourceSettings(name="sds", type="sds011", port="/dev/null"), GW)
+    ctx = SourceContext(GW, box.append, SourceHealth("sds"))
+    decoder = Sds011Decoder()
+    w0 = write_bytes()
+    t0 = time.perf_counter()
+    for _ in range(n_frames // 2000):
+        for chunk in chunks:
+            box.append(src._observations(ctx, decoder.feed(chunk)))
+    box.commit()
+    ours_s = time.perf_counter() - t0
+    n_obs = box.counters.received
+    ingest_bytes = (write_bytes() - w0) / n_obs
+    # draining deletes what was stored: count those writes too, and the clean close
+    w1 = write_bytes()
+    while batch := box.next_batch("default", 5000):
+        box.settle("default", Delivery(confirmed=batch.sequences))
+    box.close()
+    drain_bytes = (write_bytes() - w1) / n_obs
+    shutil.rmtree(tmp)
+    return {
+        "obs_per_s": n_obs / ours_s,
+        "ingest_bytes_per_obs": ingest_bytes,
+        "drain_and_close_bytes_per_obs": drain_bytes,
+        "lifetime_bytes_per_obs": ingest_bytes + drain_bytes,
+    }
+
+
+def _raw_sqlite(n_raw: int = 400_000) -> tuple[float, float]:
+    """Baseline: raw sqlite3, WAL, 500-row transactions, a comparable 6-column row."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-raw-"))
     db = sqlite3.connect(tmp / "raw.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
@@ -56,7 +103,6 @@ def bench_ingest(n_frames: int = 200_000) -> dict[str, float]:
         "CREATE TABLE t(seq INTEGER PRIMARY KEY, ds INT, prov INT, t INT, v REAL, pending INT)"
     )
     rows = [(None, 1, 1, 1_700_000_000_000 + i, 12.3 + i % 100, 1) for i in range(500)]
-    n_raw = n_frames * 2
     w0 = write_bytes()
     t0 = time.perf_counter()
     for _ in range(n_raw // 500):
@@ -67,42 +113,52 @@ def bench_ingest(n_frames: int = 200_000) -> dict[str, float]:
     raw_s = time.perf_counter() - t0
     raw_bytes = (write_bytes() - w0) / n_raw
     db.close()
-    # ours: decode + observations + group commit (500 rows) through the real classes, with the
-    # gateway process' GC settings (edge.runtime.tune_gc)
-    from edge.runtime import tune_gc
-
-    tune_gc()
-    box = Outbox(tmp / "outbox.db", BufferSettings(commit_rows=500), GW)
-    src = SerialSource(SourceSettings(name="sds", type="sds011", port="/dev/null"), GW)
-    ctx = SourceContext(GW, box.append, SourceHealth("sds"))
-    decoder = Sds011Decoder()
-    w0 = write_bytes()
-    t0 = time.perf_counter()
-    for _ in range(rounds):
-        for chunk in chunks:
-            box.append(src._observations(ctx, decoder.feed(chunk)))
-    box.commit()
-    box._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    ours_s = time.perf_counter() - t0
-    n_obs = box.counters.received
-    ours_bytes = (write_bytes() - w0) / n_obs
-    # draining deletes rows: count those writes too (the full life of an observation on disk)
-    w1 = write_bytes()
-    while batch := box.next_batch("default", 5000):
-        box.settle("default", Delivery(confirmed=batch.sequences))
-    box._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    delete_bytes = (write_bytes() - w1) / n_obs
-    box.close()
     shutil.rmtree(tmp)
-    out = {
-        "raw_sqlite_rows_per_s": n_raw / raw_s,
+    return n_raw / raw_s, raw_bytes
+
+
+def previous_rev() -> str:
+    """The commit this branch left main at: the previous design."""
+    return subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _previous_tree(rev: str) -> Path:
+    """The previous design's source, unpacked with git archive (no worktree registered)."""
+    dest = Path(tempfile.mkdtemp(prefix="bench-previous-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True,
+                             check=True).stdout
+    (dest / "src.tar").write_bytes(archive)
+    with tarfile.open(dest / "src.tar") as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
+def _ingest_in(tree: Path, durability: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "ingest-child", str(tree), durability],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    result: dict[str, float] = json.loads(out.splitlines()[-1])
+    return result
+
+
+def bench_ingest() -> dict[str, float]:
+    """Ours (this tree) and the previous design (``BASELINE_REV``, default the merge base), each in a
+    fresh process, normal and full durability, beside raw SQLite inserts; same run."""
+    raw_rate, raw_bytes = _raw_sqlite()
+    out: dict[str, float] = {
+        "raw_sqlite_rows_per_s": raw_rate,
         "raw_sqlite_bytes_per_row": raw_bytes,
-        "ingest_obs_per_s": n_obs / ours_s,
-        "ingest_bytes_per_obs": ours_bytes,
-        "drain_delete_bytes_per_obs": delete_bytes,
-        "lifetime_bytes_per_obs": ours_bytes + delete_bytes,
-        "ratio_vs_raw_sqlite": (n_obs / ours_s) / (n_raw / raw_s),
     }
+    previous = _previous_tree(os.environ.get("BASELINE_REV") or previous_rev())
+    try:
+        for durability in ("normal", "full"):
+            for code, tree in (("ours", ROOT), ("previous", previous)):
+                for key, value in _ingest_in(tree, durability).items():
+                    out[f"{code}_{durability}_{key}"] = value
+    finally:
+        shutil.rmtree(previous, ignore_errors=True)
     return out
 
 
@@ -156,63 +212,99 @@ def bench_paho_baseline(port: int, n: int = 50_000) -> float:
     return n / elapsed
 
 
-def bench_drain(n_obs: int = 1_000_000) -> dict[str, float]:
-    """A backlog of n_obs committed observations published to Mosquitto (QoS 1), confirmed, deleted."""
+def _backlog(path: Path, n_obs: int) -> Outbox:
+    box = Outbox(path, BufferSettings(commit_rows=50_000), GW)
+    streams = [Datastream(GW, f"s{i}", q) for i in range(10) for q in ("pm2_5", "pm10")]
+    prov = Provenance("SDS011")
+    t = 1_700_000_000_000
+    for i in range(0, n_obs, 50_000):
+        box.append(
+            Observation(streams[j % 20], 10 + (j % 900) / 10, t + j * 50, prov)
+            for j in range(i, i + 50_000)
+        )
+    box.commit()
+    return box
+
+
+def _drain(box: Outbox, port: int, confirm: str) -> tuple[float, object]:
+    """Seconds until the uplink has every row of ``box`` confirmed (and deleted)."""
     from edge.seams import UplinkHealth
     from edge.uplinks import OutboxPort
     from edge.uplinks.mqtt import MqttUplink
     from edge.uplinks.mqtt_settings import MqttSettings
 
+    settings = MqttSettings(port=port, batch_size=5000, max_inflight=16, confirm=confirm)
+    uplink = MqttUplink(settings, GW)
+    health = UplinkHealth("mqtt")
+
+    async def run() -> float:
+        p = OutboxPort("default", box, asyncio.Event(), health)
+        task = asyncio.create_task(uplink.run(p))
+        t0 = time.perf_counter()
+        while box.depth() > 0:
+            await asyncio.sleep(0.01)
+            if task.done():
+                task.result()
+        elapsed = time.perf_counter() - t0
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return elapsed
+
+    return asyncio.run(run()), health
+
+
+def bench_drain(n_obs: int = 1_000_000) -> dict[str, float]:
+    """A backlog of n_obs committed observations published to Mosquitto (QoS 1), confirmed,
+    deleted: on the broker's PUBACK (the outbox and uplink alone), then on the acks of a real
+    `duet-edge ingest` that stores every row (end to end, the default)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-drain-"))
     broker, port = _mosquitto(tmp)
+    ingest = None
     try:
         paho_rate = bench_paho_baseline(port)
-        box = Outbox(tmp / "outbox.db", BufferSettings(commit_rows=50_000), GW)
-        streams = [Datastream(GW, f"s{i}", q) for i in range(10) for q in ("pm2_5", "pm10")]
-        prov = Provenance("SDS011")
-        t = 1_700_000_000_000
-        for i in range(0, n_obs, 50_000):
-            box.append(
-                Observation(streams[j % 20], 10 + (j % 900) / 10, t + j * 50, prov)
-                for j in range(i, i + 50_000)
-            )
-        box.commit()
-        settings = MqttSettings(port=port, batch_size=5000, max_inflight=16)
-        uplink = MqttUplink(settings, GW)
-        health = UplinkHealth("mqtt")
-
-        async def run() -> float:
-            event = asyncio.Event()
-            p = OutboxPort("default", box, event, health)
-            task = asyncio.create_task(uplink.run(p))
-            t0 = time.perf_counter()
-            while box.depth() > 0:
-                await asyncio.sleep(0.01)
-                if task.done():
-                    task.result()
-            elapsed = time.perf_counter() - t0
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            return elapsed
-
-        elapsed = asyncio.run(run())
+        box = _backlog(tmp / "outbox.db", n_obs)
+        elapsed, health = _drain(box, port, "broker")
         box.close()
+        ingest = subprocess.Popen(
+            [sys.executable, "-c", "from edge.cli import main; main()", "ingest", "--port",
+             str(port), "--store", str(tmp / "twin.db"), "--group", ""],
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(3)  # subscribed
+        box = _backlog(tmp / "outbox-twin.db", n_obs)
+        twin_elapsed, _ = _drain(box, port, "twin")
+        box.close()
+        stored = sqlite3.connect(tmp / "twin.db").execute(
+            "SELECT count(*) FROM observation").fetchone()[0]
         return {
             "paho_raw_qos1_msgs_per_s": paho_rate,
             "drain_seconds_for_backlog": elapsed,
             "backlog": n_obs,
             "drain_obs_per_s": n_obs / elapsed,
-            "bytes_on_wire_per_obs": health.bytes_sent / n_obs,
-            "messages": health.sent_batches,
+            "bytes_on_wire_per_obs": health.bytes_sent / n_obs,  # type: ignore[attr-defined]
+            "messages": health.sent_batches,  # type: ignore[attr-defined]
+            "drain_confirmed_by_twin_seconds": twin_elapsed,
+            "drain_confirmed_by_twin_obs_per_s": n_obs / twin_elapsed,
+            "twin_stored": stored,
         }
     finally:
+        if ingest is not None:
+            ingest.terminate()
+            ingest.wait(15)
         broker.terminate()
         broker.wait(5)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench_wire(n: int = 5000) -> dict[str, float]:
-    """Bytes per observation: compact CBOR batch vs SensorThings JSON (one Observation each)."""
+def bench_wire(n: int = 5000, seconds: float = 300.0) -> dict[str, float]:
+    """Bytes of MQTT payload per observation: bulk (one 5000-row message) and at real load."""
+    out = bench_wire_bulk(n)
+    out.update(bench_wire_real_load(seconds))
+    return out
+
+
+def bench_wire_bulk(n: int = 5000) -> dict[str, float]:
+    """One message of n observations: contract v2 and v1 vs SensorThings JSON (one each)."""
     from edge.sensorthings import observation_body
 
     streams = [Datastream(GW, "sds", "pm2_5"), Datastream(GW, "sds", "pm10")]
@@ -227,13 +319,145 @@ def bench_wire(n: int = 5000) -> dict[str, float]:
         )
         for i in range(n)
     )
-    compact = len(encode_batch(Batch(GW, obs)))
+    v2 = len(encode_batch(Batch(GW, obs)))
+    v1 = len(encode_batch(Batch(GW, obs), version=1))
     sta = sum(len(json.dumps(observation_body(o, GW, 12), separators=(",", ":"))) for o in obs)
     return {
-        "compact_bytes_per_obs": compact / n,
-        "sensorthings_json_bytes_per_obs": sta / n,
-        "ratio": (sta / n) / (compact / n),
+        "bulk_v2_bytes_per_obs": v2 / n,
+        "bulk_v1_bytes_per_obs": v1 / n,
+        "bulk_sensorthings_json_bytes_per_obs": sta / n,
     }
+
+
+class _WireCounter:
+    """A plain MQTT client on the broker counting every payload byte, per gateway and topic."""
+
+    def __init__(self, port: int) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, str, int, float, list[int]]] = []
+        self.counting = False
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="wire-counter")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("duet/v1/#", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, _c: object, _u: object, message: object) -> None:
+        import cbor2
+
+        topic = message.topic  # type: ignore[attr-defined]
+        payload = message.payload  # type: ignore[attr-defined]
+        if not self.counting or message.retain:  # type: ignore[attr-defined]
+            return
+        _, _, gw, kind = topic.split("/", 3)
+        times: list[int] = []
+        if kind == "obs":
+            batch = cbor2.loads(payload)
+            t = batch["t0"]
+            for delta in batch["dt"]:
+                t += delta
+                times.append(t)
+        self.messages.append((gw, kind.split("/")[0], len(payload), time.time(), times))
+
+    def figures(self, gw: str, label: str, seconds: float) -> dict[str, float]:
+        mine = [m for m in self.messages if m[0] == gw]
+        obs = [m for m in mine if m[1] == "obs"]
+        n = sum(len(m[4]) for m in obs)
+        lat = sorted(m[3] - t / 1000 for m in obs for t in m[4])
+        by_kind: dict[str, int] = {}
+        for m in mine:
+            by_kind[m[1]] = by_kind.get(m[1], 0) + m[2]
+        out = {
+            f"{label}_obs_per_s": n / seconds,
+            f"{label}_messages_per_s": len(obs) / seconds,
+            f"{label}_obs_payload_bytes_per_obs": by_kind.get("obs", 0) / max(n, 1),
+            f"{label}_all_topics_bytes_per_obs": sum(by_kind.values()) / max(n, 1),
+            f"{label}_latency_p50_s": lat[len(lat) // 2] if lat else float("nan"),
+            f"{label}_latency_max_s": lat[-1] if lat else float("nan"),
+        }
+        if "ack" in by_kind:
+            out[f"{label}_ack_bytes_per_obs"] = by_kind["ack"] / max(n, 1)
+        return out
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _real_load_gateway(tmp: Path, port: int, gw: str, mqtt_extra: str, n_sources: int
+                       ) -> tuple[subprocess.Popen[bytes], list[object]]:
+    """`duet-edge run` reading n emulated SDS011 at 1 Hz, quality stage on, 1 s commits."""
+    from edge.sensors.sds011.emulator import Sds011Emulator
+
+    emus = [
+        Sds011Emulator(link_path=tmp / f"{gw}-tty{i}", interval_s=1.0, seed=i).start()
+        for i in range(n_sources)
+    ]
+    lines = [
+        "[gateway]", f'id = "{gw}"', f'data_dir = "{tmp / gw}"', "",
+        "[buffer]", "commit_interval_s = 1.0", "",
+        "[uplinks.mqtt]", f"port = {port}", mqtt_extra, "",
+        "[quality]", "",
+        "[log]", 'level = "WARNING"', "",
+    ]
+    for i, emu in enumerate(emus):
+        lines += ["[[sources]]", f'name = "sds{i}"', 'type = "sds011"', f'port = "{emu.port}"',
+                  "options = { warmup_s = 0 }", ""]
+    cfg = tmp / f"{gw}.toml"
+    cfg.write_text("\n".join(lines))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from edge.cli import main; main()", "run", str(cfg)]
+    )
+    return proc, emus
+
+
+def bench_wire_real_load(seconds: float = 300.0, n_sources: int = 10) -> dict[str, float]:
+    """Two real gateways side by side, 10 SDS011 at 1 Hz each (20 obs/s), quality on:
+    contract v2 (confirm = twin, default window) beside contract v1 (PUBACK, no window),
+    with a real `duet-edge ingest`; payload bytes counted on the broker side."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-wire-"))
+    broker, port = _mosquitto(tmp)
+    ingest = subprocess.Popen(
+        [sys.executable, "-c", "from edge.cli import main; main()", "ingest", "--port",
+         str(port), "--store", str(tmp / "twin.db")],
+        stderr=subprocess.DEVNULL,
+    )
+    counter = _WireCounter(port)
+    runs = [
+        _real_load_gateway(tmp, port, "gw-v2", "", n_sources),
+        _real_load_gateway(tmp, port, "gw-v1",
+                           'contract = 1\nconfirm = "broker"\nmax_latency_s = 0', n_sources),
+    ]
+    try:
+        time.sleep(15)  # start-up, first connection (the v2 dictionary goes out here)
+        counter.counting = True
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        counter.counting = False
+        elapsed = time.monotonic() - t0
+        out: dict[str, float] = {"real_load_seconds": elapsed}
+        out.update(counter.figures("gw-v2", "real_v2", elapsed))
+        out.update(counter.figures("gw-v1", "real_v1", elapsed))
+        out["real_ratio_v1_over_v2_obs_payload"] = (
+            out["real_v1_obs_payload_bytes_per_obs"] / out["real_v2_obs_payload_bytes_per_obs"])
+        out["real_v2_added_latency_p50_s"] = (
+            out["real_v2_latency_p50_s"] - out["real_v1_latency_p50_s"])
+        out["real_v2_added_latency_max_s"] = (
+            out["real_v2_latency_max_s"] - out["real_v1_latency_max_s"])
+        return out
+    finally:
+        counter.close()
+        for proc, emus in runs:
+            proc.terminate()
+            proc.wait(15)
+            for emu in emus:
+                emu.stop()  # type: ignore[attr-defined]
+        ingest.terminate()
+        ingest.wait(15)
+        broker.terminate()
+        broker.wait(5)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -313,9 +537,13 @@ def bench_footprint(seconds: float = 60.0, n_sources: int = 10) -> dict[str, flo
 
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else "all"
+    if which == "ingest-child":
+        print(json.dumps(ingest_once(sys.argv[3])))
+        return
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 300.0
     runs = {
         "ingest": bench_ingest,
-        "wire": bench_wire,
+        "wire": lambda: bench_wire(seconds=seconds),
         "drain": bench_drain,
         "footprint": bench_footprint,
     }

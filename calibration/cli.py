@@ -64,9 +64,10 @@ from calibration.report import (
     evaluate,
     write_report,
 )
+from edge.console import PlainTyper
 from edge.quantities import QUANTITIES
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+app = PlainTyper(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fit, report and check calibrations.",
                   context_settings={"help_option_names": ["-h", "--help"]})
 

@@ -18,6 +18,7 @@ from importlib.metadata import EntryPoint, entry_points
 import typer
 
 import edge
+from edge.console import PlainTyper
 from edge.plugins import install_hint
 
 COMMAND_GROUP = "duet_edge.commands"
@@ -39,6 +40,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("edge.commands.fleet_cmd", "fleet"),
     ("edge.commands.oslo_cmd", "oslo-export"),
     ("edge.commands.scan_cmd", "scan"),
+    ("edge.commands.sensors_cmd", "sensors"),
 )
 
 
@@ -53,7 +55,7 @@ def _known() -> set[str]:
 def build_app(only: str | None = None) -> typer.Typer:
     """The CLI; with ``only``, just that sub-command is imported (a gateway started by
     systemd as ``duet-edge run`` should not pay the memory of numpy, cryptography, aiohttp)."""
-    cli = typer.Typer(
+    cli = PlainTyper(
         name="duet-edge",
         help="Edge gateway for the Flanders regional digital twin.",
         no_args_is_help=True,

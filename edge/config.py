@@ -128,7 +128,22 @@ class BufferSettings(Strict):
     drain_order: Literal["oldest-first", "newest-first"] = "oldest-first"
     durability: Literal["normal", "full"] = Field(
         "normal",
-        description="'normal' survives a crash or kill -9; 'full' also a power cut (fsync each commit).",
+        description="'normal': a kill -9 loses nothing committed, a power cut up to ~35 s; "
+        "'full': a power cut loses nothing committed either (fdatasync each commit).",
+    )
+    spill_after_s: float = Field(
+        60.0, gt=0, le=3600,
+        description="Committed observations no uplink confirmed within this time are written "
+        "to the database; confirmed sooner, they are never written there.",
+    )
+    memory_max_obs: int = Field(
+        20_000, ge=100, le=1_000_000,
+        description="Committed observations held in memory at most (beyond: spilled at once).",
+    )
+    disk_reserve_bytes: int = Field(
+        32 * 1024 * 1024, ge=0,
+        description="Free space to leave on the outbox's filesystem; below it the eviction "
+        "policy runs ('disk full').",
     )
 
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from edge.console import PlainTyper
 from firmware import nodeproto
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
@@ -27,7 +28,7 @@ FIRMWARE_FILES: tuple[str, ...] = (
     "traffic.py", "nodelink.py", "nodeapp.py", "main.py",
 )
 
-app = typer.Typer(no_args_is_help=True, help="Firmware nodes: flash and inspect.")
+app = PlainTyper(no_args_is_help=True, help="Firmware nodes: flash and inspect.")
 
 
 def node_defaults() -> dict[str, Any]:

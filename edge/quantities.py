@@ -75,7 +75,7 @@ _QUANTITIES: tuple[Quantity, ...] = (
     Quantity(
         "mox_response", "Metal-oxide sensor response (raw)", "1", "1", DUET_NS + "mox_response", 1.0
     ),
-    # Traffic: counts per interval; names follow Telraam's public fields (see docs/sensors.md).
+    # Traffic: counts per interval; names follow Telraam's public fields (see edge/sensors/ops243/README.md).
     Quantity("pedestrian", "Pedestrians", "{count}", "count", DUET_NS + "traffic/pedestrian", 1.0,
              (COUNT, VKM_VOERTUIG + "voetganger")),
     Quantity("bike", "Two-wheelers", "{count}", "count", DUET_NS + "traffic/bike", 1.0,

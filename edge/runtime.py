@@ -71,7 +71,7 @@ def find_bundle_sink(config: GatewayConfig) -> BundleSink | None:
     return sinks[0] if sinks else None
 
 
-class _StageState:
+class OutboxStateStore:
     """A stage's :class:`edge.seams.StateStore`: keys prefixed, values kept by the outbox."""
 
     def __init__(self, outbox: Outbox, prefix: str) -> None:
@@ -190,7 +190,7 @@ class Gateway:
             for name, uplink in self.uplinks.items()
         ]
         for stage in self.stages:
-            stage.open(_StageState(self.outbox, f"stage:{stage.name}/"))
+            stage.open(OutboxStateStore(self.outbox, f"stage:{stage.name}/"))
         committer = asyncio.create_task(self._committer(), name="committer")
         log.info(
             "gateway started",
@@ -245,6 +245,7 @@ class Gateway:
             self.new_data,
             self.uplink_health[name],
             on_bundle=self.apply_bundle if self.bundle_sink is not None else None,
+            status=self.status,
         )
         return lambda: uplink.run(port)
 
@@ -284,10 +285,18 @@ class Gateway:
             await asyncio.sleep(delay)
 
     async def _committer(self) -> None:
+        """Close group commits on time and let the outbox spill, retire and retry (tick).
+
+        Never dies: an unexpected error is logged and the next round tries again (a dead
+        committer would leave every later observation uncommitted)."""
         while True:
             await asyncio.sleep(self.options.commit_poll_s)
-            if self.outbox.commit_due():
-                self.outbox.commit()
+            try:
+                if self.outbox.commit_due():
+                    self.outbox.commit()
+                self.outbox.tick()
+            except Exception:
+                log.exception("outbox commit failed; retrying", extra={"event": "commit_error"})
 
     async def _shutdown(
         self,
@@ -335,6 +344,7 @@ class Gateway:
         c = self.outbox.counters
         return {
             "gateway": self.gateway_id,
+            "started_ms": self.counters.started_ms,
             "observations_in": self.counters.observations_in,
             "received": c.received,
             "confirmed": c.confirmed,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -185,6 +185,8 @@ class UplinkHealth:
     rejected: int = 0
     reconnects: int = 0
     bytes_sent: int = 0
+    retransmitted: int = 0  # observations sent again because no ack came in time
+    awaiting_ack: int = 0  # observations published and not answered by the twin yet
     last_error: str = ""
     latency_s: list[float] = field(default_factory=list)  # recent upload latencies (bounded)
 
@@ -205,9 +207,14 @@ class UplinkHealth:
             "rejected": self.rejected,
             "reconnects": self.reconnects,
             "bytes_sent": self.bytes_sent,
+            "retransmitted": self.retransmitted,
+            "awaiting_ack": self.awaiting_ack,
             "last_error": self.last_error,
             "latency_p50_s": lat[len(lat) // 2] if lat else None,
         }
+
+
+GatewayStatus = Callable[[], Mapping[str, object]]
 
 
 class UplinkPort(Protocol):
@@ -228,7 +235,15 @@ class UplinkPort(Protocol):
 
     def next_batch(self, limit: int) -> Batch: ...
 
-    def settle(self, batch: Batch, delivery: Delivery, started: float) -> None: ...
+    @property
+    def status(self) -> GatewayStatus | None:
+        """The gateway's status document, for uplinks that publish it (None: not offered)."""
+
+    def settle(self, batch: Batch, delivery: Delivery, started: float) -> None:
+        """The answer to a whole batch; rows it leaves open are handed out again."""
+
+    def confirm(self, delivery: Delivery, started: float) -> None:
+        """Confirmed and refused rows, possibly of several batches (end-to-end acks)."""
 
     def rewind(self) -> None: ...
 

@@ -39,6 +39,7 @@ def render_acl(receivers: tuple[str, ...]) -> str:
         if not name.startswith(RECEIVER_PREFIX):
             raise ValueError(f"receiver {name!r} must start with {RECEIVER_PREFIX!r}")
         lines = [f"user {name}"] + [f"topic read {t}" for t in RECEIVER_TOPICS]
+        lines.append(f"topic write {TOPIC_PREFIX}/+/ack")
         lines.append(f"topic write {TOPIC_PREFIX}/+/config/#")
         blocks.append("\n".join(lines))
     return Template(template_text("duet-acl.conf")).substitute(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from provisioning.console import EXIT_NOT_INSTALLED
+from edge.console import EXIT_NOT_INSTALLED
 
 _EXTRA_MODULES = {"cryptography", "qrcode", "PIL", "tomlkit"}
 

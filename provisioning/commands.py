@@ -2,7 +2,7 @@
 
 Secrets (private keys, signing keys) are written 0600 and never printed or logged: every
 message below names files, ids, serials and fingerprints only. Output conventions (stdout
-vs stderr, exit codes, no truncation) are those of :mod:`provisioning.console`.
+vs stderr, exit codes, no truncation) are those of :mod:`edge.console`.
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ import httpx
 import typer
 from rich.markup import escape
 
-from provisioning import bundles, doctor, inventory, label, starter
-from provisioning.broker import BrokerFiles, render_broker_config
-from provisioning.ca import ROLES, CAError, CertificateAuthority
-from provisioning.console import (
+from edge.console import (
     EXIT_UNREACHABLE,
     LateProgress,
     PlainTyper,
     fail,
     warn,
 )
-from provisioning.console import err as err_console
-from provisioning.console import out as console
+from edge.console import err as err_console
+from edge.console import out as console
+from provisioning import bundles, doctor, inventory, label, starter
+from provisioning.broker import BrokerFiles, render_broker_config
+from provisioning.ca import ROLES, CAError, CertificateAuthority
 from provisioning.identity import (
     IdentityError,
     IdentityPaths,

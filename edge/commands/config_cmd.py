@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 
 from edge.config import ConfigError, GatewayConfig, load_config, preflight
+from edge.console import PlainTyper
 
-app = typer.Typer(no_args_is_help=True)
+app = PlainTyper(no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
 

@@ -155,9 +155,7 @@ async def _demo(work: Path, duration: float, rate: float) -> int:
     sds = emulator("sds011")(link_path=work / "ttySDS011", interval_s=1 / rate, seed=11).start()
     pms = emulator("pms5003")(link_path=work / "ttyPMS5003", interval_s=1 / rate, seed=12).start()
     receiver = Receiver(
-        ReceiverSettings(
-            port=broker_port, store_path=work / "twin.db", client_id="duet-demo-ingest"
-        )
+        ReceiverSettings(port=broker_port, client_id="duet-demo-ingest", store_path=work / "twin.db")
     )
     web_port = _free_port() if importlib.util.find_spec("aiohttp") else 0  # the `web` extra
     config = _config(work, broker_port, sds.port, pms.port, web_port)
@@ -187,7 +185,8 @@ async def _demo(work: Path, duration: float, rate: float) -> int:
     receiver_task = asyncio.create_task(receiver.run_forever(stop)) if broker else None
     started = time.monotonic()
     try:
-        with Live(_view(gateway, receiver), console=console, refresh_per_second=2) as live:
+        with Live(_view(gateway, receiver), console=console,
+                  refresh_per_second=2) as live:
             while not stop.is_set():
                 await asyncio.sleep(0.5)
                 live.update(_view(gateway, receiver))

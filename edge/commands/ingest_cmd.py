@@ -35,6 +35,7 @@ RECEIVER_CN_PREFIX = "receiver-"
 
 class SettingError(Exception):
     """A wrong option or file; the text is the one line shown to the operator."""
+STOP_TIMEOUT_S = 10.0  # for the group in hand to be answered and acknowledged
 
 
 def ingest(
@@ -88,7 +89,7 @@ def ingest(
             share_group=group or None,
             client_id=client_id,
             store_path=store if is_postgres_url(store) else Path(store),
-            group_max=group_max,
+            max_group=group_max,
             group_linger_s=group_linger_ms / 1000,
             forward=bool(forward_sta or forward_sta_config),
         )
@@ -298,6 +299,11 @@ async def _main(receiver: Receiver, forwarder: StaForwarder | None,
                 raise failure
     finally:
         stop.set()
+        # the receiver answers and acknowledges the group it is on, then disconnects cleanly;
+        # if it is stuck (a broker that does not answer), what it did not acknowledge comes back
+        with contextlib.suppress(TimeoutError, Exception):
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await asyncio.shield(tasks[0])
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from edge.config import load_config
+from edge.console import PlainTyper
 
-app = typer.Typer(no_args_is_help=True)
+app = PlainTyper(no_args_is_help=True)
 console = Console()
 
 
@@ -28,36 +29,21 @@ def _open(config: Path) -> sqlite3.Connection:
 @app.command()
 def stats(config: Path) -> None:
     """Depth, oldest unsent observation, evictions and dead letters (read-only)."""
-    from edge.outbox import covers, intersect, merge
+    from edge.outbox import summarize
 
-    db = _open(config)
     cfg = load_config(config)
+    _open(config).close()  # a clear message when there is no outbox yet
     uplinks = cfg.uplink_names() or ["none"]
-    groups = db.execute(
-        "SELECT first_seq, last_seq, n, t_min FROM grp ORDER BY first_seq"
-    ).fetchall()
-    done: list[tuple[int, int]] | None = None
-    for index in range(len(uplinks)):
-        mine = merge(db.execute("SELECT lo, hi FROM done WHERE uplink=?", (index,)).fetchall())
-        done = mine if done is None else intersect(done, mine)
-    spans = merge((first, last) for first, last, _n, _t in groups)
-    confirmed = sum(b - a + 1 for a, b in intersect(done or [], spans))
-    depth = sum(n for *_x, n, _t in groups) - confirmed
-    oldest = next((t for first, last, _n, t in groups if not covers(done or [], first, last)), None)
-    meta = dict(db.execute("SELECT key, value FROM meta"))
-    dead = db.execute("SELECT count(*) FROM dead_letter").fetchone()[0]
-    gaps = db.execute("SELECT count(*), coalesce(sum(count), 0) FROM gap").fetchone()
+    s = summarize(cfg.outbox_path, uplinks)
     table = Table("what", "value")
-    table.add_row("unsent observations", str(max(depth, 0)))
-    age = "" if oldest is None else f"{time.time() - oldest / 1000:.0f} s"
+    table.add_row("unsent observations", str(s.unsent))
+    age = "" if s.oldest_unsent_ms is None else f"{time.time() - s.oldest_unsent_ms / 1000:.0f} s"
     table.add_row("oldest unsent (age)", age)
-    table.add_row("stored groups", str(len(groups)))
-    table.add_row(
-        "last sequence", str(max([int(meta.get("last_seq", 0))] + [g[1] for g in groups]))
-    )
-    table.add_row("evicted (total)", str(meta.get("evicted", 0)))
-    table.add_row("gaps not yet reported", f"{gaps[0]} ({gaps[1]} observations)")
-    table.add_row("dead letters", str(dead))
+    table.add_row("stored groups", f"{s.groups} in the database, {s.journal_groups} in the journal")
+    table.add_row("last sequence", str(s.last_seq))
+    table.add_row("evicted (total)", str(s.evicted))
+    table.add_row("gaps not yet reported", f"{s.gaps} ({s.gap_observations} observations)")
+    table.add_row("dead letters", str(s.dead_letters))
     console.print(table)
 
 

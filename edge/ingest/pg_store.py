@@ -431,7 +431,8 @@ class PgStore:
                     pids.append(pid if pid is not None else await self._profile_id(p))
             days.update({day_of(t) for t in batch.phenomenon_ms})
             out.append((gid, sids, pids))
-        await self._ensure_partitions(days)
+        if days:
+            await self._ensure_partitions(days)
         return out
 
     async def _ledgers(self, gids: list[int], lock: bool) -> dict[int, Ranges]:
@@ -459,7 +460,9 @@ class PgStore:
             fresh_rows: list[tuple[int, IngestBatch, list[int]]] = []
             for batch, (gid, _sids, _pids) in zip(batches, prepared, strict=True):
                 ranges = working[gid]
-                if not ranges or ranges[-1][1] < min(batch.seq):
+                if not batch.seq:
+                    keep = []  # gaps only
+                elif not ranges or ranges[-1][1] < min(batch.seq):
                     keep = _unique_positions(batch.seq)
                 else:
                     keep = [i for i in _unique_positions(batch.seq)
@@ -520,49 +523,64 @@ class PgStore:
     # -- dead letters, dictionaries, status, events ---------------------------------------
 
     async def reject(self, rejection: Rejection, received_ms: int) -> None:
-        await self._alive()
-        r = rejection
-        await self.conn.execute(
-            "INSERT INTO dead_letter VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (ms_to_datetime(received_ms), r.topic, r.gateway, r.first_seq, r.last_seq,
-             r.reason[:1000], r.payload[:DEAD_LETTER_PAYLOAD_MAX]))
+        try:
+            await self._alive()
+            r = rejection
+            await self.conn.execute(
+                "INSERT INTO dead_letter VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (ms_to_datetime(received_ms), r.topic, r.gateway, r.first_seq, r.last_seq,
+                 r.reason[:1000], r.payload[:DEAD_LETTER_PAYLOAD_MAX]))
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(f"PostgreSQL: {str(exc).strip().splitlines()[0]}") from exc
 
     async def get_dictionary(self, gateway: str, ref: bytes) -> bytes | None:
-        await self._alive()
-        cur = await self.conn.execute(
-            "SELECT d.body FROM dictionary d JOIN gateway g ON g.id = d.gateway_id "
-            "WHERE g.name = %s AND d.ref = %s", (gateway, ref))
-        row = await cur.fetchone()
-        return None if row is None else _bytes(row[0])
+        try:
+            await self._alive()
+            cur = await self.conn.execute(
+                "SELECT d.body FROM dictionary d JOIN gateway g ON g.id = d.gateway_id "
+                "WHERE g.name = %s AND d.ref = %s", (gateway, ref))
+            row = await cur.fetchone()
+            return None if row is None else _bytes(row[0])
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(f"PostgreSQL: {str(exc).strip().splitlines()[0]}") from exc
 
     async def put_dictionary(self, gateway: str, ref: bytes, table: bytes) -> None:
-        await self._alive()
-        gid = await self._gateway_id(gateway)
-        await self.conn.execute("INSERT INTO dictionary VALUES (%s, %s, %s) "
-                                "ON CONFLICT DO NOTHING", (gid, ref, table))
+        try:
+            await self._alive()
+            gid = await self._gateway_id(gateway)
+            await self.conn.execute("INSERT INTO dictionary VALUES (%s, %s, %s) "
+                                    "ON CONFLICT DO NOTHING", (gid, ref, table))
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(f"PostgreSQL: {str(exc).strip().splitlines()[0]}") from exc
 
     async def put_status(self, gateway: str, status: Mapping[str, JsonValue],
                          received_ms: int) -> None:
-        await self._alive()
-        f = status_fields(status)
-        gid = await self._gateway_id(gateway)
-        await self.conn.execute(
-            "INSERT INTO gateway_status VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) "
-            "ON CONFLICT (gateway_id) DO UPDATE SET received = excluded.received, "
-            "state = excluded.state, version = CASE WHEN excluded.version = '' "
-            "THEN gateway_status.version ELSE excluded.version END, "
-            "backlog = excluded.backlog, oldest_unsent = excluded.oldest_unsent, "
-            "body = excluded.body",
-            (gid, ms_to_datetime(received_ms), f.state, f.version, f.backlog,
-             None if f.oldest_unsent_ms is None else ms_to_datetime(f.oldest_unsent_ms),
-             compact_json(dict(status))))
+        try:
+            await self._alive()
+            f = status_fields(status)
+            gid = await self._gateway_id(gateway)
+            await self.conn.execute(
+                "INSERT INTO gateway_status VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) "
+                "ON CONFLICT (gateway_id) DO UPDATE SET received = excluded.received, "
+                "state = excluded.state, version = CASE WHEN excluded.version = '' "
+                "THEN gateway_status.version ELSE excluded.version END, "
+                "backlog = excluded.backlog, oldest_unsent = excluded.oldest_unsent, "
+                "body = excluded.body",
+                (gid, ms_to_datetime(received_ms), f.state, f.version, f.backlog,
+                 None if f.oldest_unsent_ms is None else ms_to_datetime(f.oldest_unsent_ms),
+                 compact_json(dict(status))))
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(f"PostgreSQL: {str(exc).strip().splitlines()[0]}") from exc
 
     async def add_event(self, gateway: str, kind: str, payload: JsonValue,
                         received_ms: int) -> None:
-        await self._alive()
-        gid = await self._gateway_id(gateway)
-        await self.conn.execute("INSERT INTO gateway_event VALUES (%s, %s, %s, %s::jsonb)",
-                                (gid, ms_to_datetime(received_ms), kind, compact_json(payload)))
+        try:
+            await self._alive()
+            gid = await self._gateway_id(gateway)
+            await self.conn.execute("INSERT INTO gateway_event VALUES (%s, %s, %s, %s::jsonb)",
+                                    (gid, ms_to_datetime(received_ms), kind, compact_json(payload)))
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(f"PostgreSQL: {str(exc).strip().splitlines()[0]}") from exc
 
     async def set_location(self, gateway: str, lon: float, lat: float,
                            alt: float | None = None) -> None:

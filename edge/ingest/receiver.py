@@ -1,19 +1,25 @@
-"""The twin receiver: subscribes with an MQTT 5 shared subscription, so several instances split
-the load on a clustered broker (EMQX, VerneMQ, HiveMQ, Mosquitto ≥ 2), decodes and validates
-compact batches, and stores them in a :class:`~edge.ingest.store.TwinStore` (SQLite or
-PostgreSQL), de-duplicated by (gateway, seq).
+"""The twin receiver: no message can stop it.
 
-Messages that arrive together are stored together: the receiver takes every message already
-waiting (up to ``group_max``), stores their batches in ONE transaction, and acknowledges
-(PUBACK) them only after the commit — so a receiver that dies mid-group gets them all again from
-the broker, and the store's (gateway, seq) key absorbs the redelivery. An invalid message is
-kept as a dead letter with its reason and acknowledged, so one poison message never blocks the
-stream.
+It subscribes to ``<prefix>/+/obs``, ``<prefix>/+/status`` and ``<prefix>/+/events/#`` (MQTT 5
+shared subscriptions by default, so several workers split the load), and for each group of
+messages that arrived together:
 
-Besides batches (``<prefix>/<gw>/obs``) it stores each gateway's retained status/heartbeat
-(``<prefix>/<gw>/status``) and its events (``<prefix>/<gw>/events/<kind>``) for
-``duet-edge fleet``. Forwarding to SensorThings runs beside it from the store's forward queue
-(:mod:`edge.ingest.forwarding`), so a slow or refusing server never holds up storing.
+1. decodes and validates every batch completely (edge.contract) before any database work; a
+   v2 batch that refers to a session dictionary neither this worker nor the store knows gets a
+   ``need`` answer;
+2. stores every valid batch in ONE transaction of its :class:`edge.ingest.store.TwinStore`
+   (SQLite or PostgreSQL; each (gateway, seq) once; with forwarding on, the new rows are queued
+   for the SensorThings forwarder in the same transaction); if that fails for a reason of the
+   data, stores them one by one and dead-letters the batch that still fails alone — only a
+   store that is unavailable as a whole (:class:`StoreUnavailable`) stops acknowledging;
+3. keeps refused messages as dead letters, with their reason and payload, and the gateways'
+   status (birth, heartbeat, last will) and events for ``duet-edge fleet``;
+4. publishes one ack per gateway on ``<prefix>/<gw>/ack`` (``ok``, ``x``, ``need``), and only
+   then acknowledges the messages to the broker (PUBACK).
+
+So a receiver that dies anywhere gets the unacknowledged messages again; a poison message is
+answered and acknowledged once, never redelivered forever. Reconnects back off with jitter,
+and the backoff starts again from its first step after a healthy session.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import dataclasses
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
@@ -33,9 +40,18 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.backoff import Backoff
-from edge.contract import ContractError
-from edge.ingest.columns import decode_columns
-from edge.ingest.rows import IngestBatch, check_storable
+from edge.contract import (
+    Ack,
+    ContractError,
+    DecodedBatch,
+    SessionDictionary,
+    UnknownDictionary,
+    decode_batch,
+    encode_ack,
+    merge_ranges,
+    seq_ranges,
+)
+from edge.ingest.rows import IngestBatch, check_storable, from_decoded
 from edge.ingest.store import (
     Rejection,
     StoreOutcome,
@@ -47,6 +63,7 @@ from edge.tls import TlsSettings, read_secret, tls_context
 
 log = logging.getLogger("duet.ingest")
 
+DICTIONARY_CACHE = 4096
 NO_MESSAGE_WARNING_S = 300.0  # warn when subscribed this long without a single message
 
 
@@ -62,9 +79,12 @@ class ReceiverSettings:
     password_file: Path | None = None
     tls: TlsSettings | None = None
     session_expiry_s: int = 86400
-    group_max: int = 500  # most messages stored in one transaction
+    max_group: int = 500  # most messages stored in one transaction
     group_linger_s: float = 0.05  # wait this long for more when fewer are queued
     forward: bool = False  # queue new rows for the SensorThings forwarder
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 2.0  # few receivers per broker: no thundering herd to avoid
+    healthy_after_s: float = 5.0  # a session that lasted this long resets the backoff
     progress_interval_s: float = 60.0  # a counts line in the log this often
     no_message_warning_s: float = NO_MESSAGE_WARNING_S
 
@@ -75,7 +95,11 @@ class ReceiverCounters:
     observations_new: int = 0
     duplicates: int = 0
     rejected_messages: int = 0
+    rejected_rows: int = 0
+    store_dead_letters: int = 0  # batches the store failed on by themselves
+    needs: int = 0
     gaps_announced: int = 0
+    acks_published: int = 0
     reconnects: int = 0
     transactions: int = 0
     status_messages: int = 0
@@ -83,16 +107,6 @@ class ReceiverCounters:
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
-
-
-@dataclass(slots=True)
-class GroupResult:
-    """What one group of messages did, after its commit: per stored batch its outcome (its
-    ``seq_ranges()`` are what the twin now holds for that gateway), and the refused messages
-    (dead letters)."""
-
-    stored: list[tuple[IngestBatch, StoreOutcome]] = dataclasses.field(default_factory=list)
-    refused: list[Rejection] = dataclasses.field(default_factory=list)
 
 
 class SubscriptionRefused(Exception):
@@ -112,6 +126,20 @@ class Observer:
     def messages(self, kind: str, count: int) -> None: ...
 
 
+@dataclass(slots=True)
+class _Message:
+    """One received batch message on its way through a group."""
+
+    topic: str
+    payload: bytes
+    gateway_id: str | None  # from the topic: the only gateway an answer goes to
+    batch: DecodedBatch | None = None
+    rows: IngestBatch | None = None  # the batch as the store takes it
+    rejection: Rejection | None = None
+    x: list[tuple[int, int, str]] = field(default_factory=list)
+    need: UnknownDictionary | None = None
+
+
 def parse_status(payload: bytes) -> dict[str, object]:
     """A status message: contract v2's JSON object, or v1's plain ``online``/``offline``."""
     text = payload.decode("utf-8", "replace").strip()
@@ -124,17 +152,17 @@ def parse_status(payload: bytes) -> dict[str, object]:
 
 
 class Receiver:
-    """Subscribe, validate, store (de-duplicated); status and events for the fleet view."""
+    """Subscribe, validate, store, answer; keep the gateways' status and events."""
 
     def __init__(
         self,
         settings: ReceiverSettings,
+        on_batch: Callable[[DecodedBatch, int], None] | None = None,
         store: TwinStore | None = None,
-        on_batch: Callable[[IngestBatch, int], None] | None = None,
         observer: Observer | None = None,
     ) -> None:
         self.settings = settings
-        self.store = store if store is not None else open_store(settings.store_path)
+        self.store: TwinStore = store if store is not None else open_store(settings.store_path)
         self.counters = ReceiverCounters()
         self.on_batch = on_batch
         self.observer = observer or Observer()
@@ -142,10 +170,11 @@ class Receiver:
         self.connected = False
         self.last_message_monotonic: float | None = None
         self.last_error = ""
+        self._dictionaries: OrderedDict[tuple[str, bytes], SessionDictionary] = OrderedDict()
+        self._subscribed_at: float | None = None
         self._opened = False
 
-    # -- topics -------------------------------------------------------------------------
-
+    # ------------------------------------------------------------------------ topics
     def _shared(self, plain: str) -> str:
         group = self.settings.share_group
         return f"$share/{group}/{plain}" if group else plain
@@ -160,7 +189,8 @@ class Receiver:
         p = self.settings.topic_prefix
         return [self.topic, self._shared(f"{p}/+/status"), self._shared(f"{p}/+/events/#")]
 
-    # -- session ------------------------------------------------------------------------
+    def ack_topic(self, gateway_id: str) -> str:
+        return f"{self.settings.topic_prefix}/{gateway_id}/ack"
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
@@ -177,7 +207,7 @@ class Receiver:
             password=read_secret(s.password_file),
             tls_context=tls_context(s.tls) if s.tls else None,
         )
-        client._client.manual_ack_set(True)  # PUBACK only after the batch is stored
+        client._client.manual_ack_set(True)  # PUBACK only after the batch is stored and answered
         return client
 
     async def open(self) -> None:
@@ -190,46 +220,66 @@ class Receiver:
             await self.store.close()
             self._opened = False
 
+    # ------------------------------------------------------------------------ sessions
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         await self.open()
-        backoff = Backoff(0.5, 10.0)
+        s = self.settings
+        backoff = Backoff(s.backoff_initial_s, s.backoff_max_s)
         while stop is None or not stop.is_set():
+            started = time.monotonic()
+            cause, reason = "broker", ""
             try:
-                await self._session()
+                await self._session(stop)
+                if stop is not None and stop.is_set():
+                    return  # a clean stop: the last group was answered and acknowledged
+                reason = "session ended"
             except SubscriptionRefused:
                 raise
-            except Exception as exc:  # broker or database gone: the messages stay unacked
-                self.subscribed.clear()
-                self._set_connected(False)
-                self.counters.reconnects += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                delay = backoff.next_delay()
-                log.warning(
-                    "receiver session ended (broker or database failure); reconnecting",
-                    extra={
-                        "event": "ingest_disconnected",
-                        "reason": self.last_error,
-                        "retry_in_s": round(delay, 2),
-                    },
-                )
-                await asyncio.sleep(delay)
+            except aiomqtt.MqttError as exc:
+                reason = str(exc) or type(exc).__name__
+            except StoreUnavailable as exc:
+                cause, reason = "store", str(exc)
+            except Exception as exc:  # a bug: say so, with the traceback, and carry on
+                cause, reason = "bug", f"{type(exc).__name__}: {exc}"
+                log.exception("receiver session failed", extra={"event": "ingest_error"})
+            self.subscribed.clear()
+            self._set_connected(False)
+            self.last_error = f"{cause}: {reason}"
+            self.counters.reconnects += 1
+            healthy = self._was_healthy(started)
+            if healthy:
+                backoff.reset()
+            delay = backoff.next_delay()
+            log.warning(
+                f"receiver session ended ({cause}); reconnecting",
+                extra={"event": "ingest_disconnected", "cause": cause, "reason": reason,
+                       "after_healthy_session": healthy, "retry_in_s": round(delay, 2)},
+            )
+            await asyncio.sleep(delay)
+
+    def _was_healthy(self, started: float) -> bool:
+        """The session that began at ``started`` subscribed and then ran long enough."""
+        since = self._subscribed_at
+        return (since is not None and since >= started
+                and time.monotonic() - since >= self.settings.healthy_after_s)
 
     def _set_connected(self, up: bool) -> None:
         self.connected = up
         self.observer.connected(up)
 
-    async def _session(self) -> None:
+    async def _session(self, stop: asyncio.Event | None) -> None:
         async with self._client() as client:
             self._set_connected(True)
             for topic in self.topics:
                 await self._subscribe(client, topic)
+            self._subscribed_at = time.monotonic()
             self.subscribed.set()
             self.last_error = ""
             log.info("receiver subscribed", extra={"event": "ingest_subscribed",
                                                    "topics": self.topics})
             watchdog = asyncio.create_task(self._no_message_watchdog())
             try:
-                await self._consume(client)
+                await self._consume(client, stop)
             finally:
                 watchdog.cancel()
 
@@ -255,152 +305,259 @@ class Receiver:
                 extra={"event": "ingest_no_messages", "topics": self.topics,
                        "seconds": self.settings.no_message_warning_s})
 
-    async def _consume(self, client: aiomqtt.Client) -> None:
+    async def _consume(self, client: aiomqtt.Client, stop: asyncio.Event | None) -> None:
         # aiomqtt hands out one message per task switch; the ones already queued are taken
         # together from its queue, so a busy receiver stores hundreds per transaction.
         queue: asyncio.Queue[aiomqtt.Message] = client._queue
         linger = self.settings.group_linger_s
-        async for first in client.messages:
+        while True:
+            first = await _next_unless_stopped(client.messages, stop)
+            if first is None:
+                return  # stop asked: leave with every handled message acknowledged
             group = [first]
             self._take_queued(queue, group)
-            if len(group) < self.settings.group_max and linger > 0:
+            if len(group) < self.settings.max_group and linger > 0:
                 # a quiet moment: wait a little for more, so that one commit (one fsync of the
                 # database) carries many messages instead of one
                 await asyncio.sleep(linger)
                 self._take_queued(queue, group)
-            await self.handle_messages([(str(m.topic), bytes(m.payload)) for m in group])
+            acks = await self.handle_group([(str(m.topic), _bytes(m.payload)) for m in group])
+            if acks:
+                await asyncio.gather(*(
+                    client.publish(self.ack_topic(gw), encode_ack(ack), qos=1)
+                    for gw, ack in acks.items()
+                ))
+                self.counters.acks_published += len(acks)
             for m in group:
                 client._client.ack(m.mid, m.qos)
 
     def _take_queued(self, queue: asyncio.Queue[aiomqtt.Message],
                      group: list[aiomqtt.Message]) -> None:
-        while len(group) < self.settings.group_max:
+        while len(group) < self.settings.max_group:
             try:
                 group.append(queue.get_nowait())
             except asyncio.QueueEmpty:
                 return
 
-    # -- messages -----------------------------------------------------------------------
+    # ------------------------------------------------------------------------ messages
+    async def handle(self, topic: str, payload: bytes) -> dict[str, Ack]:
+        """Process one message; returns the acks to publish, per gateway."""
+        return await self.handle_group([(topic, payload)])
 
-    async def handle(self, topic: str, payload: bytes) -> GroupResult:
-        """Process one message (see :meth:`handle_messages`)."""
-        return await self.handle_messages([(topic, payload)])
+    async def handle_group(self, messages: Sequence[tuple[str, bytes]]) -> dict[str, Ack]:
+        """Validate, store (one transaction) and answer a group of messages.
 
-    async def handle_messages(self, messages: Sequence[tuple[str, bytes]]) -> GroupResult:
-        """Validate and store a group of messages; batches share one transaction.
-
-        Returns once everything is committed — what was stored (per batch: new and duplicate
-        rows, the sequence ranges to confirm to each gateway) and what was refused — and
-        raises (nothing acknowledged) when the store fails, so the broker redelivers the group.
+        Raises only :class:`StoreUnavailable` (nothing acknowledged).
         """
-        result = GroupResult()
         await self.open()
         now_ms = time.time_ns() // 1_000_000
         self.last_message_monotonic = time.monotonic()
-        batches: list[IngestBatch] = []
-        sources: dict[int, tuple[str, bytes]] = {}  # id(batch) → its message
-        obs_messages = 0
+        self.counters.messages += len(messages)
         prefix = self.settings.topic_prefix + "/"
+        items: list[_Message] = []
         for topic, payload in messages:
-            self.counters.messages += 1
             gateway, _, kind = topic.removeprefix(prefix).partition("/")
             if kind == "status":
-                await self._status(topic, gateway, payload, now_ms, result.refused)
+                await self._status(topic, gateway, payload, now_ms)
             elif kind.startswith("events"):
-                await self._event(topic, gateway, kind.removeprefix("events").strip("/"),
-                                  payload, now_ms)
+                await self._event(gateway, kind.removeprefix("events").strip("/"), payload,
+                                  now_ms)
             else:
-                obs_messages += 1
-                batch = await self._decode(topic, gateway, payload, now_ms, result.refused)
-                if batch is not None:
-                    batches.append(batch)
-                    sources[id(batch)] = (topic, payload)
-        self.observer.messages("obs", obs_messages)
-        if not batches:
-            return result
+                items.append(await self._decode(topic, payload, now_ms))
+        self.observer.messages("obs", len(items))
+        stored = [m for m in items if m.rows is not None]
+        await self._store(stored, now_ms)
+        for m in items:
+            if m.rejection is not None:
+                await self.store.reject(m.rejection, now_ms)
+                self.observer.rejected(m.rejection.reason)
+        return self._acks(items)
+
+    async def _decode(self, topic: str, payload: bytes, now_ms: int) -> _Message:
+        m = _Message(topic, payload, self._gateway_of(topic))
+        try:
+            batch = await self._decode_with_dictionaries(payload)
+            if batch.gateway_id != m.gateway_id:
+                raise ContractError(f"gateway {batch.gateway_id!r} published on {topic!r}",
+                                    batch.gateway_id, seq_ranges(batch.sequences))
+        except UnknownDictionary as exc:
+            if exc.gateway_id == m.gateway_id:
+                m.need = exc
+                self.counters.needs += 1
+                return m
+            self._refuse(m, ContractError(f"gateway {exc.gateway_id!r} published on {topic!r}"))
+            return m
+        except ContractError as exc:
+            self._refuse(m, exc)
+            return m
+        if batch.dictionary is not None:
+            self._remember(batch.gateway_id, batch.dictionary)
+            # persisted before the rows it describes, so every worker can decode what follows
+            await self.store.put_dictionary(batch.gateway_id, batch.dictionary.ref,
+                                            batch.dictionary.body)
+        m.batch = batch
+        if batch.rejected:
+            self._refuse_rows(m, batch)
+        if batch.observations or batch.gaps:
+            rows = from_decoded(batch)
+            try:
+                if len(rows):
+                    check_storable(rows, now_ms)
+            except ContractError as exc:
+                self._refuse(m, ContractError(exc.reason, batch.gateway_id,
+                                              seq_ranges(batch.sequences)))
+                m.batch = None
+                return m
+            m.rows = rows
+        return m
+
+    async def _decode_with_dictionaries(self, payload: bytes) -> DecodedBatch:
+        """Decode; a dictionary this worker has not seen may be in the shared store."""
+        try:
+            return decode_batch(payload, self._lookup)
+        except UnknownDictionary as exc:
+            gateway = exc.gateway_id
+            if gateway is None:
+                raise
+            body = await self.store.get_dictionary(gateway, exc.ref)
+            if body is None:
+                raise
+            try:
+                self._remember(gateway, SessionDictionary.from_body(body))
+            except ContractError:
+                raise exc from None
+            return decode_batch(payload, self._lookup)
+
+    def _gateway_of(self, topic: str) -> str | None:
+        parts = topic.split("/")
+        prefix = self.settings.topic_prefix.split("/")
+        if len(parts) == len(prefix) + 2 and parts[: len(prefix)] == prefix and parts[-1] == "obs":
+            return parts[-2]
+        return None
+
+    def _lookup(self, gateway_id: str, ref: bytes) -> SessionDictionary | None:
+        key = (gateway_id, ref)
+        found = self._dictionaries.get(key)
+        if found is not None:
+            self._dictionaries.move_to_end(key)
+        return found
+
+    def _remember(self, gateway_id: str, dictionary: SessionDictionary) -> None:
+        self._dictionaries[(gateway_id, dictionary.ref)] = dictionary
+        while len(self._dictionaries) > DICTIONARY_CACHE:
+            self._dictionaries.popitem(last=False)
+
+    def _refuse(self, m: _Message, exc: ContractError) -> None:
+        """A message refused whole: dead letter, and an ``x`` answer when it is readable."""
+        self.counters.rejected_messages += 1
+        answerable = exc.gateway_id is not None and exc.gateway_id == m.gateway_id
+        ranges = tuple(exc.ranges) if answerable else ()
+        m.rejection = Rejection(m.topic, exc.reason, m.payload, exc.gateway_id or m.gateway_id,
+                                ranges[0][0] if ranges else None,
+                                ranges[-1][1] if ranges else None)
+        m.x = [(a, b, exc.reason) for a, b in ranges]
+        log.warning(
+            "rejected message",
+            extra={"event": "ingest_rejected", "topic": m.topic, "reason": exc.reason[:300]},
+        )
+
+    def _refuse_rows(self, m: _Message, batch: DecodedBatch) -> None:
+        self.counters.rejected_rows += len(batch.rejected)
+        by_reason: dict[str, list[int]] = {}
+        for seq, reason in batch.rejected.items():
+            by_reason.setdefault(reason, []).append(seq)
+        for reason, seqs in by_reason.items():
+            m.x += [(a, b, reason) for a, b in seq_ranges(seqs)]
+        summary = "; ".join(list(by_reason)[:3])
+        refused = seq_ranges(batch.rejected)
+        m.rejection = Rejection(m.topic, f"{len(batch.rejected)} rows refused: {summary}",
+                                m.payload, batch.gateway_id, refused[0][0], refused[-1][1])
+        log.warning(
+            "rejected rows",
+            extra={"event": "ingest_rows_rejected", "topic": m.topic,
+                   "rows": len(batch.rejected), "reason": summary[:300]},
+        )
+
+    async def _store(self, items: list[_Message], now_ms: int) -> None:
+        """All batches in one transaction; on failure one by one, dead-lettering the culprit."""
+        if not items:
+            return
+        rows = [m.rows for m in items if m.rows is not None]
         started = time.perf_counter()
         try:
-            outcomes = await self.store.store_batches(batches, now_ms,
+            outcomes = await self.store.store_batches(rows, now_ms,
                                                       forward=self.settings.forward)
         except StoreUnavailable:
-            raise  # nothing acknowledged: the broker keeps the messages
-        except Exception as exc:  # caused by a batch's data: find it, keep the others flowing
-            log.warning("store refused a group; storing its batches one by one",
-                        extra={"event": "ingest_group_refused", "reason": str(exc)[:300]})
-            batches, outcomes = await self._one_by_one(batches, sources, now_ms,
-                                                       result.refused)
+            raise
+        except Exception as exc:
+            if len(items) > 1:
+                log.warning("store refused a group; storing its batches one by one",
+                            extra={"event": "ingest_group_refused", "reason": str(exc)[:300]})
+                for m in items:
+                    await self._store([m], now_ms)
+            else:
+                self._store_failed(items[0], exc)
+            return
         self.counters.transactions += 1
-        self.observer.group_stored(batches, outcomes, time.perf_counter() - started, now_ms)
-        for batch, outcome in zip(batches, outcomes, strict=True):
-            self.counters.observations_new += outcome.new
-            self.counters.duplicates += outcome.duplicates
-            self.counters.gaps_announced += len(batch.gaps)
-            result.stored.append((batch, outcome))
+        self.observer.group_stored(rows, outcomes, time.perf_counter() - started, now_ms)
+        for m, result in zip(items, outcomes, strict=True):
+            assert m.batch is not None
+            self.counters.observations_new += result.new
+            self.counters.duplicates += result.duplicates
+            self.counters.gaps_announced += len(m.batch.gaps)
             if self.on_batch is not None:
-                self.on_batch(batch, outcome.new)
-        return result
+                self.on_batch(m.batch, result.new)
 
-    async def _one_by_one(self, batches: list[IngestBatch],
-                          sources: dict[int, tuple[str, bytes]], now_ms: int,
-                          refused: list[Rejection]) -> tuple[list[IngestBatch],
-                                                             list[StoreOutcome]]:
-        """Store each batch alone; one the store still refuses is dead-lettered."""
-        kept: list[IngestBatch] = []
-        outcomes: list[StoreOutcome] = []
-        for batch in batches:
-            try:
-                outcome = (await self.store.store_batches([batch], now_ms,
-                                                          forward=self.settings.forward))[0]
-            except StoreUnavailable:
-                raise
-            except Exception as exc:
-                topic, payload = sources[id(batch)]
-                await self._reject(Rejection(
-                    topic, f"the store refused it: {type(exc).__name__}: {exc}"[:1000],
-                    payload, batch.gateway, batch.first_seq, batch.last_seq), now_ms, refused)
+    def _store_failed(self, m: _Message, exc: Exception) -> None:
+        """The store refused this batch alone (and is not unavailable): dead-letter, ``x``."""
+        batch = m.batch
+        assert batch is not None
+        reason = f"the twin could not store it: {type(exc).__name__}: {exc}"[:500]
+        ranges = seq_ranges(batch.sequences)
+        self.counters.store_dead_letters += 1
+        log.error("receiver could not store a batch; dead-lettered",
+                  extra={"event": "ingest_store_failed", "topic": m.topic,
+                         "gateway": batch.gateway_id, "reason": reason})
+        if m.rejection is not None:  # some rows were refused already: keep both reasons
+            reason = f"{reason}; {m.rejection.reason}"
+        m.rejection = Rejection(m.topic, reason, m.payload, batch.gateway_id,
+                                ranges[0][0] if ranges else None,
+                                ranges[-1][1] if ranges else None)
+        m.x += [(a, b, reason) for a, b in ranges]
+        m.batch = None
+        m.rows = None
+
+    def _acks(self, items: list[_Message]) -> dict[str, Ack]:
+        acks: dict[str, Ack] = {}
+        for m in items:
+            if m.gateway_id is None:
                 continue
-            kept.append(batch)
-            outcomes.append(outcome)
-        return kept, outcomes
+            ack = acks.setdefault(m.gateway_id, Ack())
+            if m.batch is not None:
+                ack.ok += seq_ranges(m.batch.sequences)
+            ack.x += m.x
+            if m.need is not None:
+                ack.need += [(m.need.ref, a, b) for a, b in m.need.ranges]
+        for ack in acks.values():
+            ack.ok = merge_ranges(ack.ok)
+        return {gw: ack for gw, ack in acks.items() if ack}
 
-    async def _decode(self, topic: str, gateway: str, payload: bytes, now_ms: int,
-                      refused: list[Rejection]) -> IngestBatch | None:
-        try:
-            batch = decode_columns(payload)
-            if batch.gateway != gateway:
-                raise ContractError(f"gateway {batch.gateway!r} published on {topic!r}")
-            check_storable(batch, now_ms)
-        except ContractError as exc:
-            await self._reject(Rejection(topic, str(exc), payload, gateway or None), now_ms,
-                               refused)
-            return None
-        return batch
-
-    async def _reject(self, rejection: Rejection, now_ms: int,
-                      refused: list[Rejection]) -> None:
-        refused.append(rejection)
-        self.counters.rejected_messages += 1
-        self.observer.rejected(rejection.reason)
-        await self.store.reject(rejection, now_ms)
-        log.warning("rejected message", extra={
-            "event": "ingest_rejected", "topic": rejection.topic, "reason": rejection.reason})
-
-    async def _status(self, topic: str, gateway: str, payload: bytes, now_ms: int,
-                      refused: list[Rejection]) -> None:
+    # ------------------------------------------------------------------------ fleet
+    async def _status(self, topic: str, gateway: str, payload: bytes, now_ms: int) -> None:
         self.observer.messages("status", 1)
         if not payload:
             return  # a retained status being cleared
         try:
             status = parse_status(payload)
         except ValueError as exc:
-            await self._reject(Rejection(topic, f"status: {exc}", payload, gateway), now_ms,
-                               refused)
+            self.counters.rejected_messages += 1
+            await self.store.reject(Rejection(topic, f"status: {exc}", payload, gateway), now_ms)
+            self.observer.rejected(f"status: {exc}")
             return
         self.counters.status_messages += 1
         await self.store.put_status(gateway, status, now_ms)
 
-    async def _event(self, topic: str, gateway: str, kind: str, payload: bytes,
-                     now_ms: int) -> None:
+    async def _event(self, gateway: str, kind: str, payload: bytes, now_ms: int) -> None:
         self.observer.messages("event", 1)
         try:
             body: object = json.loads(payload) if payload else None
@@ -411,8 +568,7 @@ class Receiver:
         self.counters.events += 1
         await self.store.add_event(gateway, kind or "event", body, now_ms)
 
-    # -- reporting ------------------------------------------------------------------------
-
+    # ------------------------------------------------------------------------ reporting
     async def log_progress(self, stop: asyncio.Event) -> None:
         """A counts line every ``progress_interval_s`` while running."""
         last = self.counters.observations_new
@@ -435,3 +591,28 @@ class Receiver:
                  c.duplicates, c.rejected_messages, c.reconnects, seconds,
                  extra={"event": "ingest_summary", **c.as_dict(),
                         "seconds": round(seconds, 1)})
+
+
+async def _next_unless_stopped(
+    messages: aiomqtt.client.MessagesIterator, stop: asyncio.Event | None
+) -> aiomqtt.Message | None:
+    """The next message, or None once ``stop`` is set (checked between groups only)."""
+    if stop is None:
+        return await anext(messages)
+    if stop.is_set():
+        return None
+    receive = asyncio.ensure_future(anext(messages))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({receive, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not receive.done():
+        receive.cancel()
+        await asyncio.gather(receive, return_exceptions=True)
+        return None
+    return receive.result()
+
+
+def _bytes(payload: object) -> bytes:
+    return bytes(payload) if isinstance(payload, bytes | bytearray) else b""

@@ -14,10 +14,11 @@ older release (observations keyed by a random UUID, one JSON per row) is migrate
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from edge.ingest.rows import IngestBatch, QualityProfile, StreamDef, from_cbor, to_cbor
@@ -97,8 +98,9 @@ _INSERT = "INSERT OR IGNORE INTO observation VALUES(?,?,?,?,?,?,?,?,?,?,?,?)"
 class SqliteStore:
     """:class:`edge.ingest.store.TwinStore` on one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = 10.0) -> None:
         self.path = path
+        self.busy_timeout_s = busy_timeout_s
         self._db: sqlite3.Connection | None = None
         self._gateways: dict[str, int] = {}
         self._streams: dict[tuple[int, StreamDef], int] = {}
@@ -114,10 +116,10 @@ class SqliteStore:
         if self._db is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                             timeout=self.busy_timeout_s)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=10000")
         _migrate_v1(db)
         _create_schema(db)
         self._db = db
@@ -126,6 +128,14 @@ class SqliteStore:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+    @contextlib.contextmanager
+    def _unavailable(self) -> Iterator[None]:
+        """A locked or failing database is StoreUnavailable (the receiver retries later)."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
 
     # -- ids of normalised things -----------------------------------------------------
 
@@ -182,15 +192,12 @@ class SqliteStore:
             db.execute("COMMIT")
         except BaseException as exc:
             db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError):  # e.g. disk full: not the data
-                self._gateways.clear()
-                self._streams.clear()
-                self._profiles.clear()
-                raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
             # ids cached during the failed transaction may not exist: look them up again
             self._gateways.clear()
             self._streams.clear()
             self._profiles.clear()
+            if isinstance(exc, sqlite3.OperationalError):  # locked, disk full: not the data
+                raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
             raise
         return outcomes
 
@@ -228,6 +235,10 @@ class SqliteStore:
     # -- dead letters, dictionaries, status, events ---------------------------------------
 
     async def reject(self, rejection: Rejection, received_ms: int) -> None:
+        with self._unavailable():
+            self._reject(rejection, received_ms)
+
+    def _reject(self, rejection: Rejection, received_ms: int) -> None:
         r = rejection
         self.db.execute("INSERT INTO dead_letter VALUES(?,?,?,?,?,?,?)", (
             received_ms, r.topic, r.gateway, r.first_seq, r.last_seq, r.reason[:1000],
@@ -240,11 +251,17 @@ class SqliteStore:
         return None if row is None else bytes(row[0])
 
     async def put_dictionary(self, gateway: str, ref: bytes, table: bytes) -> None:
-        gid = self._gateway_id(gateway, 0)
-        self.db.execute("INSERT OR IGNORE INTO dictionary VALUES(?,?,?)", (gid, ref, table))
+        with self._unavailable():
+            gid = self._gateway_id(gateway, 0)
+            self.db.execute("INSERT OR IGNORE INTO dictionary VALUES(?,?,?)", (gid, ref, table))
 
     async def put_status(self, gateway: str, status: Mapping[str, JsonValue],
                          received_ms: int) -> None:
+        with self._unavailable():
+            self._put_status(gateway, status, received_ms)
+
+    def _put_status(self, gateway: str, status: Mapping[str, JsonValue],
+                    received_ms: int) -> None:
         f = status_fields(status)
         gid = self._gateway_id(gateway, received_ms)
         self.db.execute(
@@ -258,9 +275,10 @@ class SqliteStore:
 
     async def add_event(self, gateway: str, kind: str, payload: JsonValue,
                         received_ms: int) -> None:
-        gid = self._gateway_id(gateway, received_ms)
-        self.db.execute("INSERT INTO gateway_event VALUES(?,?,?,?)",
-                        (gid, received_ms, kind, compact_json(payload)))
+        with self._unavailable():
+            gid = self._gateway_id(gateway, received_ms)
+            self.db.execute("INSERT INTO gateway_event VALUES(?,?,?,?)",
+                            (gid, received_ms, kind, compact_json(payload)))
 
     # -- fleet ----------------------------------------------------------------------------
 

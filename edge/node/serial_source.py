@@ -4,6 +4,9 @@ It answers the node's hello with the time and the node's high-water mark, turns 
 batches into observations with node provenance, and acknowledges a batch only after the
 outbox committed its observations (the runtime's outbox sets ``Observation.sequence`` on
 commit; the source waits for that, at most ``commit_wait_s``).
+
+The node's mark has one owner: the outbox's staged state. It is staged right before the
+batch's observations are emitted, so both commit in the same journal record.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import serial_asyncio_fast
 
 from edge.node.session import AcceptedBatch, NodeSession
 from edge.node.settings import NodeSerialOptions
-from edge.node.store import HwmStore
+from edge.node.store import read_legacy_marks
 from edge.seams import SourceContext
 
 log = logging.getLogger("duet.node.serial")
@@ -44,15 +48,7 @@ class NodeSerialSource:
         self.options = options or NodeSerialOptions.model_validate({})
         self.baudrate = baudrate or self.options.baudrate
         self.session: NodeSession | None = None
-        self._hwm: HwmStore | None = None
-        self._unconfirmed: list[AcceptedBatch] = []
         self.clock_ms = clock_ms  # wall clock for time sync; None: the runtime's ctx.clock_ms
-
-    @property
-    def hwm(self) -> HwmStore:
-        if self._hwm is None:
-            self._hwm = HwmStore(self.options.state_path)
-        return self._hwm
 
     async def run(self, ctx: SourceContext) -> None:
         reader, writer = await serial_asyncio_fast.open_serial_connection(
@@ -61,7 +57,7 @@ class NodeSerialSource:
         session = NodeSession(
             self.gateway_id,
             self.name,
-            _Marks(self.hwm, ctx),  # type: ignore[arg-type]
+            _Marks(ctx, self.options.state_path),
             self.clock_ms or ctx.clock_ms,
             ctx.health.frames_bad,
         )
@@ -83,42 +79,6 @@ class NodeSerialSource:
                 await self._handle(ctx, session, writer, data)
         finally:
             writer.close()
-            self._settle_unconfirmed(session)
-
-    def _settle_unconfirmed(self, session: NodeSession) -> None:
-        """Stopped (shutdown, port error) while batches waited for their group commit.
-
-        Their observations are in the outbox's pending group, which the runtime commits after
-        stopping the sources. A loop callback keeps watching for that commit (at most
-        ``commit_wait_s``) and only then persists the node's mark, so a restarted gateway
-        recognises the node's resend as a duplicate. If the commit is never seen (the process
-        ends first, or crashes), the mark is not written: the node resends and the batch is
-        accepted again — never lost.
-        """
-        batches, self._unconfirmed = self._unconfirmed, []
-        if not batches:
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.options.commit_wait_s
-        last = batches[-1]
-        firmware = session.node.firmware if session.node else ""
-
-        def check() -> None:
-            if all(o.sequence is not None for b in batches for o in b.observations):
-                session.hwm.set(last.node_id, last.seq, firmware)
-            elif loop.time() < deadline:
-                loop.call_later(COMMIT_POLL_S, check)
-            else:
-                log.warning(
-                    "node batches not confirmed committed at stop; the node will resend",
-                    extra={
-                        "event": "node_commit_unconfirmed",
-                        "source": self.name,
-                        "seqs": [b.seq for b in batches],
-                    },
-                )
-
-        check()
 
     async def _handle(
         self, ctx: SourceContext, session: NodeSession, writer: Any, data: bytes
@@ -138,14 +98,14 @@ class NodeSerialSource:
             ctx.health.last_frame_ms = ctx.clock_ms()
             if batch.observations:
                 ctx.health.observations += len(batch.observations)
-                # the node's mark commits in the same transaction as its observations, so
-                # even a kill -9 between commit and the HwmStore write cannot duplicate it
+                # the node's mark commits in the same journal record as its observations:
+                # no crash can separate them
                 ctx.stage(f"node-hwm/{batch.node_id}", str(batch.seq))
                 ctx.emit(batch.observations)
         if result.batches:
-            self._unconfirmed = list(result.batches)
+            # stopped while waiting: the batches and their staged mark commit together with
+            # the runtime's final commit, or not at all (then the node resends them)
             await self._await_commit(result.batches)
-            self._unconfirmed = []
             last = result.batches[-1]
             writer.write(session.committed(last.node_id, last.seq))
             await writer.drain()
@@ -183,17 +143,48 @@ def build_node_serial(settings: Any, gateway_id: str) -> NodeSerialSource:
 
 
 class _Marks:
-    """A node's last committed batch: the later of the HwmStore and the outbox's own record."""
+    """A node's last committed batch: the outbox's staged state is its only copy.
 
-    def __init__(self, store: HwmStore, ctx: SourceContext) -> None:
-        self.store = store
+    Versions before 0.9 kept marks in their own SQLite file (``options.state_path``). Its
+    marks are staged into the outbox once, at start; as soon as they are committed the file
+    is renamed ``<name>.migrated`` and never read again. Until then (at most one commit
+    interval) a legacy mark still counts, so no batch is accepted twice across the upgrade.
+    """
+
+    def __init__(self, ctx: SourceContext, legacy_path: Path) -> None:
         self.ctx = ctx
+        self.legacy_path = legacy_path
+        self.legacy = read_legacy_marks(legacy_path)
+        for node_id, seq in self.legacy.items():
+            if (self._committed(node_id) or 0) < seq:
+                ctx.stage(f"node-hwm/{node_id}", str(seq))
+        self._finish_migration()
+
+    def _committed(self, node_id: str) -> int | None:
+        value = self.ctx.recall(f"node-hwm/{node_id}")
+        return int(value) if value else None
+
+    def _finish_migration(self) -> None:
+        if not self.legacy:
+            return
+        if all((self._committed(n) or 0) >= s for n, s in self.legacy.items()):
+            moved = self.legacy_path.with_name(self.legacy_path.name + ".migrated")
+            try:
+                self.legacy_path.replace(moved)
+            except OSError as exc:
+                log.warning("node marks migrated; old marks file not renamed",
+                            extra={"event": "node_marks_migrated", "path": str(moved),
+                                   "reason": str(exc)})
+            else:
+                log.info("node marks migrated into the outbox",
+                         extra={"event": "node_marks_migrated", "path": str(moved)})
+            self.legacy = {}
 
     def get(self, node_id: str) -> int | None:
-        stored = self.store.get(node_id)
-        committed = self.ctx.recall(f"node-hwm/{node_id}")
-        marks = [m for m in (stored, int(committed) if committed else None) if m is not None]
+        self._finish_migration()
+        marks = [m for m in (self._committed(node_id), self.legacy.get(node_id)) if m is not None]
         return max(marks) if marks else None
 
     def set(self, node_id: str, seq: int, firmware: str = "") -> None:
-        self.store.set(node_id, seq, firmware)
+        """Nothing to write: the mark was staged with the batch and committed with it."""
+        del node_id, seq, firmware

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.model import Datastream, Observation, Provenance
-from edge.node.store import HwmStore
+from edge.node.store import MarkStore
 from edge.quantities import QUANTITIES
 from firmware import nodeproto as P
 
@@ -61,7 +61,7 @@ class FeedResult:
 class NodeSession:
     """State of the link to one node over one serial port."""
 
-    def __init__(self, gateway_id: str, source_name: str, hwm: HwmStore,
+    def __init__(self, gateway_id: str, source_name: str, hwm: MarkStore,
                  clock_ms: Callable[[], int], bad: Counter[str] | None = None) -> None:
         self.gateway_id = gateway_id
         self.source_name = source_name

@@ -29,8 +29,8 @@ class NodeSerialOptions(BaseModel):
 
     state_path: Path = Field(
         DEFAULT_STATE_PATH,
-        description="SQLite file with each node's last committed batch sequence "
-        "(de-duplication across gateway restarts); put it in the gateway's data_dir.",
+        description="Marks file of versions before 0.9, migrated once into the outbox (which "
+        "now keeps each node's last committed batch) and renamed <name>.migrated.",
     )
     keepalive_s: float = Field(
         60.0, gt=0, le=3600,

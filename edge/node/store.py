@@ -1,7 +1,9 @@
 """Per-node high-water marks: the highest batch sequence whose observations are committed.
 
-Kept in a small SQLite table so that de-duplication by (node id, sequence) survives gateway
-restarts. A mark is written only after the outbox has committed the batch's observations.
+On a gateway the marks live in the outbox's staged state (committed in the same journal
+record as the batch's observations: the only copy, see ``edge.node.serial_source``).
+:class:`HwmStore` is the stand-alone store for tools without an outbox (``provision node
+add``, tests); :func:`read_legacy_marks` reads the marks file earlier versions kept, once.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Protocol
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS node_hwm (
@@ -18,6 +21,28 @@ CREATE TABLE IF NOT EXISTS node_hwm (
     updated_ms INTEGER NOT NULL
 )
 """
+
+
+class MarkStore(Protocol):
+    """What a node session needs: the last committed batch of a node, and where to note one."""
+
+    def get(self, node_id: str) -> int | None: ...
+
+    def set(self, node_id: str, seq: int, firmware: str = "") -> None: ...
+
+
+def read_legacy_marks(path: Path) -> dict[str, int]:
+    """Marks from a nodes.db of earlier versions ({} if there is none or it is unreadable)."""
+    if not path.is_file():
+        return {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return {str(n): int(s) for n, s in db.execute("SELECT node_id, seq FROM node_hwm")}
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return {}
 
 
 class HwmStore:

@@ -1,8 +1,9 @@
 """Fault-injection evaluation of the quality stage on a real base signal.
 
 The real :class:`~edge.quality.stage.QualityStage` runs over observations built from the
-series (one batch per timestamp, in time order), once per fault type, with and without the
-anomaly model. Scores are per fault type:
+series (one batch per timestamp, in time order), once per fault type, for each entry of
+``DETECTORS``: the rules alone, the rules with the learned anomaly detector, and both with the
+LiteRT model. Scores are per fault type:
 
 - event level: an event is detected when any observation inside it is flagged (aggregate
   ≥ 3; for dropouts, the ``gap`` test on the first value after the gap); a false alarm is a
@@ -31,6 +32,9 @@ from edge.quality.train import Series
 SENSOR = "aq1"
 TWIN = "aq2"
 _CLUSTER_GAP = 3  # flagged samples closer than this form one false alarm
+# (label, learned anomaly detector on, LiteRT model on)
+DETECTORS = (("rules", False, False), ("rules+anomaly", True, False),
+             ("rules+anomaly+model", True, True))
 
 
 @dataclass
@@ -66,8 +70,9 @@ class EvalReport:
 
 
 def eval_settings(quantity: str, twin: bool, ml: bool, model_dir: Path | None,
-                  base: QualitySettings | None = None) -> QualitySettings:
-    """``base`` (default thresholds if None), plus the co-located twin pair if simulated."""
+                  base: QualitySettings | None = None, anomaly: bool = True) -> QualitySettings:
+    """``base`` (default thresholds if None), plus the co-located twin pair if simulated;
+    the learned detector on or off (``anomaly``), the LiteRT model on or off (``ml``)."""
     base = base or QualitySettings.model_validate({})
     pairs = list(base.colocated)
     if twin:
@@ -78,6 +83,7 @@ def eval_settings(quantity: str, twin: bool, ml: bool, model_dir: Path | None,
         }))
     return base.model_copy(
         update={"colocated": pairs,
+                "anomaly": base.anomaly.model_copy(update={"enabled": anomaly}),
                 "ml": MlSettings.model_validate(
                     {"enabled": ml, "model_dir": model_dir or base.ml.model_dir})}
     )
@@ -90,15 +96,26 @@ def _pair_tolerance(quantity: str) -> float:
 StreamKey = tuple[str, str]
 
 
+@dataclass
+class StageRun:
+    """Per stream, one entry per row: aggregate flag, gap flag, anomaly score (NaN: no value)."""
+
+    aggregate: dict[StreamKey, np.ndarray]
+    gap: dict[StreamKey, np.ndarray]
+    anomaly: dict[StreamKey, np.ndarray]
+    ml_status: str
+
+
 def run_stage(
     settings: QualitySettings, times_ms: np.ndarray, streams: dict[StreamKey, np.ndarray]
-) -> tuple[dict[StreamKey, np.ndarray], dict[StreamKey, np.ndarray], str]:
-    """Feed the series through a fresh stage; return aggregate flags and gap flags per stream."""
+) -> StageRun:
+    """Feed the series through a fresh stage (one batch per row, NaN values left out)."""
     stage = QualityStage(settings)
     prov = Provenance(sensor_model="uci-airquality")
     ds = {key: Datastream("eval", key[0], key[1]) for key in streams}
     agg = {key: np.zeros(len(times_ms), np.int8) for key in streams}
     gap = {key: np.zeros(len(times_ms), bool) for key in streams}
+    anomaly = {key: np.full(len(times_ms), np.nan) for key in streams}
     cols = [(key, ds[key], v.tolist()) for key, v in streams.items()]
     for i, t in enumerate(times_ms.tolist()):
         batch: list[Observation] = []
@@ -114,7 +131,8 @@ def run_stage(
             if q is not None:
                 agg[key][i] = q.aggregate
                 gap[key][i] = q.tests.get("gap") == 9
-    return agg, gap, stage.ml_status
+                anomaly[key][i] = q.scores.get("anomaly", np.nan)
+    return StageRun(agg, gap, anomaly, stage.ml_status)
 
 
 def score_events(kind: str, events: list[FaultEvent], flagged: np.ndarray,
@@ -183,7 +201,7 @@ def evaluate(
     kinds: tuple[str, ...] = FAULT_TYPES,
     settings: QualitySettings | None = None,
 ) -> EvalReport:
-    """Inject each fault type into ``quantity`` of sensor aq1 and score rules vs rules + model.
+    """Inject each fault type into ``quantity`` of sensor aq1; score each of ``DETECTORS``.
 
     Only indices from ``first_fraction`` on are used (the model's training and validation
     data come before). With ``twin_noise > 0`` a co-located twin sensor is simulated as the
@@ -201,24 +219,25 @@ def evaluate(
     report = EvalReport(quantity=quantity, rows=len(times), first_index=lo, seed=seed,
                         events_per_type=n_events, twin_noise=twin_noise, ml_status="")
     key = (SENSOR, quantity)
-    for label, use_ml in (("rules", False), ("rules+model", True)):
-        run_settings = eval_settings(quantity, twin_noise > 0, use_ml, model_dir, settings)
-        agg, gap, status = run_stage(run_settings, times, {**base, key: clean})
+    for label, use_anomaly, use_ml in DETECTORS:
+        run_settings = eval_settings(quantity, twin_noise > 0, use_ml, model_dir, settings,
+                                     anomaly=use_anomaly)
+        run = run_stage(run_settings, times, {**base, key: clean})
         if use_ml:
-            report.ml_status = status
+            report.ml_status = run.ml_status
         observed = np.isfinite(clean)
         region = observed.copy()
         region[:lo] = False
-        background = agg[key] >= QC_SUSPECT
-        background_gaps = gap[key]
+        background = run.aggregate[key] >= QC_SUSPECT
+        background_gaps = run.gap[key]
         report.clean_false_flag_rate[label] = round(
             float(np.sum(background & region) / max(1, region.sum())), 5
         )
         report.results[label] = {}
         for k, kind in enumerate(kinds):
             inj = inject(clean, times, kind, n_events, seed + k, lo=lo)
-            agg, gap, _ = run_stage(run_settings, times, {**base, key: inj.values})
-            flagged = gap[key] if kind == "dropout" else agg[key] >= QC_SUSPECT
+            faulty = run_stage(run_settings, times, {**base, key: inj.values})
+            flagged = faulty.gap[key] if kind == "dropout" else faulty.aggregate[key] >= QC_SUSPECT
             report.results[label][kind] = score_events(
                 kind, inj.events, flagged, np.isfinite(inj.values), times, lo,
                 background_gaps if kind == "dropout" else background,

@@ -51,6 +51,7 @@ class ModelArtefact:
     layers: list[int]
     meta: dict[str, Any] = field(default_factory=dict)
     sample_period_s: float | None = None  # cadence of the training data; None: unknown
+    folder: Path | None = None  # where it was loaded from (retraining writes back there)
 
     @property
     def n_features(self) -> int:
@@ -116,6 +117,7 @@ def load_artefact(folder: Path) -> ModelArtefact:
             else None
         ),
         meta={k: v for k, v in meta.items() if k not in known},
+        folder=folder,
     )
 
 

@@ -150,3 +150,99 @@ def load_labels(path: Path) -> dict[str, list[list[str]]]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object keyed by file name")
     return {str(k): list(v) for k, v in data.items()}
+
+
+@dataclass(frozen=True)
+class LabelledScores:
+    """One series' graded anomaly scores (one per row) and its anomaly windows (row ranges)."""
+
+    name: str
+    scores: np.ndarray
+    windows: list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The threshold that maximises the normalised score of a set of series, per profile."""
+
+    profile: str
+    threshold: float
+    score: float
+    curve: list[tuple[float, float]]  # (threshold, normalised score), ascending thresholds
+
+
+class _FileCurve:
+    """The raw NAB score of one series as a step function of the threshold."""
+
+    def __init__(self, item: LabelledScores, profile: dict[str, float]) -> None:
+        scores = np.nan_to_num(np.asarray(item.scores, np.float64), nan=-np.inf)
+        n = len(scores)
+        probation = probation_rows(n)
+        windows = sorted(w for w in item.windows if w[1] >= probation)
+        a_tp, a_fp, a_fn = profile["tp"], profile["fp"], profile["fn"]
+        max_tp = scaled_sigmoid(-1.0)
+        self.a_fn = a_fn
+        self.null = -a_fn * len(windows)
+        self.perfect = a_tp * len(windows)
+        # per window: prefix maxima of the scores and the reward of each row
+        self.windows: list[tuple[np.ndarray, np.ndarray]] = []
+        in_window = np.zeros(n, bool)
+        fp_weight = np.zeros(n)
+        prev_end: int | None = None
+        prev_width = 0
+        w_idx = 0
+        for i in range(probation, n):
+            while w_idx < len(windows) and i > windows[w_idx][1]:
+                prev_end = windows[w_idx][1]
+                prev_width = windows[w_idx][1] - windows[w_idx][0] + 1
+                w_idx += 1
+            if w_idx < len(windows) and windows[w_idx][0] <= i <= windows[w_idx][1]:
+                in_window[i] = True
+            else:
+                position = 3.0 if prev_end is None else abs(prev_end - i) / max(prev_width - 1, 1)
+                fp_weight[i] = scaled_sigmoid(position) * a_fp
+        for start, end in windows:
+            lo = max(start, probation)
+            width = end - start + 1
+            rows = np.arange(lo, end + 1)
+            rewards = np.array([scaled_sigmoid(-(end - i + 1) / width) * a_tp / max_tp
+                                for i in rows])
+            self.windows.append((np.maximum.accumulate(scores[lo : end + 1]), rewards))
+        fp_rows = np.flatnonzero(~in_window & (np.arange(n) >= probation))
+        order = np.argsort(-scores[fp_rows], kind="stable")
+        self.fp_scores = -scores[fp_rows][order]  # ascending copy of -score for searchsorted
+        self.fp_cum = np.concatenate([[0.0], np.cumsum(fp_weight[fp_rows][order])])
+
+    def raw(self, thresholds: np.ndarray) -> np.ndarray:
+        """Raw NAB score at each threshold (detection: score >= threshold)."""
+        total = self.fp_cum[np.searchsorted(self.fp_scores, -thresholds, side="right")]
+        for prefix_max, rewards in self.windows:
+            first = np.searchsorted(prefix_max, thresholds, side="left")
+            hit = first < len(prefix_max)
+            total = total + np.where(hit, rewards[np.minimum(first, len(rewards) - 1)],
+                                     -self.a_fn)
+        return total
+
+
+def sweep(items: list[LabelledScores], profile: str = "standard",
+          thresholds: np.ndarray | None = None) -> Sweep:
+    """Normalised NAB score over all ``items`` at every threshold; the best one wins.
+
+    Default thresholds: every distinct score (rounded to 3 decimals) plus one above them all
+    (the null detector). NAB sweeps the threshold the same way, over the whole corpus at once.
+    """
+    weights = PROFILES[profile]
+    if thresholds is None:
+        parts: list[np.ndarray] = [np.zeros(0)]
+        parts += [np.round(np.asarray(i.scores, np.float64), 3) for i in items]
+        every = np.concatenate(parts)
+        every = every[np.isfinite(every)]
+        thresholds = np.unique(np.concatenate([every, [np.inf]]))
+    curves = [_FileCurve(i, weights) for i in items]
+    raw = sum((c.raw(thresholds) for c in curves), np.zeros(len(thresholds)))
+    null = sum(c.null for c in curves)
+    perfect = sum(c.perfect for c in curves)
+    norm = 100.0 * (raw - null) / (perfect - null) if perfect != null else np.zeros_like(raw)
+    best = int(np.argmax(norm))
+    return Sweep(profile, float(thresholds[best]), float(norm[best]),
+                 [(float(t), float(s)) for t, s in zip(thresholds, norm, strict=True)])

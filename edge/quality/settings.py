@@ -69,6 +69,11 @@ class QuantityThresholds(BaseModel):
     spike_min_abs: float = Field(
         0.0, ge=0, description="Deviations smaller than this (absolute) never count as spikes."
     )
+    spike_accept: int = Field(
+        3, ge=2, le=16,
+        description="Spike-flagged values in a row at one new level after which that level "
+        "is accepted as the reference (a lasting step is flagged briefly, not forever).",
+    )
     rate_of_change_max: float | None = Field(
         None, gt=0, description="Largest plausible |dx/dt| per second; above → suspect."
     )
@@ -83,6 +88,10 @@ class QuantityThresholds(BaseModel):
     )
     flat_line_min_level: float | None = Field(
         None, description="Flat lines at or below this value are normal (e.g. clean air)."
+    )
+    flat_line_max_level: float | None = Field(
+        None, description="Flat lines at or above this value are normal (e.g. saturated "
+        "humidity in fog or rain)."
     )
     gap_factor: float = Field(
         3.0, gt=1, description="An interval longer than this × the usual one is a gap."
@@ -102,24 +111,30 @@ class QuantityThresholds(BaseModel):
         return self
 
 
-# Defaults per quantity. Sensor limits come from the common low-cost sensors' data sheets
+# Defaults per quantity. PM sensors report whole µg/m³: below 10 µg/m³ one step is 10 % or
+# more of the value and a reading legitimately holds for many minutes, so flat lines there
+# are not flagged (a frozen PMS5003 still shows as flat particle counts, nc*). Sensor limits
+# come from the common low-cost sensors' data sheets
 # (PMS5003/SPS30: 0-1000 µg/m³; SHT3x/BME280: -40..85 °C, 0..100 %RH; electrochemical NO2/O3
 # and CO cells of the ranges below). See docs/quality.md for the full table and rationale.
 DEFAULT_THRESHOLDS: dict[str, dict[str, Any]] = {
     "pm1": {"fail_min": 0, "fail_max": 1000, "suspect_max": 500, "spike_min_abs": 5.0,
-            "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 3.0},
+            "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 10.0},
     "pm2_5": {"fail_min": 0, "fail_max": 1000, "suspect_max": 500, "spike_min_abs": 5.0,
-              "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 3.0},
+              "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 10.0},
     "pm4": {"fail_min": 0, "fail_max": 1000, "suspect_max": 500, "spike_min_abs": 5.0,
-            "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 3.0},
+            "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 10.0},
     "pm10": {"fail_min": 0, "fail_max": 1000, "suspect_max": 600, "spike_min_abs": 5.0,
-             "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 3.0},
+             "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 10.0},
     "pm1_cf1": {"fail_min": 0, "fail_max": 1000, "spike_min_abs": 5.0,
-                "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 3.0},
+                "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 10.0},
     "pm2_5_cf1": {"fail_min": 0, "fail_max": 1000, "spike_min_abs": 5.0,
-                  "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 3.0},
+                  "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 10.0},
     "pm10_cf1": {"fail_min": 0, "fail_max": 1000, "spike_min_abs": 5.0,
-                 "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 3.0},
+                 "flat_line_suspect": 30, "flat_line_fail": 120, "flat_line_min_level": 10.0},
+    **{code: {"fail_min": 0, "spike_min_abs": 50.0, "flat_line_suspect": 30,
+              "flat_line_fail": 120, "flat_line_min_level": 0.0}
+       for code in ("nc0_3", "nc0_5", "nc1", "nc2_5", "nc5", "nc10")},
     "no2": {"fail_min": -20, "fail_max": 2000, "suspect_min": 0, "suspect_max": 400,
             "spike_min_abs": 20.0, "flat_line_suspect": 5, "flat_line_fail": 10},
     "o3": {"fail_min": -20, "fail_max": 2000, "suspect_min": 0, "suspect_max": 400,
@@ -134,7 +149,7 @@ DEFAULT_THRESHOLDS: dict[str, dict[str, Any]] = {
                     "flat_line_suspect": 60, "flat_line_fail": 240},
     "humidity": {"fail_min": 0, "fail_max": 100, "suspect_min": 5, "suspect_max": 100,
                  "spike_min_abs": 5.0, "rate_of_change_max": 0.2,
-                 "flat_line_suspect": 60, "flat_line_fail": 240},
+                 "flat_line_suspect": 60, "flat_line_fail": 240, "flat_line_max_level": 98.0},
     "pressure": {"fail_min": 30000, "fail_max": 110000, "suspect_min": 95000,
                  "suspect_max": 105000, "spike_min_abs": 200.0,
                  "flat_line_suspect": 120, "flat_line_fail": 600},
@@ -215,6 +230,51 @@ class MlSettings(BaseModel):
     model_dir: Path | None = Field(
         None, description="Folder of model artefacts; default: the models shipped with duet-edge."
     )
+    reload_interval_s: float = Field(
+        600.0, ge=10.0,
+        description="How often model_dir is checked for new or changed artefacts (hot swap).",
+    )
+    retrain: bool = Field(
+        False,
+        description="Retrain each model on the gateway from its own recent clean data and "
+        "write it into model_dir (which must then be set and writable).",
+    )
+    retrain_interval_s: float = Field(
+        7 * 86_400.0, ge=3600.0, description="How often the models are retrained."
+    )
+    history_days: int = Field(
+        28, ge=7, le=365, description="Days of recent data kept per scored datastream."
+    )
+
+    @model_validator(mode="after")
+    def _retrain_needs_a_folder(self) -> MlSettings:
+        if self.retrain and self.model_dir is None:
+            raise ValueError("retrain = true needs model_dir: the folder the retrained "
+                             "models are written to (e.g. /var/lib/duet-edge/models)")
+        return self
+
+
+class AnomalySettings(BaseModel):
+    """The learned online anomaly detector (one per datastream; needs no model or runtime)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Score every observation with the online detector.")
+    threshold: float = Field(
+        0.5, gt=0.0, le=1.0,
+        description="Alarm level of the anomaly score (0.5: about 1 in 100 000 values of a "
+        "stream behaving as it has so far); an alarm sets tests.anomaly = 3.",
+    )
+    warmup: int = Field(
+        100, ge=10, le=100_000,
+        description="Values a new datastream is learned from before its scores count "
+        "(tests.anomaly = 2 until then).",
+    )
+    checkpoint_interval_s: float = Field(
+        1800.0, ge=600.0,
+        description="How often the learned state is staged into the outbox (and at a clean "
+        "stop); a crash falls back to the last checkpoint.",
+    )
 
 
 class QualitySettings(BaseModel):
@@ -235,6 +295,10 @@ class QualitySettings(BaseModel):
     )
     colocated: list[ColocatedPair] = Field(
         default_factory=list, description="Co-located sensor pairs to compare."
+    )
+    anomaly: AnomalySettings = Field(
+        default_factory=lambda: AnomalySettings.model_validate({}),
+        description="The learned online anomaly detector.",
     )
     ml: MlSettings = Field(
         default_factory=lambda: MlSettings.model_validate({}), description="Anomaly models."

@@ -1,12 +1,18 @@
-"""The quality pipeline stage: rules + TinyML, between calibration and the outbox."""
+"""The quality pipeline stage: QARTOD rules, the learned anomaly score and TinyML, between
+calibration and the outbox (docs/quality.md)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
+import struct
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from edge.model import (
     QC_FAIL,
@@ -18,9 +24,13 @@ from edge.model import (
     Quality,
     aggregate_flag,
 )
+from edge.quality import checkpoint as ckpt
+from edge.quality.detector import StreamDetector
 from edge.quality.ml import LiteRtScorer, MlUnavailable, ModelArtefact, WindowFeatures, discover
+from edge.quality.retrain import History, retrain, write_artefact
 from edge.quality.rules import PairState, StreamRules
 from edge.quality.settings import QualitySettings
+from edge.quality.train import Series
 from edge.seams import StateStore
 
 log = logging.getLogger(__name__)
@@ -61,62 +71,128 @@ class _Month:
 
 
 class _MlStream:
-    __slots__ = ("co_keys", "features", "last_ok", "max_dt_ms", "min_dt_ms", "scorer",
-                 "threshold", "warned")
+    __slots__ = ("co_keys", "features", "history", "last_ok", "max_dt_ms", "min_dt_ms",
+                 "scorer", "threshold", "warned")
 
-    def __init__(self, scorer: LiteRtScorer, sensor_id: str) -> None:
+    def __init__(self, scorer: LiteRtScorer, sensor_id: str, history: History | None) -> None:
+        self.co_keys = [(sensor_id, code) for code in scorer.artefact.co_features]
+        self.history = history
+        self.warned = False
+        self.use(scorer)
+
+    def use(self, scorer: LiteRtScorer) -> None:
+        """Score with ``scorer`` from now on (its window fills anew)."""
         art = scorer.artefact
         self.scorer = scorer
         self.features = WindowFeatures(art)
         self.threshold = art.threshold
-        self.co_keys = [(sensor_id, code) for code in art.co_features]
         self.last_ok = math.nan
         period = art.sample_period_s
         self.min_dt_ms = 0.0 if period is None else period * 1000.0 / 2.0
         self.max_dt_ms = math.inf if period is None else period * 1000.0 * 2.0
-        self.warned = False
 
 
 class _Stream:
-    __slots__ = ("clim", "ml", "pairs", "rules")
+    __slots__ = ("clim", "detector", "ml", "pairs", "rules")
 
-    def __init__(self, rules: StreamRules, ml: _MlStream | None,
-                 pairs: list[tuple[PairState, bool]]) -> None:
+    def __init__(self, rules: StreamRules, detector: StreamDetector | None,
+                 ml: _MlStream | None, pairs: list[tuple[PairState, bool]]) -> None:
         self.rules = rules
         self.clim = rules.has_climatology
+        self.detector = detector
         self.ml = ml
         self.pairs = pairs
+
+
+def _train_and_write(sets: list[tuple[ModelArtefact, Series]]) -> list[Path]:
+    """Retrain each model on its series and write it back into the folder it came from."""
+    written = []
+    for old, series in sets:
+        assert old.folder is not None
+        try:
+            new = retrain(old, series)
+        except ValueError as exc:  # TrainingDataError: not enough clean history yet
+            log.info("quality: %s not retrained yet (%s)", old.name, exc)
+            continue
+        written.append(write_artefact(new, old.folder))
+        log.info("quality: %s retrained on %d rows of recent history", old.name,
+                 len(series.times_ms))
+    return written
 
 
 class QualityStage:
     """``process(observations)`` flags observations in arrival order (never raises on data).
 
-    Per-datastream state is a few floats, a ``spike_window`` ring buffer and, for quantities
-    with an anomaly model, one feature row. ML availability is decided once at construction:
-    if the runtime or a model is missing, that is logged once and ``ml_anomaly`` is 2.
+    Per datastream: the rule state (a few floats and a ``spike_window`` ring buffer), the
+    learned anomaly detector (``edge.quality.detector``, under 2 KiB) and, for quantities with
+    an anomaly model, one feature row. The learned state is restored by :meth:`open` and
+    checkpointed into the outbox every ``anomaly.checkpoint_interval_s`` and at :meth:`close`,
+    so a restart continues exactly where the committed data ends. ML availability is decided
+    once at construction: if the runtime or a model is missing, that is logged once and
+    ``ml_anomaly`` is 2; the learned detector does not depend on it.
     """
 
     name = "quality"
+    STATE_KEY = "anomaly"
 
-    def open(self, state: StateStore) -> None:
-        """The rule state is rebuilt from the stream within minutes; nothing to restore yet."""
-        del state
-
-    def close(self) -> None:
-        """Nothing to checkpoint yet."""
-
-    def __init__(self, settings: QualitySettings, scorer_factory: Scorer | None = None) -> None:
+    def __init__(self, settings: QualitySettings, scorer_factory: Scorer | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self._streams: dict[Datastream, _Stream] = {}
         self._latest: dict[tuple[str, str], float] = {}
         self._pairs = [PairState(p) for p in settings.colocated]
         self._month = _Month()
         self._failed_streams: set[Datastream] = set()
+        self._clock = clock
+        self._store: StateStore | None = None
+        self._restored: dict[str, ckpt.StreamState] = {}
+        self._next_checkpoint = math.inf
         self.ml_status = "disabled"
         self._scorers: dict[str, LiteRtScorer] = {}
+        self._factory: Scorer = scorer_factory or LiteRtScorer
         self._co_codes: frozenset[str] = frozenset()
+        self._next_reload = math.inf
+        self._next_retrain = math.inf
+        self._retraining: threading.Thread | None = None
         if settings.enabled and settings.ml.enabled:
-            self._load_models(scorer_factory or LiteRtScorer)
+            self._load_models(self._factory)
+            if self._scorers:
+                now = clock()
+                self._next_reload = now + settings.ml.reload_interval_s
+                if settings.ml.retrain:
+                    self._next_retrain = now + settings.ml.retrain_interval_s
+
+    # ------------------------------------------------------------------ durable state
+    def open(self, state: StateStore) -> None:
+        """Restore the learned state of every datastream from the last checkpoint."""
+        self._store = state
+        self._next_checkpoint = self._clock() + self.settings.anomaly.checkpoint_interval_s
+        blob = state.recall(self.STATE_KEY)
+        if not blob:
+            return
+        try:
+            self._restored = ckpt.decode(blob)
+        except ValueError as exc:
+            log.warning("quality: learned state not restored, learning anew (%s)", exc)
+            return
+        log.info("quality: learned state of %d datastreams restored", len(self._restored))
+
+    def close(self) -> None:
+        """Stage a last checkpoint: it is committed with the outbox's final group."""
+        if self._store is not None:
+            self.checkpoint()
+
+    def checkpoint(self) -> bytes:
+        """Stage the learned state of every datastream now; returns the staged blob."""
+        states = dict(self._restored)  # streams not seen since the restart keep theirs
+        for ds, stream in self._streams.items():
+            det = stream.detector
+            states[ds.key] = (stream.rules.to_bytes(), b"" if det is None else det.to_bytes())
+        blob = ckpt.encode(states)
+        if self._store is not None:
+            self._store.stage(self.STATE_KEY, blob)
+        self._next_checkpoint = self._clock() + self.settings.anomaly.checkpoint_interval_s
+        return blob
 
     def _load_models(self, factory: Scorer) -> None:
         try:
@@ -140,8 +216,18 @@ class QualityStage:
 
     def _stream(self, ds: Datastream) -> _Stream:
         rules = StreamRules(self.settings.thresholds(ds.quantity_code))
+        anomaly = self.settings.anomaly
+        detector = StreamDetector(anomaly.threshold, anomaly.warmup) if anomaly.enabled else None
+        saved = self._restored.pop(ds.key, None)
+        if saved is not None:
+            rules, detector = self._restore(ds, rules, detector, saved)
         scorer = self._scorers.get(ds.quantity_code)
-        ml = _MlStream(scorer, ds.sensor_id) if scorer is not None else None
+        ml = None
+        if scorer is not None:
+            ml_settings = self.settings.ml
+            history = (History(ml_settings.history_days, scorer.artefact.sample_period_s or 3600)
+                       if ml_settings.retrain else None)
+            ml = _MlStream(scorer, ds.sensor_id, history)
         pairs = []
         for pair in self._pairs:
             if pair.cfg.quantity == ds.quantity_code:
@@ -149,9 +235,27 @@ class QualityStage:
                     pairs.append((pair, True))
                 elif pair.cfg.sensor_b == ds.sensor_id:
                     pairs.append((pair, False))
-        state = _Stream(rules, ml, pairs)
+        state = _Stream(rules, detector, ml, pairs)
         self._streams[ds] = state
         return state
+
+    def _restore(
+        self, ds: Datastream, rules: StreamRules, detector: StreamDetector | None,
+        saved: ckpt.StreamState,
+    ) -> tuple[StreamRules, StreamDetector | None]:
+        """A datastream's checkpointed state (one that no longer fits is dropped, logged)."""
+        rules_state, detector_state = saved
+        anomaly = self.settings.anomaly
+        try:
+            restored = StreamRules(self.settings.thresholds(ds.quantity_code))
+            restored.restore(rules_state)
+            if detector is not None and detector_state:
+                detector = StreamDetector.from_bytes(detector_state, anomaly.threshold)
+                detector.warmup = anomaly.warmup
+        except (ValueError, struct.error) as exc:
+            log.warning("quality: state of %s not restored, learning anew (%s)", ds.key, exc)
+            return rules, StreamDetector(anomaly.threshold, anomaly.warmup) if detector else None
+        return restored, detector
 
     def process(self, observations: list[Observation]) -> list[Observation]:
         if not self.settings.enabled:
@@ -174,7 +278,82 @@ class QualityStage:
                 except Exception:
                     for obs in group.values():
                         self._internal_error(obs)
+        now = self._clock()
+        if self._store is not None and now >= self._next_checkpoint:
+            self.checkpoint()
+        if now >= self._next_reload:
+            self.reload_models()
+        if now >= self._next_retrain:
+            self._start_retraining()
         return observations
+
+    # ------------------------------------------------------------------ TinyML upkeep
+    def reload_models(self) -> list[str]:
+        """Hot-swap every model whose artefact in ``ml.model_dir`` changed; names swapped."""
+        self._next_reload = self._clock() + self.settings.ml.reload_interval_s
+        swapped: list[str] = []
+        try:
+            artefacts = discover(self.settings.ml.model_dir)
+        except (OSError, ValueError, KeyError) as exc:  # e.g. caught between two renames
+            log.warning("quality: model folder not reloaded, keeping the models (%s)", exc)
+            return swapped
+        for art in artefacts:
+            current = self._scorers.get(art.quantity)
+            if current is not None and current.artefact.tflite == art.tflite:
+                continue
+            try:
+                scorer = self._factory(art)
+            except (MlUnavailable, ValueError) as exc:
+                log.warning("quality: model %s not swapped in (%s)", art.name, exc)
+                continue
+            self._scorers[art.quantity] = scorer
+            for stream in self._streams.values():
+                if stream.ml is not None and stream.ml.scorer.artefact.quantity == art.quantity:
+                    stream.ml.use(scorer)
+            swapped.append(f"{art.name}@{art.version}")
+            log.info("quality: anomaly model hot-swapped: %s@%s (sha256 %s…)", art.name,
+                     art.version, hashlib.sha256(art.tflite).hexdigest()[:12])
+        if swapped:
+            names = ", ".join(f"{s.artefact.name}@{s.artefact.version}"
+                              for s in self._scorers.values())
+            self.ml_status = f"ok: {names}"
+        return swapped
+
+    def retrain_now(self) -> list[Path]:
+        """Retrain every model from the longest recent history of its datastreams and write
+        it into ``ml.model_dir`` (deterministic: same history, same bytes). Folders written."""
+        return _train_and_write(self._training_sets())
+
+    def _training_sets(self) -> list[tuple[ModelArtefact, Series]]:
+        """Per model, a copy of the longest recent history among the streams it scores."""
+        sets = []
+        for quantity, scorer in self._scorers.items():
+            old = scorer.artefact
+            histories = [s.ml.history for s in self._streams.values()
+                         if s.ml is not None and s.ml.history is not None
+                         and s.ml.scorer.artefact.quantity == quantity]
+            if histories and old.folder is not None:
+                longest = max(histories, key=lambda h: len(h.rows))
+                sets.append((old, longest.series(quantity, old.co_features)))
+        return sets
+
+    def _start_retraining(self) -> None:
+        """Retrain in a background thread (on copies of the histories, taken here); the next
+        batch after it finished swaps the new models in."""
+        self._next_retrain = self._clock() + self.settings.ml.retrain_interval_s
+        if self._retraining is not None and self._retraining.is_alive():
+            return
+        sets = self._training_sets()
+
+        def job() -> None:
+            try:
+                if _train_and_write(sets):
+                    self._next_reload = 0.0  # swap in at the next batch
+            except Exception:  # never let a training problem reach the gateway
+                log.exception("quality: retraining failed; keeping the current models")
+
+        self._retraining = threading.Thread(target=job, name="quality-retrain", daemon=True)
+        self._retraining.start()
 
     def _one(self, obs: Observation) -> None:
         ds = obs.stream
@@ -190,6 +369,9 @@ class QualityStage:
         scores: dict[str, float] = {}
         month = self._month.of(ms) if state.clim else 0
         worst = state.rules.check(x, ms, month, tests, scores)
+        det = state.detector
+        if det is not None:
+            worst = max(worst, self._anomaly(det, x, ms, tests, scores))
         if state.pairs and math.isfinite(x):
             clean = worst < QC_SUSPECT
             for pair, is_a in state.pairs:
@@ -209,6 +391,23 @@ class QualityStage:
             q.tests.update(tests)
             q.scores.update(scores)
             q.aggregate = aggregate_flag(q.aggregate, worst)
+
+    @staticmethod
+    def _anomaly(det: StreamDetector, x: float, ms: int, tests: dict[str, int],
+                 scores: dict[str, float]) -> int:
+        """The learned score (``scores.anomaly``) and its alarm (``tests.anomaly``).
+
+        A value that fails gross range is not learned from (it scores as "never seen").
+        """
+        learnable = tests.get("gross_range") != QC_FAIL
+        score = det.update(x if learnable else math.nan, ms)
+        scores["anomaly"] = round(score, 3)
+        if not det.warm:
+            tests["anomaly"] = QC_NOT_EVALUATED
+            return QC_PASS
+        flag = QC_SUSPECT if det.alarm else QC_PASS
+        tests["anomaly"] = flag
+        return flag
 
     @staticmethod
     def _cadence_ok(ml: _MlStream, rules: StreamRules, ds: Datastream) -> bool:
@@ -243,15 +442,19 @@ class QualityStage:
         else:
             tests["ml_anomaly"] = QC_NOT_EVALUATED
         # keep values the rules or the model rejected out of the windows that follow
-        if (
+        rejected = (
             flag == QC_SUSPECT
             or tests.get("spike", QC_PASS) >= QC_SUSPECT
             or tests.get("gross_range") == QC_FAIL
-        ):
+            or tests.get("anomaly", QC_PASS) >= QC_SUSPECT
+        )
+        if rejected:
             if ml.last_ok == ml.last_ok:
                 ml.features.replace_last(ml.last_ok)
         else:
             ml.last_ok = x
+        if ml.history is not None:
+            ml.history.add(ms, x, co, clean=not rejected)
         return flag
 
     def _pm_checks(self, group: dict[str, Observation]) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import itertools
+import platform
 import sqlite3
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +17,12 @@ from edge.quality.ml import ModelArtefact, feature_matrix
 from edge.quality.tflite_writer import Layer, build_autoencoder, reference_score
 
 MAX_MODEL_BYTES = 32 * 1024
+MIN_TRAIN_ROWS = 100  # complete windows needed to fit the autoencoder
+MIN_VAL_ROWS = 20  # ... and to choose its threshold
+
+
+class TrainingDataError(ValueError):
+    """Too little usable data to train; the message says how much is needed."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,9 @@ def load_series(path: Path | None, sensor: str | None = None) -> Series:
     ``sensor``), or a CSV with ``timestamp`` (ISO 8601 or epoch ms) + quantity columns."""
     if path is not None and path.suffix in (".db", ".sqlite", ".sqlite3"):
         if not sensor:
-            raise ValueError("a twin store holds many sensors: say which one (--sensor)")
+            known = twin_store_sensors(path)
+            raise ValueError("a twin store holds many sensors: say which one with --sensor "
+                             f"(in this store: {', '.join(known) or 'none'})")
         return load_twin_store(path, sensor)
     if path is None or _is_uci(path):
         data = uci.load(path)
@@ -66,10 +74,21 @@ def load_series(path: Path | None, sensor: str | None = None) -> Series:
     )
 
 
+def twin_store_sensors(path: Path) -> list[str]:
+    """The sensor ids in a twin receiver's store (ValueError if it is not one)."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in con.execute("SELECT DISTINCT sensor FROM stream ORDER BY 1")]
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"not a twin store ({exc})") from None
+    finally:
+        con.close()
+
+
 def load_twin_store(path: Path, sensor: str) -> Series:
-    """Observations of ``sensor`` as received by the twin (edge/ingest/store.py), one column per
-    quantity, one row per phenomenon time (its ``observations`` view). Values the gateway flagged suspect or worse are
-    left out (NaN): training wants clean history.
+    """Observations of ``sensor`` as received by the twin (edge/ingest/sqlite_store.py, its
+    ``observations`` view), one column per quantity, one row per phenomenon time. Values the
+    gateway flagged suspect or worse are left out (NaN): training wants clean history.
     """
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -77,15 +96,18 @@ def load_twin_store(path: Path, sensor: str) -> Series:
             "SELECT phenomenon_ms, quantity, result, quality_flag FROM observations "
             "WHERE sensor=? ORDER BY phenomenon_ms, seq", (sensor,)
         ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"not a twin store ({exc})") from None
     finally:
         con.close()
     if not rows:
-        raise ValueError(f"{path}: no observations of sensor {sensor!r}")
+        known = ", ".join(twin_store_sensors(path)) or "none"
+        raise ValueError(f"no observations of sensor {sensor!r} (in this store: {known})")
     times = sorted({int(r[0]) for r in rows})
     index = {t: i for i, t in enumerate(times)}
     cols: dict[str, np.ndarray] = {}
     for ms, code, result, flag in rows:
-        if flag in (3, 4):
+        if flag in (3, 4) or result is None:  # flagged, or NaN (SQLite keeps it as NULL)
             continue
         col = cols.get(code)
         if col is None:
@@ -163,13 +185,20 @@ def fit_autoencoder(x: np.ndarray, cfg: TrainConfig) -> list[Layer]:
 
 def train(series: Series, cfg: TrainConfig, name: str | None = None) -> ModelArtefact:
     """Fit on the first ``train_fraction``, choose the threshold on the next ``val_fraction``."""
-    started = time.perf_counter()
     values = series.values[cfg.quantity]
     n = len(values)
     n_train = int(n * cfg.train_fraction)
     n_val = int(n * cfg.val_fraction)
     train_part = values[:n_train]
     finite = train_part[np.isfinite(train_part)]
+    usable = min([len(finite)] + [int(np.sum(np.isfinite(series.values[f][:n_train])))
+                                  for f in cfg.co_features])
+    if usable < MIN_TRAIN_ROWS:
+        raise TrainingDataError(
+            f"the training part (first {cfg.train_fraction:.0%} of the series, {n_train} rows) "
+            f"has {usable} usable values of {', '.join((cfg.quantity, *cfg.co_features))} "
+            f"(need {MIN_TRAIN_ROWS}): give more data or a larger --train-fraction"
+        )
     logv = np.log1p(np.maximum(finite, 0.0))
     norm: dict[str, tuple[float, float]] = {
         "value": (float(logv.mean()), float(logv.std() or 1.0))
@@ -188,6 +217,13 @@ def train(series: Series, cfg: TrainConfig, name: str | None = None) -> ModelArt
 
     x_train = rows(0, n_train)
     x_val = rows(n_train, n_train + n_val)
+    if len(x_train) < MIN_TRAIN_ROWS or len(x_val) < MIN_VAL_ROWS:
+        raise TrainingDataError(
+            f"only {len(x_train)} training and {len(x_val)} validation windows of "
+            f"{cfg.window} values with {', '.join(cfg.co_features) or 'no co-features'} "
+            f"(need {MIN_TRAIN_ROWS} and {MIN_VAL_ROWS}): give more data (about "
+            f"{(MIN_TRAIN_ROWS + cfg.window) * 10} complete rows) or a larger --train-fraction"
+        )
     layers = fit_autoencoder(x_train, cfg)
     val_scores = reference_score(layers, x_val)
     threshold = float(np.quantile(val_scores, cfg.threshold_quantile) * cfg.threshold_margin)
@@ -221,7 +257,10 @@ def train(series: Series, cfg: TrainConfig, name: str | None = None) -> ModelArt
                 "threshold_margin": cfg.threshold_margin,
                 "train_loss": float(reference_score(layers, x_train).mean()),
                 "val_loss": float(val_scores.mean()),
-                "seconds": round(time.perf_counter() - started, 2),
+                # floating-point sums round differently across numpy builds and CPUs: the
+                # bytes reproduce where these match (docs/quality.md)
+                "numpy": np.__version__,
+                "machine": platform.machine(),
             },
             "weights": [[w.tolist(), b.tolist()] for w, b in layers],
         },

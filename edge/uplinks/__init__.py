@@ -16,7 +16,7 @@ from typing import Protocol, Self
 
 from edge.model import Batch, Delivery
 from edge.outbox import Outbox
-from edge.seams import Gap, UplinkHealth, UplinkPort
+from edge.seams import Gap, GatewayStatus, UplinkHealth, UplinkPort
 
 
 class OutboxPort:
@@ -29,12 +29,19 @@ class OutboxPort:
         new_data: asyncio.Event,
         health: UplinkHealth,
         on_bundle: Callable[[bytes], None] | None = None,
+        status: GatewayStatus | None = None,
     ) -> None:
         self._name = name
         self.outbox = outbox
         self.new_data = new_data
         self._health = health
         self._on_bundle = on_bundle
+        self._status = status
+
+    @property
+    def status(self) -> GatewayStatus | None:
+        """The gateway's status (``Gateway.status``), for uplinks that publish it."""
+        return self._status
 
     @property
     def name(self) -> str:
@@ -67,6 +74,13 @@ class OutboxPort:
         self.outbox.rewind(self._name)
 
     def settle(self, batch: Batch, delivery: Delivery, started: float) -> None:
+        """Report the answer to a whole batch; rows it leaves open are handed out again."""
+        self.confirm(delivery, started)
+        if len(delivery.confirmed) + len(delivery.rejected) < len(batch):
+            self.rewind()  # some rows neither confirmed nor rejected: send them again
+
+    def confirm(self, delivery: Delivery, started: float) -> None:
+        """Report confirmed and refused rows (of one or several batches) to the outbox."""
         self.outbox.settle(self._name, delivery)
         h = self._health
         h.confirmed += len(delivery.confirmed)
@@ -74,8 +88,6 @@ class OutboxPort:
         if delivery.confirmed:
             h.last_confirmed_ms = time.time_ns() // 1_000_000
             h.record_latency(time.monotonic() - started)
-        if len(delivery.confirmed) + len(delivery.rejected) < len(batch):
-            self.rewind()  # some rows neither confirmed nor rejected: send them again
 
     async def wait_for_data(self, timeout: float = 1.0) -> None:
         self.new_data.clear()

@@ -80,3 +80,14 @@ def test_run_with_an_unusable_data_dir_is_one_line_and_exit_2(tmp_path: Path) ->
     assert "Traceback" not in result.stderr
     assert f"gateway.data_dir = '{blocker / 'data'}': '{blocker}' is not a directory" \
         in result.stderr
+
+
+def test_scan_json_lists_an_emulated_sensor(tmp_path: Path) -> None:
+    from edge.emulation import emulator
+
+    with emulator("sds011")(tmp_path / "tty", interval_s=0.2) as emu:
+        result = _run("scan", "--no-ble", "--listen-s", "1", "--port", str(emu.port), "--json")
+    report = json.loads(result.stdout)
+    found = [p for p in report["serial"] if p["device"] == str(emu.port)]
+    assert result.returncode == 0 and found and found[0]["sensor"] == "sds011"
+    assert 'type = "sds011"' in report["snippet"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import struct
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge import plugins
 from edge.codec import Frame, StreamDecoder
 from edge.sensors.mhz19b import codec as mhz19b
 from edge.sensors.ops243 import codec as ops243
@@ -17,6 +19,8 @@ from edge.sensors.pms5003 import codec as pms5003
 from edge.sensors.scd30 import codec as scd30
 from edge.sensors.sds011 import codec as sds011
 from edge.sensors.sps30 import codec as sps30
+
+from .conftest import hexbytes, load_vectors, serial_sensors
 
 
 @st.composite
@@ -77,16 +81,57 @@ def _ops243(draw: st.DrawFn) -> tuple[bytes, dict[str, float]]:
 
 
 Maker = st.SearchStrategy[tuple[bytes, dict[str, float]]]
-MAKERS: dict[str, tuple[Callable[[], StreamDecoder], Maker]] = {
-    "sds011": (sds011.Sds011Decoder, _sds011()),
-    "pms5003": (pms5003.Pms5003Decoder, _pms5003()),
-    "sps30": (sps30.Sps30Decoder, _sps30()),
-    "mhz19b": (mhz19b.Mhz19bDecoder, _mhz19b()),
-    "scd30": (scd30.Scd30Decoder, _scd30()),
-    "ops243": (lambda: ops243.Ops243Decoder("kmh"), _ops243()),
+
+# Value-range strategies written for some sensors; every other serial sensor in the registry is
+# fuzzed with the data frames of its own vectors.json, so a new folder needs no edit here.
+STRATEGIES: dict[str, Maker] = {
+    "sds011": _sds011(),
+    "pms5003": _pms5003(),
+    "sps30": _sps30(),
+    "mhz19b": _mhz19b(),
+    "scd30": _scd30(),
+    "ops243": _ops243(),
+}
+# Decoders that need an argument for the strategy above (the descriptor's factory otherwise).
+DECODERS: dict[str, Callable[[], StreamDecoder]] = {
+    "ops243": lambda: ops243.Ops243Decoder("kmh"),
 }
 
-SENSORS = sorted(MAKERS)
+
+def _vector_frames(sensor: str) -> list[tuple[bytes, dict[str, float]]]:
+    """The vectors of one clean data frame with readings: bytes and the expected readings."""
+    out = []
+    for case in load_vectors(sensor)["frames"]:
+        expect = case["expect"]
+        if "bad" in case or len(expect) != 1 or expect[0]["kind"] != "data":
+            continue
+        if readings := expect[0].get("readings"):
+            raw = case["text"].encode() if "text" in case else hexbytes(case["hex"])
+            out.append((raw, {k: float(v) for k, v in readings.items()}))
+    return out
+
+
+def _decoder(sensor: str) -> StreamDecoder:
+    factory = DECODERS.get(sensor, plugins.sensor(sensor).descriptor.decoder)
+    return factory()
+
+
+def _maker(sensor: str) -> Maker:
+    if sensor in STRATEGIES:
+        return STRATEGIES[sensor]
+    frames = _vector_frames(sensor)
+    assert frames, f"{sensor}: vectors.json has no clean data frame to fuzz with"
+    return st.sampled_from(frames)
+
+
+def _approx(sensor: str, expected: dict[str, float]) -> object:
+    """Exact for the strategies; vectors record readings to 3 decimals (as test_vectors)."""
+    if sensor in STRATEGIES:
+        return pytest.approx(expected)
+    return pytest.approx(expected, rel=1e-4, abs=1e-3)
+
+
+SENSORS = serial_sensors()
 _FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -108,7 +153,7 @@ def _readings(frame: Frame) -> dict[str, float]:
 @_FUZZ
 @given(data=st.binary(max_size=2048), chunks=st.lists(st.integers(1, 64), max_size=20))
 def test_random_bytes_never_raise(sensor: str, data: bytes, chunks: list[int]) -> None:
-    dec = MAKERS[sensor][0]()
+    dec = _decoder(sensor)
     t0 = time.perf_counter()
     frames = _feed_chunked(dec, data, chunks)
     assert time.perf_counter() - t0 < 1.0
@@ -133,14 +178,13 @@ def test_resync_after_garbage(
     sync-word protocol); the decoder never skips past a start marker, so the second copy is
     always found.
     """
-    decoder_cls, maker = MAKERS[sensor]
-    frame, expected = data.draw(maker)
-    dec = decoder_cls()
+    frame, expected = data.draw(_maker(sensor))
+    dec = _decoder(sensor)
     frames = _feed_chunked(dec, garbage + frame + frame, chunks)
     data_frames = [f for f in frames if f.kind == "data" and f.readings]
     assert data_frames, dec.stats
     got = _readings(data_frames[-1])
-    assert got == pytest.approx(expected)
+    assert got == _approx(sensor, expected)
 
 
 @pytest.mark.parametrize("sensor", SENSORS)
@@ -150,36 +194,39 @@ def test_truncated_frame_then_valid_frame(sensor: str, data: st.DataObject, cut:
     """A truncated frame waits for bytes; the next real frame still decodes.
 
     (Sent twice for the same 1-in-65536 reason as in the resync test.)"""
-    decoder_cls, maker = MAKERS[sensor]
+    maker = _maker(sensor)
     first, _ = data.draw(maker)
     second, expected = data.draw(maker)
     cut = cut % (len(first) - 1) + 1
-    dec = decoder_cls()
+    dec = _decoder(sensor)
     assert dec.feed(first[:cut]) == []
     frames = dec.feed(second + second)
-    assert frames and _readings(frames[-1]) == pytest.approx(expected)
+    assert frames and _readings(frames[-1]) == _approx(sensor, expected)
 
 
 @pytest.mark.parametrize("sensor", SENSORS)
 @_FUZZ
 @given(data=st.data(), n=st.integers(1, 8))
 def test_clean_stream_decodes_every_frame(sensor: str, data: st.DataObject, n: int) -> None:
-    decoder_cls, maker = MAKERS[sensor]
+    maker = _maker(sensor)
     pairs = [data.draw(maker) for _ in range(n)]
-    dec = decoder_cls()
+    dec = _decoder(sensor)
     frames = dec.feed(b"".join(p[0] for p in pairs))
-    assert [_readings(f) for f in frames] == [pytest.approx(p[1]) for p in pairs]
+    assert [_readings(f) for f in frames] == [_approx(sensor, p[1]) for p in pairs]
     assert dec.stats.frames_bad == 0
 
 
-@pytest.mark.parametrize("sensor", ["sds011", "pms5003", "sps30", "mhz19b", "scd30", "ops243"])
+def _codec_with_parser(sensor: str) -> bool:
+    module = importlib.import_module(plugins.sensor(sensor).descriptor.decoder.__module__)
+    return "parse_command" in vars(module)
+
+
+@pytest.mark.parametrize("sensor", [s for s in SENSORS if _codec_with_parser(s)])
 @_FUZZ
 @given(data=st.binary(max_size=64))
 def test_command_parsers_never_raise(sensor: str, data: bytes) -> None:
     """What an emulator (or a sniffer) does with random host bytes: reject, never crash."""
-    import importlib
-
-    mod = importlib.import_module(f"edge.sensors.{sensor}.codec")
+    mod = importlib.import_module(plugins.sensor(sensor).descriptor.decoder.__module__)
     parsed = mod.parse_command(data)
     assert parsed is None or isinstance(parsed, mod.Command)
 

@@ -9,30 +9,52 @@ from datetime import UTC, datetime
 
 import cbor2
 
-from edge.contract import DecodedBatch, decode_batch, encode_batch
+from edge.contract import Ack, DecodedBatch, SessionEncoder, decode_batch, encode_ack
 from edge.model import Batch, Datastream, Observation, Provenance, Quality
 
+GW = "gw-gent-0001"
+T0 = 1764126120000  # 2025-11-26T03:02:00Z
 
-def example_payload() -> bytes:
-    """The batch shown in the document: two sensors, an interval, a calibration, flags, a gap."""
-    gw = "gw-gent-0001"
-    sds = Datastream(gw, "pm-sds011", "pm2_5")
-    pms = Datastream(gw, "pm-pms5003", "pm10")
+
+def example_session() -> tuple[bytes, bytes]:
+    """The two batches shown in the document: the first of a connection (with the session
+    dictionary) and the next one (its reference only)."""
+    sds = Datastream(GW, "pm-sds011", "pm2_5")
+    pms = Datastream(GW, "pm-pms5003", "pm10")
     sds_prov = Provenance("SDS011", "A1B2", "", "cal-7", "3")
     pms_prov = Provenance("PMS5003")
-    t0 = 1764126120000  # 2025-11-26T03:02:00Z
     spiky = Quality()
     spiky.set("gross_range", 1)
     spiky.set("spike", 3)
     spiky.scores["ml_anomaly"] = 0.82
     rows = (
-        Observation(sds, 12.5, t0, sds_prov, phenomenon_end_ms=t0 + 60_000, raw_result=13.75,
+        Observation(sds, 12.5, T0, sds_prov, phenomenon_end_ms=T0 + 60_000, raw_result=13.75,
                     quality=Quality(1, {"gross_range": 1}), sequence=1042),
-        Observation(pms, 24.0, t0 + 10_000, pms_prov, sequence=1043),
-        Observation(pms, 31.337, t0 + 20_000, pms_prov, result_ms=t0 + 20_450, quality=spiky,
+        Observation(pms, 24.0, T0 + 10_000, pms_prov, sequence=1043),
+        Observation(pms, 31.337, T0 + 20_000, pms_prov, result_ms=T0 + 20_450, quality=spiky,
                     sequence=1045),
     )
-    return encode_batch(Batch(gw, rows), gaps=[(1000, 1039, 40, "evicted:size")], sent_ms=t0 + 21_000)
+    later = (
+        Observation(pms, 24.5, T0 + 30_000, pms_prov, sequence=1046),
+        Observation(pms, 25.25, T0 + 40_000, pms_prov, sequence=1047),
+    )
+    encoder = SessionEncoder(GW)
+    first = encoder.encode(
+        Batch(GW, rows),
+        gaps=[(1000, 1039, 40, "evicted:size"), (1040, 1041, -1, "restart:unclean")],
+        sent_ms=T0 + 21_000,
+    )
+    second = encoder.encode(Batch(GW, later), sent_ms=T0 + 41_000)
+    return first.payload, second.payload
+
+
+def example_payload() -> bytes:
+    return example_session()[0]
+
+
+def example_ack() -> bytes:
+    """What the twin answers to the first batch (see tests/docs/test_upload_contract.py)."""
+    return encode_ack(Ack(ok=[(1042, 1043), (1045, 1045)]))
 
 
 def diag(value: object, indent: int = 0) -> str:
@@ -55,6 +77,8 @@ def diag(value: object, indent: int = 0) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bytes):
+        return f"h'{value.hex()}'"
     return str(value)
 
 
@@ -96,8 +120,13 @@ def hex_lines(payload: bytes, width: int = 32) -> str:
 
 
 if __name__ == "__main__":
-    payload = example_payload()
-    print(len(payload), "bytes\n")
-    print(hex_lines(payload), "\n")
-    print(diag(cbor2.loads(payload)), "\n")
-    print(json.dumps(decoded_view(decode_batch(payload)), indent=2, ensure_ascii=False))
+    first, second = example_session()
+    carried = decode_batch(first).dictionary
+    for name, payload in (("first batch", first), ("second batch", second),
+                          ("ack", example_ack())):
+        print(f"== {name}: {len(payload)} bytes\n")
+        print(hex_lines(payload), "\n")
+        print(diag(cbor2.loads(payload)), "\n")
+    print(json.dumps(decoded_view(decode_batch(first)), indent=2, ensure_ascii=False))
+    print(json.dumps(decoded_view(decode_batch(second, lambda gw, ref: carried)), indent=2,
+                     ensure_ascii=False))

@@ -53,6 +53,7 @@ QuantityThresholds = _nested(QualitySettings, "quantities")
 ClimatologyRange = _nested(QuantityThresholds, "climatology")
 ColocatedPair = _nested(QualitySettings, "colocated")
 MlSettings = _nested(QualitySettings, "ml")
+AnomalySettings = _nested(QualitySettings, "anomaly")
 SecuritySettings = _table("security")
 BundleSettings = _nested(SecuritySettings, "bundles")
 WebSettings = _table("web")
@@ -83,6 +84,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "`[quality.quantities.<code>]`": QuantityThresholds,
     "`[[quality.quantities.<code>.climatology]]`": ClimatologyRange,
     "`[[quality.colocated]]`": ColocatedPair,
+    "`[quality.anomaly]`": AnomalySettings,
     "`[quality.ml]`": MlSettings,
     "`[security]`": SecuritySettings,
     "`[security.bundles]`": BundleSettings,

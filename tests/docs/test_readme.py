@@ -66,7 +66,7 @@ def test_cli_lists_the_documented_subcommands() -> None:
     documented = re.findall(r"^\| `([a-z-]+)[ `]", README, re.M)
     assert documented, "README command table not found"
     for command in documented:
-        assert re.search(rf"│ {command}\s", out.stdout), f"{command} missing from --help"
+        assert re.search(rf"^  {command}\s", out.stdout, re.M), f"{command} missing from --help"
 
 
 def test_readme_links_point_to_files() -> None:

@@ -14,6 +14,10 @@ DOCS = [
     "docs/deployment.md",
     "docs/configuration.md",
     "docs/upload-contract.md",
+    "docs/sensors.md",
+    "docs/ble.md",
+    "docs/adding-a-sensor.md",
+    *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "edge" / "sensors").glob("*/README.md")),
 ]
 
 

@@ -1,4 +1,5 @@
-"""SDS011 and PMS5003 emulators through a real pseudo-terminal and pyserial."""
+"""Emulators of sensors that talk unprompted (every one in the registry for the generic tests;
+SDS011 and PMS5003 specifics) through a real pseudo-terminal and pyserial."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from edge.sensors.pms5003 import codec as pms5003
 from edge.sensors.sds011 import codec as sds011
 
 from .conftest import open_port, read_frames, values
+from .registry import streaming
 
 Factory = Callable[..., SensorEmulator]
 
@@ -24,7 +26,7 @@ def _data(frames: list) -> list:
     return [f for f in frames if f.kind == "data"]
 
 
-@pytest.mark.parametrize("sensor", ["sds011", "pms5003"])
+@pytest.mark.parametrize("sensor", streaming())
 def test_stream_arrives_exactly_as_sent(emulator: Factory, sensor: str) -> None:
     emu = emulator(sensor)
     with open_port(emu) as port:
@@ -133,7 +135,7 @@ def test_pms_passive_read_sleep_wake(emulator: Factory) -> None:
         assert frames[0].kind == "ack" and frames[0].info["mode"] == "active"
 
 
-@pytest.mark.parametrize("sensor", ["sds011", "pms5003"])
+@pytest.mark.parametrize("sensor", streaming())
 def test_faults_are_counted_and_survived(emulator: Factory, sensor: str) -> None:
     emu = emulator(sensor)
     with open_port(emu) as port:

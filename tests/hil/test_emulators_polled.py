@@ -1,9 +1,9 @@
-"""SPS30, MH-Z19B, SCD30 and OPS243 emulators through a real pseudo-terminal and pyserial."""
+"""Emulators of polled sensors (every one in the registry for the generic tests; SPS30,
+MH-Z19B, SCD30 and OPS243 specifics) through a real pseudo-terminal and pyserial."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import time
 from collections.abc import Callable
 
@@ -20,6 +20,7 @@ from edge.sensors.scd30 import codec as scd30
 from edge.sensors.sps30 import codec as sps30
 
 from .conftest import open_port, read_frames, values
+from .registry import polled, sleepers
 
 Factory = Callable[..., SensorEmulator]
 
@@ -32,20 +33,21 @@ def _ask(port: serial.Serial, dec: StreamDecoder, request: bytes,
                        timeout=2.0)
 
 
-@pytest.mark.parametrize("sensor", ["sps30", "mhz19b", "scd30"])
+@pytest.mark.parametrize("sensor", polled())
 def test_polled_values_arrive_exactly_as_sent(emulator: Factory, sensor: str) -> None:
     emu = emulator(sensor, interval_s=0.01)
-    codec = importlib.import_module(f"edge.sensors.{sensor}.codec")
+    commands = emu.descriptor.commands
+    assert commands.poll is not None
     with open_port(emu) as port:
         dec = emu.descriptor.decoder()
-        for cmd in codec.DESCRIPTOR.commands.start:
+        for cmd in commands.start:
             port.write(cmd)
         time.sleep(0.05)
         got: list[dict[str, float]] = []
         deadline = time.monotonic() + 5
         while len(got) < 5 and time.monotonic() < deadline:
             time.sleep(0.012)
-            frames = _ask(port, dec, codec.DESCRIPTOR.commands.poll, "data")
+            frames = _ask(port, dec, commands.poll, "data")
             got += [v for v in values(frames) if v]
     sent = [s.values for s in emu.sent_values if s.values]
     assert len(got) >= 5
@@ -153,28 +155,29 @@ def test_ops243_objects_commands_and_traffic(emulator: Factory) -> None:
     assert iv.counts["car"] >= truth.count("car")
 
 
-@pytest.mark.parametrize("sensor", ["sps30", "mhz19b", "scd30"])
+@pytest.mark.parametrize("sensor", polled())
 def test_polled_faults_counted_and_survived(emulator: Factory, sensor: str) -> None:
     emu = emulator(sensor, interval_s=0.005)
-    codec = importlib.import_module(f"edge.sensors.{sensor}.codec")
+    commands = emu.descriptor.commands
+    assert commands.poll is not None
     with open_port(emu) as port:
         dec = emu.descriptor.decoder()
-        for cmd in codec.DESCRIPTOR.commands.start:
+        for cmd in commands.start:
             port.write(cmd)
         time.sleep(0.05)
         read_frames(port, dec, lambda f: False, timeout=0.1)
         emu.inject_bad_checksum()
-        port.write(codec.DESCRIPTOR.commands.poll)
+        port.write(commands.poll)
         time.sleep(0.05)
         emu.inject_garbage(b"\x00\x13garbage\x11")
         time.sleep(0.05)
         emu.inject_truncated()
-        port.write(codec.DESCRIPTOR.commands.poll)
+        port.write(commands.poll)
         time.sleep(0.05)
         good = []
         for _ in range(3):
             time.sleep(0.01)
-            good += [f for f in _ask(port, dec, codec.DESCRIPTOR.commands.poll, "data") if f.readings]
+            good += [f for f in _ask(port, dec, commands.poll, "data") if f.readings]
         assert good
         assert dec.stats.frames_bad >= 2
         assert [f.kind for f in emu.faults] == ["checksum", "garbage", "truncated"]
@@ -202,33 +205,38 @@ async def test_asyncio_polling_sps30(emulator: Factory) -> None:
         writer.close()
 
 
-@pytest.mark.parametrize("sensor", ["sds011", "pms5003", "sps30"])
+@pytest.mark.parametrize("sensor", sleepers())
 def test_duty_cycle_commands_stop_and_resume_data(emulator: Factory, sensor: str) -> None:
     emu = emulator(sensor, interval_s=0.01)
-    codec = importlib.import_module(f"edge.sensors.{sensor}.codec")
+    commands = emu.descriptor.commands
 
     def data_within(port: serial.Serial, dec: StreamDecoder, seconds: float) -> int:
         n = 0
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if codec.DESCRIPTOR.commands.poll:
-                port.write(codec.DESCRIPTOR.commands.poll)
+            if commands.poll:
+                port.write(commands.poll)
             time.sleep(0.015)
             n += sum(1 for f in dec.feed(port.read(4096)) if f.kind == "data" and f.readings)
         return n
 
     with open_port(emu, timeout=0) as port:
         dec = emu.descriptor.decoder()
-        for cmd in codec.DESCRIPTOR.commands.start:
+        for cmd in commands.start:
             port.write(cmd)
         assert data_within(port, dec, 0.3) > 0
-        for cmd in codec.DESCRIPTOR.commands.sleep:
+        for cmd in commands.sleep:
             port.write(cmd)
             time.sleep(0.02)
         time.sleep(0.05)
         port.reset_input_buffer()
-        assert data_within(port, dec, 0.3) == 0
-        for cmd in codec.DESCRIPTOR.commands.wake:
+        asleep_from = len(emu.sent_values)
+        last = emu.sent_values[-1].values
+        data_within(port, dec, 0.3)
+        # no new measurement: silence, or a stopped sensor (SCD30) repeating its last value
+        assert all(s.values == last for s in emu.sent_values[asleep_from:])
+        for cmd in commands.wake:
             port.write(cmd)
             time.sleep(0.02)
         assert data_within(port, dec, 0.5) > 0
+        assert any(s.values != last for s in emu.sent_values[asleep_from:])

@@ -21,7 +21,7 @@ import pytest
 from edge.config import parse_config
 from edge.node.serial_source import NodeSerialSource
 from edge.node.settings import NodeSerialOptions
-from edge.node.store import HwmStore
+from edge.outbox import Outbox
 from edge.runtime import Gateway
 from hil.node_emulator import NodeEmulator
 from tests.plugins.mosquitto import Broker
@@ -71,22 +71,34 @@ async def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[n
     raise AssertionError(f"timed out waiting for {what}")
 
 
+class _Marks:
+    """The node's mark as the running gateway's outbox holds it."""
+
+    outbox: Outbox | None = None
+
+    def get(self, node_id: str) -> int | None:
+        value = None if self.outbox is None else self.outbox.state(f"node1/node-hwm/{node_id}")
+        if isinstance(value, bytes):
+            value = value.decode()
+        return int(value) if value else None
+
+
 async def test_sensor_to_twin_with_gateway_restart(
         tmp_path: Path, mosquitto: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = {"interval_s": INTERVAL_S, "pm_on_s": INTERVAL_S, "pm_warmup_s": 0,
            "ack_timeout_s": 30, "persist_ring": True, "ring_size": 64}
-    marks = HwmStore(":memory:")
+    marks = _Marks()
     with NodeEmulator("air", cfg, node_ms_per_tick=500, tick_s=0.01,
                       pm_ramp_ms=INTERVAL_S * 1000) as emu, \
             ReceiverThread(mosquitto.port, tmp_path / "twin.db") as rx:
         config = parse_config(config_text(tmp_path, mosquitto.port, emu.port))
-        marks = HwmStore(tmp_path / "data" / "nodes.db")
 
         async def run_gateway(until) -> None:  # type: ignore[no-untyped-def]
             options = NodeSerialOptions.model_validate(config.sources[0].options)
             source = NodeSerialSource("node1", emu.port, config.gateway.id, options,
                                       clock_ms=emu.clock_ms)
             gateway = Gateway(config, sources=[source])
+            marks.outbox = gateway.outbox  # the node marks' only copy
             stop = asyncio.Event()
             task = asyncio.create_task(gateway.run(stop))
             try:

@@ -18,7 +18,6 @@ import pytest
 from edge.config import BufferSettings
 from edge.node.serial_source import NodeSerialSource
 from edge.node.settings import NodeSerialOptions
-from edge.node.store import HwmStore
 from edge.outbox import Outbox
 from edge.seams import SourceContext, SourceHealth
 from hil.node_emulator import NodeEmulator
@@ -38,6 +37,21 @@ async def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[n
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _text(value: str | bytes | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class _OutboxMarks:
+    """The node marks as the outbox holds them (their only copy)."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    def get(self, node_id: str) -> int | None:
+        value = _text(self.outbox.state(f"node1/node-hwm/{node_id}"))
+        return int(value) if value else None
+
+
 class MiniRuntime:
     """What the runtime does around one source: context, group commits, stop = commit."""
 
@@ -49,6 +63,10 @@ class MiniRuntime:
             {"state_path": str(tmp / "nodes.db"), "keepalive_s": 2})
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def marks(self) -> _OutboxMarks:
+        return _OutboxMarks(self.outbox)
+
     async def _committer(self) -> None:
         while True:
             await asyncio.sleep(0.05)
@@ -58,7 +76,11 @@ class MiniRuntime:
     def start(self, emu: NodeEmulator) -> NodeSerialSource:
         source = NodeSerialSource("node1", emu.port, "gw-node", self.options,
                                   clock_ms=emu.clock_ms)
-        ctx = SourceContext("gw-node", self.outbox.append, self.health)
+        ctx = SourceContext(
+            "gw-node", self.outbox.append, self.health,
+            stage=lambda k, v: self.outbox.stage_state("node1/" + k, v),
+            recall=lambda k: _text(self.outbox.state("node1/" + k)),
+        )
         self._tasks = [asyncio.create_task(source.run(ctx)), asyncio.create_task(self._committer())]
         return source
 
@@ -77,7 +99,7 @@ async def test_node_over_pty_with_gateway_restart(tmp_path: Path) -> None:
     # the PM sensor reads k during the node's k-th interval: batches are identifiable
     with NodeEmulator("air", cfg, node_ms_per_tick=500, tick_s=0.01, pm_ramp_ms=10_000) as emu:
         rt = MiniRuntime(tmp_path)
-        marks = HwmStore(tmp_path / "nodes.db")
+        marks = rt.marks
         rt.start(emu)
         await _wait(lambda: (marks.get(NODE_ID) or 0) >= 3, 30, "three batches committed")
         await rt.stop()

@@ -24,7 +24,7 @@ def free_port() -> int:
 class Broker:
     """One Mosquitto process; ``stop``/``start`` keep the port and the persistence file."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = True) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.host = "127.0.0.1"
@@ -34,7 +34,7 @@ class Broker:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            "persistence true\n"
+            f"persistence {'true' if persistence else 'false'}\n"
             "user root\n"  # stay root when started as root, so the state file can be written
             f"persistence_location {workdir}/\n"
             "max_queued_messages 100000\n"
@@ -59,6 +59,13 @@ class Broker:
                 return
             time.sleep(0.05)
         raise RuntimeError("mosquitto did not start")
+
+    def kill9(self) -> None:
+        """SIGKILL: the broker saves nothing (what it held since its last autosave is gone)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc = None
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM): the broker saves its persistent state."""

@@ -284,3 +284,28 @@ def test_shared_subscription_of_two_receivers(tmp_path: Path) -> None:
             client.loop_stop()
     assert sorted(got["receiver-a"] + got["receiver-b"]) == [b"%d" % i for i in range(6)]
     assert got["receiver-a"] and got["receiver-b"]  # shared between both members
+
+
+async def test_only_receivers_write_acks_and_each_gateway_reads_only_its_own(
+    tls_broker: TlsBroker,
+) -> None:
+    gw_a = tls_broker.client("gw-a")
+    gw_b = tls_broker.client("gw-b")
+    rx = tls_broker.client("receiver-twin", role="receiver")
+    async with (
+        _client(tls_broker, gw_a) as a,
+        _client(tls_broker, gw_b) as b,
+        _client(tls_broker, rx) as twin,
+    ):
+        await a.subscribe("duet/v1/+/ack", qos=1)  # may only ever see its own
+        await b.publish("duet/v1/gw-a/ack", b"forged: dead-letter everything", qos=1)
+        await a.publish("duet/v1/gw-a/ack", b"self-made", qos=1)
+        await twin.publish("duet/v1/gw-b/ack", b"for b", qos=1)
+        await twin.publish("duet/v1/gw-a/ack", b"for a", qos=1)  # sent last
+        seen: list[tuple[str, object]] = []
+        async with asyncio.timeout(TIMEOUT_S):
+            async for message in a.messages:
+                seen.append((str(message.topic), message.payload))
+                if message.payload == b"for a":
+                    break
+    assert seen == [("duet/v1/gw-a/ack", b"for a")]

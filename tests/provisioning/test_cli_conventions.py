@@ -17,9 +17,9 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from edge.cli import app as gateway_app
+from edge.console import LateProgress, rewrap_help
 from provisioning.ca import CertificateAuthority
 from provisioning.cli import app
-from provisioning.console import LateProgress, rewrap_help
 from provisioning.identity import create_identity, load_csr
 from tests.plugins.tls_broker import free_port
 

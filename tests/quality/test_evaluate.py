@@ -39,7 +39,7 @@ def test_injection_is_seeded_and_bounded(series) -> None:  # type: ignore[no-unt
 def test_published_targets(series) -> None:  # type: ignore[no-untyped-def]
     """The numbers in docs/quality.md: spikes/stuck F1 ≥ 0.9, drift ≤ 48 h, clean ≤ 1 %."""
     report = evaluate(series, kinds=("spike", "stuck", "drift_linear", "drift_exp"))
-    for label in ("rules", "rules+model"):
+    for label in ("rules", "rules+anomaly", "rules+anomaly+model"):
         res = report.results[label]
         assert report.clean_false_flag_rate[label] <= 0.01
         for kind in ("drift_linear", "drift_exp"):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edge.model import QC_NOT_EVALUATED, QC_PASS, QC_SUSPECT
+from edge.model import QC_NOT_EVALUATED, QC_PASS, QC_SUSPECT, Observation
 from edge.quality.ml import (
     LiteRtScorer,
     ModelArtefact,
@@ -141,6 +142,8 @@ def test_missing_runtime_degrades_to_rules(monkeypatch: pytest.MonkeyPatch,
     assert "ai-edge-litert" in warnings[0].getMessage()
     assert {o.quality.tests["ml_anomaly"] for o in co} == {QC_NOT_EVALUATED}
     assert all(o.quality.tests["gross_range"] == QC_PASS for o in co)
+    # the learned detector does not need LiteRT: every value still has its anomaly score
+    assert all(0.0 <= o.quality.scores["anomaly"] <= 1.0 for o in co)
 
 
 def test_missing_model_degrades_to_rules(tmp_path: Path,
@@ -169,3 +172,104 @@ def test_stream_off_the_models_cadence_is_not_scored(
         co.append(batch[2])
     assert {o.quality.tests["ml_anomaly"] for o in co} == {QC_NOT_EVALUATED}
     assert sum("not scored" in r.getMessage() for r in caplog.records) == 1
+
+
+# ---------------------------------------------------------------------- gateway retraining
+def _history_stage(folder: Path, clock: list[float]) -> tuple[QualityStage, list[Observation]]:
+    """A stage retraining into ``folder``, fed 40 days of hourly UCI CO with T and RH."""
+    stage = QualityStage(QualitySettings.model_validate(
+        {"ml": {"model_dir": str(folder), "retrain": True}}), clock=lambda: clock[0])
+    series = load_series(None)
+    co = []
+    for i in range(3000, 3000 + 40 * 24):
+        t = int(series.times_ms[i])
+        batch = [make_obs("aq", q, float(series.values[q][i]), t)
+                 for q in ("temperature", "humidity", "co") if np.isfinite(series.values[q][i])]
+        stage.process(batch)
+        co += [o for o in batch if o.stream.quantity_code == "co"]
+    return stage, co
+
+
+def test_gateway_retraining_is_deterministic_and_hot_swapped(
+    trained: tuple[ModelArtefact, Path], tmp_path: Path
+) -> None:
+    artefact, folder = trained
+    clock = [0.0]
+    copies = []
+    for name in ("a", "b"):
+        target = tmp_path / name / "co-test"
+        shutil.copytree(folder / "co-test", target)
+        copies.append(target)
+    stage_a, _ = _history_stage(copies[0].parent, clock)
+    stage_b, _ = _history_stage(copies[1].parent, clock)
+    assert stage_a.retrain_now() == [copies[0]]
+    assert stage_b.retrain_now() == [copies[1]]
+    new = load_artefact(copies[0])
+    assert new.tflite == load_artefact(copies[1]).tflite  # same history, same bytes
+    assert new.tflite != artefact.tflite and new.meta["retrained_on_gateway"] is True
+    assert new.meta["training"]["train_rows"] >= 300
+    assert stage_a.reload_models() == [f"{new.name}@{new.version}"]
+    assert stage_a.reload_models() == []  # nothing changed since
+    # LiteRT runs the retrained model exactly like its numpy reference
+    series = load_series(None)
+    rows, _ = feature_matrix(series.values["co"][5000:5600], series.times_ms[5000:5600],
+                             {f: series.values[f][5000:5600] for f in new.co_features},
+                             new.window, new.norm, new.co_features)
+    got = LiteRtScorer(new).score_many(rows)
+    assert np.max(np.abs(got - reference_score(layers_of(new), rows))) < 1e-4
+    # and the stage scores with it from now on (its window fills anew)
+    more = [make_obs("aq", q, v, T0 + 400 * 86_400_000 + k * HOUR)
+            for k in range(20) for q, v in (("temperature", 12.0), ("humidity", 70.0),
+                                            ("co", 1.0 + 0.1 * (k % 4)))]
+    stage_a.process(more)
+    scored = [o for o in more if o.quality and "ml_anomaly" in o.quality.scores]
+    assert scored and stage_a.ml_status == f"ok: {new.name}@{new.version}"
+
+
+def test_retraining_in_the_background_swaps_in_on_a_later_batch(
+    trained: tuple[ModelArtefact, Path], tmp_path: Path
+) -> None:
+    _, folder = trained
+    shutil.copytree(folder / "co-test", tmp_path / "co-test")
+    clock = [0.0]
+    stage, _ = _history_stage(tmp_path, clock)
+    before = stage.ml_status
+    clock[0] = 8 * 86_400.0  # a week later: due
+    stage.process([make_obs("aq", "temperature", 12.0, T0)])
+    assert stage._retraining is not None
+    stage._retraining.join(60)
+    stage.process([make_obs("aq", "temperature", 12.0, T0 + HOUR)])
+    assert stage.ml_status != before and stage.ml_status.startswith("ok")
+
+
+def test_retrain_needs_a_model_folder() -> None:
+    with pytest.raises(ValueError, match="model_dir"):
+        QualitySettings.model_validate({"ml": {"retrain": True}})
+
+
+def test_documented_training_command_reproduces_the_shipped_model(tmp_path: Path) -> None:
+    """docs/quality.md: `duet-edge quality train --out …` rebuilds the shipped model — byte
+    for byte on the numpy build and CPU recorded in it, else to float rounding."""
+    import platform
+
+    from typer.testing import CliRunner
+
+    from edge.quality.cli import app
+
+    res = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "co-autoencoder")])
+    assert res.exit_code == 0, res.output
+    shipped_dir = shipped_model_dir() / "co-autoencoder"
+    shipped, again = load_artefact(shipped_dir), load_artefact(tmp_path / "co-autoencoder")
+    built = shipped.meta["training"]
+    if (built["numpy"], built["machine"]) == (np.__version__, platform.machine()):
+        assert again.tflite == shipped.tflite
+        assert (tmp_path / "co-autoencoder" / "model.json").read_bytes() == (
+            shipped_dir / "model.json").read_bytes()
+    series = load_series(None)
+    rows, _ = feature_matrix(series.values["co"][4000:6000], series.times_ms[4000:6000],
+                             {f: series.values[f][4000:6000] for f in shipped.co_features},
+                             shipped.window, shipped.norm, shipped.co_features)
+    a = reference_score(layers_of(shipped), rows)
+    b = reference_score(layers_of(again), rows)
+    assert np.max(np.abs(a - b) / np.maximum(a, 1e-6)) < 1e-3
+    assert np.array_equal(a > shipped.threshold, b > again.threshold)

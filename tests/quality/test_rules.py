@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -13,6 +14,7 @@ from edge.quality.settings import QualitySettings
 from edge.quality.stage import QualityStage
 
 from .conftest import T0, make_obs
+from .series import clean_site_pm
 
 MIN = 60_000
 
@@ -85,10 +87,11 @@ def test_rate_of_change() -> None:
 
 
 def test_flat_line_suspect_then_fail() -> None:
+    # once the stream's habits are learned (here: it never repeats), the configured counts rule
     s = stage(quantities={"pm2_5": {"flat_line_suspect": 4, "flat_line_fail": 6}})
-    q = run(s, [20.0, 21.0] + [22.0] * 7 + [23.0])
+    q = run(s, wiggle(30, base=30.0) + [22.0] * 7 + [23.0])[30:]
     flags = [x.tests["flat_line"] for x in q]
-    assert flags == [QC_PASS] * 5 + [QC_SUSPECT] * 2 + [QC_FAIL] * 2 + [QC_PASS]
+    assert flags == [QC_PASS] * 3 + [QC_SUSPECT] * 2 + [QC_FAIL] * 2 + [QC_PASS]
 
 
 def test_flat_line_below_min_level_is_clean_air() -> None:
@@ -203,3 +206,59 @@ def test_never_raises_on_bad_data(items: list[tuple[str, object, int]]) -> None:
         assert o.quality.aggregate in (QC_PASS, QC_NOT_EVALUATED, QC_SUSPECT, QC_FAIL)
         if o.result is None:
             assert o.quality.tests["gross_range"] == QC_FAIL
+
+
+# ---------------------------------------------------------------------- real-world behaviour
+SECOND = 1000
+
+
+def _flags(qualities: list[Quality], test: str) -> list[int]:
+    return [i for i, q in enumerate(qualities) if q.tests.get(test, QC_PASS) >= QC_SUSPECT]
+
+
+def test_level_step_is_flagged_briefly_then_accepted() -> None:
+    """PM2.5 steps from ~5 to ~60 µg/m³ at 1 s cadence (a bonfire, a wind change) and stays."""
+    values = clean_site_pm(3600, seed=5, base=5.0) + clean_site_pm(3600, seed=6, base=60.0)
+    q = run(QualityStage(QualitySettings.model_validate({"ml": {"enabled": False}})), values,
+            step_ms=SECOND)
+    spikes = _flags(q, "spike")
+    assert spikes and spikes[0] == 3600 and len(spikes) <= 3, spikes
+    assert _flags(q, "anomaly") == [3600]  # one alarm for the episode
+    after = q[3600 + 10 :]
+    assert all(x.aggregate <= QC_PASS for x in after), [
+        (i, x.tests) for i, x in enumerate(after) if x.aggregate > QC_PASS][:3]
+
+
+@pytest.mark.parametrize("base", [5.0, 25.0])
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_quantised_clean_pm_is_not_flat_lined(base: float, seed: int) -> None:
+    """Six hours of whole-µg/m³ PMS5003 values at 1 s: repeats for minutes, never stuck."""
+    values = clean_site_pm(6 * 3600, seed=seed, base=base)
+    longest = max(len(list(g)) for _, g in itertools.groupby(values))
+    assert longest >= 40  # the series does repeat for long
+    q = run(QualityStage(QualitySettings.model_validate({"ml": {"enabled": False}})), values,
+            step_ms=SECOND)
+    assert _flags(q, "flat_line") == []
+    assert sum(x.aggregate >= QC_SUSPECT for x in q) <= len(q) // 1000
+
+
+def test_stuck_sensor_is_still_flat_lined() -> None:
+    """The same sensor at an urban level freezes for 30 minutes: flagged within minutes."""
+    values = clean_site_pm(6 * 3600, seed=0, base=25.0)
+    frozen = [values[-1]] * 1800
+    q = run(QualityStage(QualitySettings.model_validate({"ml": {"enabled": False}})),
+            values + frozen, step_ms=SECOND)[len(values):]
+    flagged = _flags(q, "flat_line")
+    assert flagged and flagged[0] < 300, flagged[:3]
+    assert flagged == list(range(flagged[0], len(frozen)))  # and stays flagged
+    assert q[-1].tests["flat_line"] == QC_FAIL
+
+
+def test_frozen_particle_counts_flag_a_stuck_pms_at_a_clean_site() -> None:
+    """At 5 µg/m³ the integer mass reading may hold for long; its particle counts never do."""
+    s = QualityStage(QualitySettings.model_validate({"ml": {"enabled": False}}))
+    pm = clean_site_pm(3600, seed=2, base=5.0)
+    counts = [v * 160.0 + 40.0 * math.sin(i / 7.0) + (i * 7919 % 13) for i, v in enumerate(pm)]
+    q = run(s, counts + [counts[-1]] * 600, code="nc0_3", step_ms=SECOND)[3600:]
+    flagged = _flags(q, "flat_line")
+    assert flagged and flagged[0] < 120, flagged[:3]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edge import plugins
 from edge.ble.replay import ReplayRadio, load_recording
 from edge.ble.source import BleSource
 from edge.config import DutyCycle, SourceSettings
@@ -17,6 +18,7 @@ from edge.seams import SourceContext, SourceHealth
 from edge.sensors.ops243.source import RadarTrafficSource
 from edge.sources.serial import SerialSource
 from hil.emulators import EMULATORS
+from tests.hil.registry import polled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,12 +34,9 @@ async def run_for(source: object, seconds: float) -> tuple[list[Observation], So
     return got, health
 
 
-@pytest.mark.parametrize(
-    ("sensor", "quantity"), [("sps30", "pm2_5"), ("mhz19b", "co2"), ("scd30", "co2")]
-)
-async def test_polled_sensors_are_started_and_polled(
-    tmp_path: Path, sensor: str, quantity: str
-) -> None:
+@pytest.mark.parametrize("sensor", polled())
+async def test_polled_sensors_are_started_and_polled(tmp_path: Path, sensor: str) -> None:
+    quantity = plugins.sensor(sensor).descriptor.quantities[0]
     emu = EMULATORS[sensor](tmp_path / "tty", interval_s=0.1).start()
     try:
         settings = SourceSettings(

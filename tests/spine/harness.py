@@ -12,9 +12,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from edge.contract import DecodedBatch
 from edge.ingest.receiver import Receiver, ReceiverSettings
-from edge.ingest.rows import IngestBatch
+from edge.ingest.store import TwinStore
 
 
 def gateway_config(
@@ -115,14 +117,17 @@ class ReceiverThread:
         self,
         broker_port: int,
         store: Path,
-        on_batch: Callable[[IngestBatch, int], None] | None = None,
+        on_batch: Callable[[DecodedBatch, int], None] | None = None,
         share_group: str | None = "duet-ingest",
         client_id: str = "duet-ingest-1",
+        twin_store: TwinStore | None = None,
+        **options: Any,
     ):
         settings = ReceiverSettings(
-            port=broker_port, store_path=store, share_group=share_group, client_id=client_id
+            port=broker_port, store_path=store, share_group=share_group, client_id=client_id,
+            **options,
         )
-        self.receiver = Receiver(settings, on_batch=on_batch)
+        self.receiver = Receiver(settings, on_batch=on_batch, store=twin_store)
         self.loop = asyncio.new_event_loop()
         self.stop_event: asyncio.Event | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -147,12 +152,18 @@ class ReceiverThread:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop as `duet-edge ingest` does on SIGTERM: finish the group, disconnect cleanly."""
+        if self.stop_event is not None:
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+            self.thread.join(5)
+
         def cancel() -> None:
             for task in asyncio.all_tasks(self.loop):
                 task.cancel()
 
-        self.loop.call_soon_threadsafe(cancel)
-        self.thread.join(10)
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(cancel)
+            self.thread.join(10)
 
     def rows(self, sensor: str | None = None) -> list[tuple]:  # type: ignore[type-arg]
         import sqlite3
@@ -173,3 +184,43 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def outbox_depth(tmp: Path, gateway_id: str = "gw-e2e", uplinks: tuple[str, ...] = ("mqtt",)) -> int:
+    """Unconfirmed observations left in a stopped gateway's outbox (config from gateway_config)."""
+    from edge.config import BufferSettings
+    from edge.outbox import Outbox
+
+    box = Outbox(tmp / "data" / "outbox.db", BufferSettings(), gateway_id, uplinks=uplinks)
+    try:
+        return box.depth()
+    finally:
+        box.close()
+
+
+def twin_sequences(store: Path, gateway_id: str = "gw-e2e") -> tuple[list[int], list[tuple[int, int]]]:
+    """(stored sequence numbers in order, announced gap ranges) of one gateway at the twin."""
+    import sqlite3
+
+    db = sqlite3.connect(store, timeout=10)
+    try:
+        seqs = [r[0] for r in db.execute(
+            "SELECT seq FROM observations WHERE gateway=? ORDER BY seq", (gateway_id,))]
+        gaps = [(a, b) for a, b in db.execute(
+            "SELECT g.first_seq, g.last_seq FROM gap g JOIN gateway w ON w.id = g.gateway_id "
+            "WHERE w.name=?", (gateway_id,))]
+        return seqs, gaps
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # the receiver has not created its schema yet
+            return [], []
+        raise
+    finally:
+        db.close()
+
+
+def missing_sequences(seqs: list[int], gaps: list[tuple[int, int]]) -> list[int]:
+    """Numbers in 1..max(seqs) neither stored nor announced as never coming."""
+    held = set(seqs)
+    top = max(seqs, default=0)
+    return [s for s in range(1, top + 1)
+            if s not in held and not any(a <= s <= b for a, b in gaps)]

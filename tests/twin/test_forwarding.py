@@ -48,7 +48,7 @@ async def test_one_refused_gateway_is_parked_and_the_others_flow(sta_server: str
     settings = SensorThingsHttpSettings(base_url=sta_server)
     try:
         for seqs in (range(1, 4), range(4, 7)):
-            await receiver.handle_messages([(f"duet/v1/{bad}/obs", payload(bad, seqs)),
+            await receiver.handle_group([(f"duet/v1/{bad}/obs", payload(bad, seqs)),
                                             (f"duet/v1/{good}/obs", payload(good, seqs))])
         assert receiver.counters.observations_new == 12  # stored, whatever the server says
         async with StaForwarder(settings, tmp_path, {good: HERE}) as fwd:

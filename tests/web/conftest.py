@@ -70,6 +70,7 @@ port = {broker_port}
 username = "gw-web"
 password_file = "{work / "mqtt.password"}"
 keepalive_s = 5
+confirm = "broker"  # no twin receiver here: the broker's PUBACK is the confirmation
 
 [web]
 port = {web_port}

@@ -64,19 +64,34 @@ _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _UNIT_TOKEN = re.compile(r'"([A-Za-z/\-]+)"')
 
 
+_MAX_EXACT = 2**53
+
+
+def _first_scalar(values: list[object]) -> object:
+    """The first element of a (possibly nested) JSON list, without recursion."""
+    item: object = values
+    while isinstance(item, list) and item:
+        item = item[0]
+    return item
+
+
 def _num(value: object) -> float | None:
     """A finite float from a JSON number or numeric string, else None."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        if not -_MAX_EXACT <= value <= _MAX_EXACT:
+            return None  # a radar never reports this: garbage, not a speed (and float() overflows)
         f = float(value)
+    elif isinstance(value, float):
+        f = value
     elif isinstance(value, str):
         try:
             f = float(value.strip())
         except ValueError:
             return None
     elif isinstance(value, list) and value:
-        return _num(value[0])
+        return _num(_first_scalar(value))
     else:
         return None
     return f if math.isfinite(f) else None
@@ -135,7 +150,7 @@ class Ops243Decoder:
         if text.startswith("{"):
             try:
                 obj = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: absurdly nested garbage
                 self._bad(len(raw) + 1, "json")
                 return None
             if not isinstance(obj, dict):

@@ -145,7 +145,15 @@ class Scd30Decoder(BufferedDecoder):
                 pos += 1
                 continue
             if end - pos < size:
-                break
+                # A false header (0x61 0x03 with a large count inside noise) would make us
+                # wait for bytes that never form a frame and hold good frames back: if a
+                # complete, valid frame starts later in what we have, the header was not one.
+                later = _next_valid_frame(buf, pos + 1, end)
+                if later is None:
+                    break
+                self._discard(later - pos, "header")
+                pos = later
+                continue
             frame_end = pos + size
             if crc16_modbus(memoryview(buf)[pos : frame_end - 2]) != (
                 buf[frame_end - 2] | (buf[frame_end - 1] << 8)
@@ -200,6 +208,19 @@ class Scd30Decoder(BufferedDecoder):
             info["value"] = words[0]
         kind = _REG_KIND.get(asked, "register") if asked is not None else "register"
         return Frame(kind, (), None, info)
+
+
+def _next_valid_frame(buf: bytearray, start: int, end: int) -> int | None:
+    """Position of the first complete frame with a valid CRC in ``buf[start:end]``."""
+    pos = buf.find(ADDRESS, start, end)
+    while 0 <= pos <= end - 5:
+        size = _frame_size(buf[pos + 1], buf[pos + 2])
+        if size is not None and pos + size <= end and crc16_modbus(
+            memoryview(buf)[pos : pos + size - 2]
+        ) == (buf[pos + size - 2] | (buf[pos + size - 1] << 8)):
+            return pos
+        pos = buf.find(ADDRESS, pos + 1, end)
+    return None
 
 
 def _frame_size(fn: int, third: int) -> int | None:

@@ -1,4 +1,4 @@
-"""Output conventions of `duet-edge provision …` (docs/provisioning.md, "Exit codes").
+"""Output conventions of every `duet-edge` command (docs/provisioning.md, "Exit codes").
 
 * Results go to stdout, every ``✗`` error, ``!`` warning and progress display to stderr, so a
   script can parse stdout (``--json`` where a script would) and still show what went wrong.
