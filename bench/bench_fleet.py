@@ -44,7 +44,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge.contract import encode_batch  # noqa: E402
+from edge.contract import SessionEncoder, encode_batch  # noqa: E402
 from edge.model import Batch, Datastream, Observation, Provenance, Quality  # noqa: E402
 from tests.plugins.postgres import PgServer, _pg_bin_dir  # noqa: E402
 
@@ -73,9 +73,15 @@ def gateway_id(i: int) -> str:
     return f"gw-{i:05d}"
 
 
+_ENCODERS: dict[str, SessionEncoder] = {}
+
+
 def make_message(gw: str, first_seq: int, rows: int, t0_ms: int, step_ms: int,
-                 sent_ms: int) -> bytes:
-    """``rows`` observations round-robin over the 10 sensors, ``step_ms`` apart per round."""
+                 sent_ms: int, contract: int = 1) -> bytes:
+    """``rows`` observations round-robin over the 10 sensors, ``step_ms`` apart per round.
+
+    Contract 2: each gateway's first message carries its session dictionary, later ones only
+    its reference (as a connected v2 gateway sends them)."""
     obs = []
     for r in range(rows):
         sensor, qty = SENSORS[r % len(SENSORS)]
@@ -85,6 +91,9 @@ def make_message(gw: str, first_seq: int, rows: int, t0_ms: int, step_ms: int,
         t = t0_ms + (r // len(SENSORS)) * step_ms
         obs.append(Observation(Datastream(gw, sensor, qty), 10.0 + (first_seq + r) % 500 / 10,
                                t, PROVENANCE[sensor], quality=quality, sequence=first_seq + r))
+    if contract == 2:
+        encoder = _ENCODERS.setdefault(gw, SessionEncoder(gw))
+        return encoder.encode(Batch(gw, tuple(obs)), sent_ms=sent_ms).payload
     return encode_batch(Batch(gw, tuple(obs)), sent_ms=sent_ms)
 
 
@@ -122,14 +131,15 @@ def publisher(port: int, plan: dict[str, object], ready: mp.Event, go: mp.Event,
                 gw = gateway_id(g)
                 first = start_seq + m * rows
                 t0 = t_base + m * (rows // len(SENSORS)) * step
-                messages.append((f"duet/v1/{gw}/obs", make_message(gw, first, rows, t0, step,
-                                                                     now)))
+                messages.append((f"duet/v1/{gw}/obs", make_message(
+                    gw, first, rows, t0, step, now, int(plan.get("contract", 1)))))  # type: ignore[call-overload]
     if kind == "latency":  # one message per gateway first: the twin meets every gateway
         for g in range(n_gw):
             gw = gateway_id(g)
             now_ms = int(time.time() * 1000)
-            clients[g % conns].publish(f"duet/v1/{gw}/obs",
-                                       make_message(gw, 1, 10, now_ms - 1000, 0, now_ms), qos=1)
+            clients[g % conns].publish(f"duet/v1/{gw}/obs", make_message(
+                gw, 1, 10, now_ms - 1000, 0, now_ms, int(plan.get("contract", 1))),  # type: ignore[call-overload]
+                qos=1)
     ready.set()
     go.wait()
     started = time.monotonic()
@@ -155,7 +165,8 @@ def publisher(port: int, plan: dict[str, object], ready: mp.Event, go: mp.Event,
             g = i % n_gw
             gw = gateway_id(g)
             now_ms = int(time.time() * 1000)
-            payload = make_message(gw, seqs[g], 10, now_ms - 1000, 0, now_ms)
+            payload = make_message(gw, seqs[g], 10, now_ms - 1000, 0, now_ms,
+                                   int(plan.get("contract", 1)))  # type: ignore[call-overload]
             seqs[g] += 10
             clients[i % conns].publish(f"duet/v1/{gw}/obs", payload, qos=1)
             published += 1
@@ -597,6 +608,9 @@ def main() -> None:
     ap.add_argument("--baseline-rev", default="7b427f2")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--contract", type=int, choices=[1, 2], default=1,
+                    help="batches as contract v1 (self-contained; the baseline reads only these) "
+                    "or v2 (session dictionary once, then references)")
     ap.add_argument("--profile", type=Path, default=None,
                     help="py-spy the first receiver of each set-up into this folder")
     args = ap.parse_args()
@@ -612,20 +626,20 @@ def main() -> None:
     if args.scenario == "steady":
         n_gw = args.gateways or 2000
         per = args.messages or 25
-        plan: dict[str, object] = {"kind": "steady", "gateways": n_gw, "connections":
+        plan: dict[str, object] = {"contract": args.contract, "kind": "steady", "gateways": n_gw, "connections":
                                    args.connections, "messages_per_gateway": per, "rows": 10,
                                    "step_ms": 60_000}
         expected = n_gw * per * 10
         default = "baseline,sqlite,pg1,pg2"
     elif args.scenario == "latency":
         n_gw = args.gateways or 20_000
-        plan = {"kind": "latency", "gateways": n_gw, "connections": args.connections,
+        plan = {"contract": args.contract, "kind": "latency", "gateways": n_gw, "connections": args.connections,
                 "interval_s": 60.0, "duration_s": args.duration}
         expected = int(args.duration / 60.0 * n_gw) * 10
         default = "pg1"
     else:
         n_gw = args.gateways or 20_000
-        plan = {"kind": "burst", "gateways": n_gw, "connections": args.connections,
+        plan = {"contract": args.contract, "kind": "burst", "gateways": n_gw, "connections": args.connections,
                 "messages_per_gateway": 10, "rows": 60, "step_ms": 1000}
         expected = n_gw * 10 * 60
         default = "pg2"
