@@ -94,7 +94,7 @@ def make_message(gw: str, first_seq: int, rows: int, t0_ms: int, step_ms: int,
     if contract == 2:
         encoder = _ENCODERS.setdefault(gw, SessionEncoder(gw))
         return encoder.encode(Batch(gw, tuple(obs)), sent_ms=sent_ms).payload
-    return encode_batch(Batch(gw, tuple(obs)), sent_ms=sent_ms)
+    return encode_batch(Batch(gw, tuple(obs)), sent_ms=sent_ms, version=1)
 
 
 # ---------------------------------------------------------------------------------------
