@@ -184,35 +184,63 @@ def check_storable(batch: IngestBatch, now_ms: int) -> None:
             raise ContractError("quality score is not a finite number")
 
 
+# (sensor, quantity, provenance) → its StreamDef, shared by messages and gateways alike
+_STREAM_DEFS: dict[tuple[str, str, Provenance], StreamDef] = {}
+_STREAM_DEFS_MAX = 50_000
+
+
 def from_decoded(batch: DecodedBatch) -> IngestBatch:
-    """Columns of a batch decoded by :func:`edge.contract.decode_batch`."""
+    """Columns of a batch decoded by :func:`edge.contract.decode_batch`.
+
+    Streams and quality maps repeat across rows: each distinct one is converted once (by value:
+    the decoder may build a new object per row)."""
     streams: dict[StreamDef, int] = {}
-    by_identity: dict[tuple[int, int], int] = {}  # (id(stream), id(provenance)) → index
+    by_value: dict[tuple[Datastream, Provenance], int] = {}
+    qualities: dict[tuple[object, ...], tuple[int | None, QualityProfile | None, int | None,
+                                               str | None]] = {}
     out = IngestBatch(batch.gateway_id, [], gaps=list(batch.gaps), sent_ms=batch.sent_ms)
+    stream_index, seq_col, t_col = out.stream_index, out.seq, out.phenomenon_ms
+    dur_col, off_col, res_col, raw_col = (out.duration_ms, out.result_offset_ms, out.result,
+                                          out.raw_result)
+    flag_col, prof_col, milli_col, other_col = (out.quality_flag, out.quality_profile,
+                                                out.anomaly_milli, out.other_scores)
     for obs in batch.observations:
-        key = (id(obs.stream), id(obs.provenance))
-        idx = by_identity.get(key)
+        key = (obs.stream, obs.provenance)
+        idx = by_value.get(key)
         if idx is None:
-            sdef = StreamDef.of(obs.stream.sensor_id, obs.stream.quantity_code,
-                                obs.provenance.as_dict())
-            idx = streams.setdefault(sdef, len(streams))
-            by_identity[key] = idx
+            skey = (obs.stream.sensor_id, obs.stream.quantity_code, obs.provenance)
+            sdef = _STREAM_DEFS.get(skey)
+            if sdef is None:
+                if len(_STREAM_DEFS) >= _STREAM_DEFS_MAX:
+                    _STREAM_DEFS.clear()
+                sdef = _STREAM_DEFS[skey] = StreamDef.of(
+                    obs.stream.sensor_id, obs.stream.quantity_code, obs.provenance.as_dict())
+            idx = by_value[key] = streams.setdefault(sdef, len(streams))
         assert obs.sequence is not None
-        end = obs.phenomenon_end_ms
-        out.stream_index.append(idx)
-        out.seq.append(obs.sequence)
-        out.phenomenon_ms.append(obs.phenomenon_ms)
-        out.duration_ms.append(None if end is None else end - obs.phenomenon_ms)
-        out.result_offset_ms.append(
-            None if obs.result_ms is None
-            else obs.result_ms - (end if end is not None else obs.phenomenon_ms))
-        out.result.append(obs.result)
-        out.raw_result.append(obs.raw_result)
-        flag, profile, milli, others = quality_columns(obs.quality)
-        out.quality_flag.append(flag)
-        out.quality_profile.append(profile)
-        out.anomaly_milli.append(milli)
-        out.other_scores.append(others)
+        start, end = obs.phenomenon_ms, obs.phenomenon_end_ms
+        stream_index.append(idx)
+        seq_col.append(obs.sequence)
+        t_col.append(start)
+        dur_col.append(None if end is None else end - start)
+        off_col.append(None if obs.result_ms is None
+                       else obs.result_ms - (end if end is not None else start))
+        res_col.append(obs.result)
+        raw_col.append(obs.raw_result)
+        q = obs.quality
+        if q is None:
+            cells: tuple[int | None, QualityProfile | None, int | None, str | None] = (
+                None, None, None, None)
+        elif q.scores:
+            cells = quality_columns(q)
+        else:
+            qkey = (q.aggregate, *q.tests.items())
+            found = qualities.get(qkey)
+            cells = found if found is not None else qualities.setdefault(
+                qkey, quality_columns(q))
+        flag_col.append(cells[0])
+        prof_col.append(cells[1])
+        milli_col.append(cells[2])
+        other_col.append(cells[3])
     out.streams = list(streams)
     return out
 
