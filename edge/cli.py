@@ -32,11 +32,13 @@ _GROUPS: tuple[tuple[str, str, str], ...] = (
     ("edge.node_cli", "node", "Firmware nodes: flash and inspect."),
 )
 
-# Single commands: (module path, command name).
+# Single commands: (module path, command name; the function is the name with _ for -).
 _COMMANDS: tuple[tuple[str, str], ...] = (
     ("edge.commands.run_cmd", "run"),
     ("edge.commands.demo_cmd", "demo"),
     ("edge.commands.ingest_cmd", "ingest"),
+    ("edge.commands.fleet_cmd", "fleet"),
+    ("edge.commands.oslo_cmd", "oslo-export"),
     ("edge.commands.scan_cmd", "scan"),
     ("edge.commands.sensors_cmd", "sensors"),
 )
@@ -77,7 +79,7 @@ def build_app(only: str | None = None) -> typer.Typer:
     for module_name, command in _COMMANDS:
         if only is None or command == only:
             module = importlib.import_module(module_name)
-            cli.command(command)(vars(module)[command])
+            cli.command(command)(vars(module)[command.replace("-", "_")])
     for name, ep in _plugin_groups().items():
         if only is None or name == only:
             _mount(cli, ep)

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 EEA_POLLUTANT = "http://dd.eionet.europa.eu/vocabulary/aq/pollutant/"
 QUDT_KIND = "http://qudt.org/vocab/quantitykind/"
 DUET_NS = "https://w3id.org/duet-edge/def/quantity/"
+VKM_KENMERK = "https://data.vlaanderen.be/id/concept/VkmVerkeersKenmerkType/"
+VKM_VOERTUIG = "https://data.vlaanderen.be/id/concept/VkmVoertuigType/"
+COUNT = VKM_KENMERK + "aantal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,10 @@ class Quantity:
     unit_symbol: str  # human-readable symbol for SensorThings unitOfMeasurement.symbol
     uri: str
     resolution: float  # smallest meaningful step; used for the compact wire encoding
+    # Flemish OSLO concepts that characterise the property (OSLO Verkeersmetingen for traffic:
+    # the VkmVerkeersKenmerkType, then the VkmVoertuigType when the count is of one class);
+    # used by the twin's linked-data export (edge/ingest/oslo.py).
+    oslo: tuple[str, ...] = ()
 
 
 _QUANTITIES: tuple[Quantity, ...] = (
@@ -69,10 +76,14 @@ _QUANTITIES: tuple[Quantity, ...] = (
         "mox_response", "Metal-oxide sensor response (raw)", "1", "1", DUET_NS + "mox_response", 1.0
     ),
     # Traffic: counts per interval; names follow Telraam's public fields (see edge/sensors/ops243/README.md).
-    Quantity("pedestrian", "Pedestrians", "{count}", "count", DUET_NS + "traffic/pedestrian", 1.0),
-    Quantity("bike", "Two-wheelers", "{count}", "count", DUET_NS + "traffic/bike", 1.0),
-    Quantity("car", "Cars", "{count}", "count", DUET_NS + "traffic/car", 1.0),
-    Quantity("heavy", "Heavy vehicles", "{count}", "count", DUET_NS + "traffic/heavy", 1.0),
+    Quantity("pedestrian", "Pedestrians", "{count}", "count", DUET_NS + "traffic/pedestrian", 1.0,
+             (COUNT, VKM_VOERTUIG + "voetganger")),
+    Quantity("bike", "Two-wheelers", "{count}", "count", DUET_NS + "traffic/bike", 1.0,
+             (COUNT, VKM_VOERTUIG + "fietser")),
+    Quantity("car", "Cars", "{count}", "count", DUET_NS + "traffic/car", 1.0,
+             (COUNT, VKM_VOERTUIG + "auto")),
+    Quantity("heavy", "Heavy vehicles", "{count}", "count", DUET_NS + "traffic/heavy", 1.0,
+             (COUNT, VKM_VOERTUIG + "vrachtwagen")),
     Quantity(
         "traffic_count",
         "Vehicles (all classes)",
@@ -80,8 +91,10 @@ _QUANTITIES: tuple[Quantity, ...] = (
         "count",
         DUET_NS + "traffic/count",
         1.0,
+        (COUNT,),
     ),
-    Quantity("v85", "85th percentile speed", "km/h", "km/h", DUET_NS + "traffic/v85", 0.1),
+    Quantity("v85", "85th percentile speed", "km/h", "km/h", DUET_NS + "traffic/v85", 0.1,
+             (VKM_KENMERK + "V85", VKM_VOERTUIG + "auto")),
     Quantity("speed", "Object speed", "km/h", "km/h", DUET_NS + "traffic/speed", 0.01),
     Quantity("uptime", "Counting uptime fraction", "1", "1", DUET_NS + "traffic/uptime", 0.001),
 )
@@ -97,6 +110,7 @@ for _side in ("lft", "rgt"):
         "count",
         DUET_NS + f"traffic/count_{_side}",
         1.0,
+        (COUNT,),
     )
 for _lo in range(0, 80, 10):
     _label = f"{_lo}+ km/h" if _lo == 70 else f"{_lo}-{_lo + 10} km/h"
@@ -107,9 +121,11 @@ for _lo in range(0, 80, 10):
         "count",
         DUET_NS + f"traffic/speed_class_{_lo}",
         1.0,
+        (COUNT,),
     )
 
 # Telraam per-direction class counts and the car speed histogram (radar traffic, edge/sensors/ops243/traffic.py).
+_VEHICLE = {"pedestrian": "voetganger", "bike": "fietser", "car": "auto", "heavy": "vrachtwagen"}
 for _cls in ("pedestrian", "bike", "car", "heavy"):
     for _side in ("lft", "rgt"):
         QUANTITIES[f"{_cls}_{_side}"] = Quantity(
@@ -119,6 +135,7 @@ for _cls in ("pedestrian", "bike", "car", "heavy"):
             "count",
             DUET_NS + f"traffic/{_cls}_{_side}",
             1.0,
+            (COUNT, VKM_VOERTUIG + _VEHICLE[_cls]),
         )
 for _lo in range(0, 130, 10):
     _label = f"{_lo}+ km/h" if _lo == 120 else f"{_lo}-{_lo + 10} km/h"

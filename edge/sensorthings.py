@@ -160,15 +160,18 @@ def thing_body(gateway_id: str, location: GeoPoint | None = None) -> JsonObject:
         "properties": {"duetKey": thing_key(gateway_id), "duetType": "gateway"},
     }
     if location is not None:
-        body["Locations"] = [
-            {
-                "name": f"{gateway_id} location",
-                "description": f"Installed position of gateway {gateway_id}",
-                "encodingType": GEOJSON,
-                "location": location.geojson(),
-            }
-        ]
+        body["Locations"] = [location_body(gateway_id, location)]
     return body
+
+
+def location_body(gateway_id: str, location: GeoPoint) -> JsonObject:
+    """The Location entity of a gateway's installed position."""
+    return {
+        "name": f"{gateway_id} location",
+        "description": f"Installed position of gateway {gateway_id}",
+        "encodingType": GEOJSON,
+        "location": location.geojson(),
+    }
 
 
 def sensor_body(stream: Datastream, sensor_model: str = "") -> JsonObject:

@@ -2,6 +2,7 @@
 # Install what duet-edge needs on a fresh Debian machine (run as root, from the repo root).
 #   bash scripts/setup.sh runtime   # Python package + Mosquitto (for the demo)
 #   bash scripts/setup.sh test      # everything the test suite needs
+#   bash scripts/setup.sh twin      # the twin side: Python package + PostgreSQL/PostGIS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-runtime}"
@@ -22,6 +23,14 @@ if [ "$what" = "test" ]; then
   # npm: Debian's package conflicts with a NodeSource nodejs, which bundles npm already
   command -v npm >/dev/null 2>&1 || apt_install npm
   apt_install dbus-daemon  # tests/ble: a private D-Bus for bleak's real BlueZ backend
+  # tests/twin: a real PostgreSQL (+ PostGIS) started by tests/plugins/postgres.py as an
+  # unprivileged user on a free port; Debian's package also starts a system cluster on 5432,
+  # which the tests never use.
+  apt_install postgresql postgresql-contrib postgresql-postgis
+fi
+if [ "$what" = "twin" ]; then
+  # a twin host with its own PostgreSQL: docs/twin.md creates the database and the user
+  apt_install postgresql postgresql-contrib postgresql-postgis
 fi
 # Debian's mosquitto package starts a system broker on port 1883; duet-edge starts its own
 # brokers on free ports and never needs that one.

@@ -31,7 +31,7 @@ from rich.table import Table
 from edge.config import GatewayConfig, parse_config
 from edge.contract import encode_batch
 from edge.ingest.receiver import Receiver, ReceiverSettings
-from edge.ingest.store import ReceiverStore
+from edge.ingest.sqlite_store import count_rows, latest_rows
 from edge.logs import setup_logging
 from edge.model import Delivery
 from edge.quantities import QUANTITIES
@@ -154,9 +154,8 @@ async def _demo(work: Path, duration: float, rate: float) -> int:
         )
     sds = emulator("sds011")(link_path=work / "ttySDS011", interval_s=1 / rate, seed=11).start()
     pms = emulator("pms5003")(link_path=work / "ttyPMS5003", interval_s=1 / rate, seed=12).start()
-    store = ReceiverStore(work / "twin.db")
     receiver = Receiver(
-        ReceiverSettings(port=broker_port, client_id="duet-demo-ingest"), store=store
+        ReceiverSettings(port=broker_port, client_id="duet-demo-ingest", store_path=work / "twin.db")
     )
     web_port = _free_port() if importlib.util.find_spec("aiohttp") else 0  # the `web` extra
     config = _config(work, broker_port, sds.port, pms.port, web_port)
@@ -186,11 +185,11 @@ async def _demo(work: Path, duration: float, rate: float) -> int:
     receiver_task = asyncio.create_task(receiver.run_forever(stop)) if broker else None
     started = time.monotonic()
     try:
-        with Live(_view(gateway, receiver, store), console=console,
+        with Live(_view(gateway, receiver), console=console,
                   refresh_per_second=2) as live:
             while not stop.is_set():
                 await asyncio.sleep(0.5)
-                live.update(_view(gateway, receiver, store))
+                live.update(_view(gateway, receiver))
                 if duration and time.monotonic() - started >= duration:
                     stop.set()
     finally:
@@ -205,23 +204,23 @@ async def _demo(work: Path, duration: float, rate: float) -> int:
         if broker is not None:
             broker.terminate()
             broker.wait(5)
-    received = store.count()
+    received = count_rows(work / "twin.db")
     console.print(
         f"\nThe twin received {received} observations "
         f"({receiver.counters.duplicates} duplicates ignored, "
         f"{receiver.counters.rejected_messages} messages rejected)."
     )
-    store.close()
+    await receiver.close()
     return 0 if received > 0 else 1
 
 
-def _view(gateway: Gateway, receiver: Receiver, store: ReceiverStore) -> Group:
+def _view(gateway: Gateway, receiver: Receiver) -> Group:
     table = Table(title="Latest observations received by the twin", expand=False)
     for column in ("sensor", "quantity", "value", "unit", "seq", "quality", "age"):
         table.add_column(column)
     latest: dict[tuple[str, str], sqlite3.Row] = {}
     now_ms = time.time_ns() // 1_000_000
-    for row in store.latest(200):
+    for row in latest_rows(Path(receiver.settings.store_path), 200):
         latest.setdefault((row["sensor"], row["quantity"]), row)
     for (_sensor, quantity), row in sorted(latest.items()):
         if quantity.startswith("nc"):

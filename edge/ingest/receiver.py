@@ -1,17 +1,20 @@
 """The twin receiver: no message can stop it.
 
-It subscribes to ``<prefix>/+/obs`` (MQTT 5 shared subscription by default, so several
-instances split the load), and for each group of messages that arrived together:
+It subscribes to ``<prefix>/+/obs``, ``<prefix>/+/status`` and ``<prefix>/+/events/#`` (MQTT 5
+shared subscriptions by default, so several workers split the load), and for each group of
+messages that arrived together:
 
-1. decodes and validates every message completely (edge.contract) before any database work;
-   a v2 batch that refers to a session dictionary nobody here knows gets a ``need`` answer;
-2. optionally forwards what is new (``--forward-sta``); a forward failure ends the session, so
-   the messages come back later;
-3. stores every valid batch in ONE transaction (:class:`edge.ingest.ports.TwinStore`); if that
-   fails, stores them one by one, and a batch that still fails alone for a reason of its own
-   is dead-lettered — only a store that is unavailable as a whole stops acknowledging;
-4. records refused messages in the store's dead letters, with their reason and payload;
-5. publishes one ack per gateway on ``<prefix>/<gw>/ack`` (``ok``, ``x``, ``need``), and only
+1. decodes and validates every batch completely (edge.contract) before any database work; a
+   v2 batch that refers to a session dictionary neither this worker nor the store knows gets a
+   ``need`` answer;
+2. stores every valid batch in ONE transaction of its :class:`edge.ingest.store.TwinStore`
+   (SQLite or PostgreSQL; each (gateway, seq) once; with forwarding on, the new rows are queued
+   for the SensorThings forwarder in the same transaction); if that fails for a reason of the
+   data, stores them one by one and dead-letters the batch that still fails alone — only a
+   store that is unavailable as a whole (:class:`StoreUnavailable`) stops acknowledging;
+3. keeps refused messages as dead letters, with their reason and payload, and the gateways'
+   status (birth, heartbeat, last will) and events for ``duet-edge fleet``;
+4. publishes one ack per gateway on ``<prefix>/<gw>/ack`` (``ok``, ``x``, ``need``), and only
    then acknowledges the messages to the broker (PUBACK).
 
 So a receiver that dies anywhere gets the unacknowledged messages again; a poison message is
@@ -22,6 +25,9 @@ and the backoff starts again from its first step after a healthy session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -45,12 +51,20 @@ from edge.contract import (
     merge_ranges,
     seq_ranges,
 )
-from edge.ingest.ports import Forwarder, Rejection, StoreUnavailable, TwinStore
+from edge.ingest.rows import IngestBatch, check_storable, from_decoded
+from edge.ingest.store import (
+    Rejection,
+    StoreOutcome,
+    StoreUnavailable,
+    TwinStore,
+    open_store,
+)
 from edge.tls import TlsSettings, read_secret, tls_context
 
 log = logging.getLogger("duet.ingest")
 
 DICTIONARY_CACHE = 4096
+NO_MESSAGE_WARNING_S = 300.0  # warn when subscribed this long without a single message
 
 
 @dataclass(slots=True)
@@ -60,15 +74,19 @@ class ReceiverSettings:
     topic_prefix: str = "duet/v1"
     share_group: str | None = "duet-ingest"  # None: a plain (non-shared) persistent subscription
     client_id: str = "duet-ingest-1"
-    store_path: Path = Path("twin.db")
+    store_path: Path | str = Path("twin.db")  # an SQLite file or a postgresql:// URL
     username: str | None = None
     password_file: Path | None = None
     tls: TlsSettings | None = None
     session_expiry_s: int = 86400
-    max_group: int = 64  # messages stored in one transaction
+    max_group: int = 500  # most messages stored in one transaction
+    group_linger_s: float = 0.05  # wait this long for more when fewer are queued
+    forward: bool = False  # queue new rows for the SensorThings forwarder
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 2.0  # few receivers per broker: no thundering herd to avoid
     healthy_after_s: float = 5.0  # a session that lasted this long resets the backoff
+    progress_interval_s: float = 60.0  # a counts line in the log this often
+    no_message_warning_s: float = NO_MESSAGE_WARNING_S
 
 
 @dataclass(slots=True)
@@ -83,52 +101,93 @@ class ReceiverCounters:
     gaps_announced: int = 0
     acks_published: int = 0
     reconnects: int = 0
+    transactions: int = 0
+    status_messages: int = 0
+    events: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
 
 
-class ForwardFailed(Exception):
-    """The optional forwarder could not deliver: the messages stay unacknowledged."""
+class SubscriptionRefused(Exception):
+    """The broker refused a subscription (SUBACK reason code ≥ 0x80)."""
+
+
+class Observer:
+    """Hooks for metrics (edge.ingest.metrics); the default does nothing."""
+
+    def group_stored(self, batches: Sequence[IngestBatch], outcomes: Sequence[StoreOutcome],
+                     seconds: float, now_ms: int) -> None: ...
+
+    def rejected(self, reason: str) -> None: ...
+
+    def connected(self, up: bool) -> None: ...
+
+    def messages(self, kind: str, count: int) -> None: ...
 
 
 @dataclass(slots=True)
 class _Message:
-    """One received message on its way through a group."""
+    """One received batch message on its way through a group."""
 
     topic: str
     payload: bytes
     gateway_id: str | None  # from the topic: the only gateway an answer goes to
     batch: DecodedBatch | None = None
+    rows: IngestBatch | None = None  # the batch as the store takes it
     rejection: Rejection | None = None
     x: list[tuple[int, int, str]] = field(default_factory=list)
     need: UnknownDictionary | None = None
 
 
+def parse_status(payload: bytes) -> dict[str, object]:
+    """A status message: contract v2's JSON object, or v1's plain ``online``/``offline``."""
+    text = payload.decode("utf-8", "replace").strip()
+    if text in ("online", "offline"):
+        return {"state": text}
+    status = json.loads(text)
+    if not isinstance(status, dict):
+        raise ValueError("status is not a JSON object nor online/offline")
+    return status
+
+
 class Receiver:
-    """Subscribe, validate, store, answer (and optionally forward)."""
+    """Subscribe, validate, store, answer; keep the gateways' status and events."""
 
     def __init__(
         self,
         settings: ReceiverSettings,
-        forward: Forwarder | None = None,
         on_batch: Callable[[DecodedBatch, int], None] | None = None,
         store: TwinStore | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.settings = settings
-        if store is None:
-            from edge.ingest.store import ReceiverStore
-
-            store = ReceiverStore(settings.store_path)
-        self.store: TwinStore = store
+        self.store: TwinStore = store if store is not None else open_store(settings.store_path)
         self.counters = ReceiverCounters()
-        self.forward = forward
         self.on_batch = on_batch
+        self.observer = observer or Observer()
         self.subscribed = asyncio.Event()
+        self.connected = False
+        self.last_message_monotonic: float | None = None
+        self.last_error = ""
         self._dictionaries: OrderedDict[tuple[str, bytes], SessionDictionary] = OrderedDict()
         self._subscribed_at: float | None = None
+        self._opened = False
+
+    # ------------------------------------------------------------------------ topics
+    def _shared(self, plain: str) -> str:
+        group = self.settings.share_group
+        return f"$share/{group}/{plain}" if group else plain
 
     @property
     def topic(self) -> str:
-        plain = f"{self.settings.topic_prefix}/+/obs"
-        return f"$share/{self.settings.share_group}/{plain}" if self.settings.share_group else plain
+        return self._shared(f"{self.settings.topic_prefix}/+/obs")
+
+    @property
+    def topics(self) -> list[str]:
+        """Batches, status and events (shared: each message is stored by one receiver)."""
+        p = self.settings.topic_prefix
+        return [self.topic, self._shared(f"{p}/+/status"), self._shared(f"{p}/+/events/#")]
 
     def ack_topic(self, gateway_id: str) -> str:
         return f"{self.settings.topic_prefix}/{gateway_id}/ack"
@@ -151,8 +210,19 @@ class Receiver:
         client._client.manual_ack_set(True)  # PUBACK only after the batch is stored and answered
         return client
 
+    async def open(self) -> None:
+        if not self._opened:
+            await self.store.open()
+            self._opened = True
+
+    async def close(self) -> None:
+        if self._opened:
+            await self.store.close()
+            self._opened = False
+
     # ------------------------------------------------------------------------ sessions
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
+        await self.open()
         s = self.settings
         backoff = Backoff(s.backoff_initial_s, s.backoff_max_s)
         while stop is None or not stop.is_set():
@@ -163,16 +233,18 @@ class Receiver:
                 if stop is not None and stop.is_set():
                     return  # a clean stop: the last group was answered and acknowledged
                 reason = "session ended"
+            except SubscriptionRefused:
+                raise
             except aiomqtt.MqttError as exc:
                 reason = str(exc) or type(exc).__name__
             except StoreUnavailable as exc:
                 cause, reason = "store", str(exc)
-            except ForwardFailed as exc:
-                cause, reason = "forward", str(exc)
             except Exception as exc:  # a bug: say so, with the traceback, and carry on
                 cause, reason = "bug", f"{type(exc).__name__}: {exc}"
                 log.exception("receiver session failed", extra={"event": "ingest_error"})
             self.subscribed.clear()
+            self._set_connected(False)
+            self.last_error = f"{cause}: {reason}"
             self.counters.reconnects += 1
             healthy = self._was_healthy(started)
             if healthy:
@@ -191,38 +263,81 @@ class Receiver:
         return (since is not None and since >= started
                 and time.monotonic() - since >= self.settings.healthy_after_s)
 
-    async def _session(self, stop: asyncio.Event | None) -> None:
-        if self.forward is not None:
-            async with self.forward:
-                await self._subscribe_and_handle(stop)
-        else:
-            await self._subscribe_and_handle(stop)
+    def _set_connected(self, up: bool) -> None:
+        self.connected = up
+        self.observer.connected(up)
 
-    async def _subscribe_and_handle(self, stop: asyncio.Event | None) -> None:
+    async def _session(self, stop: asyncio.Event | None) -> None:
         async with self._client() as client:
-            await client.subscribe(self.topic, qos=1)
+            self._set_connected(True)
+            for topic in self.topics:
+                await self._subscribe(client, topic)
             self._subscribed_at = time.monotonic()
             self.subscribed.set()
-            log.info(
-                "receiver subscribed", extra={"event": "ingest_subscribed", "topic": self.topic}
-            )
-            messages = client.messages
-            while True:
-                first = await _next_unless_stopped(messages, stop)
-                if first is None:
-                    return  # stop asked: leave with every handled message acknowledged
-                group = [first]
-                while len(messages) and len(group) < self.settings.max_group:
-                    group.append(await anext(messages))
-                acks = await self.handle_group([(str(m.topic), _bytes(m.payload)) for m in group])
-                if acks:
-                    await asyncio.gather(*(
-                        client.publish(self.ack_topic(gw), encode_ack(ack), qos=1)
-                        for gw, ack in acks.items()
-                    ))
-                    self.counters.acks_published += len(acks)
-                for m in group:
-                    client._client.ack(m.mid, m.qos)
+            self.last_error = ""
+            log.info("receiver subscribed", extra={"event": "ingest_subscribed",
+                                                   "topics": self.topics})
+            watchdog = asyncio.create_task(self._no_message_watchdog())
+            try:
+                await self._consume(client, stop)
+            finally:
+                watchdog.cancel()
+
+    async def _subscribe(self, client: aiomqtt.Client, topic: str) -> None:
+        granted = await client.subscribe(topic, qos=1)
+        for code in granted:
+            value = code if isinstance(code, int) else code.value
+            if value >= 0x80:
+                raise SubscriptionRefused(
+                    f"the broker refused the subscription to {topic} ({code}): this receiver's "
+                    f"identity may not read it; the ACL of `duet-edge provision broker-config` "
+                    f"lets only certificates with CN receiver-… read duet/v1/+/obs")
+
+    async def _no_message_watchdog(self) -> None:
+        """Mosquitto grants a subscription the ACL forbids and then delivers nothing: say so."""
+        started = time.monotonic()
+        await asyncio.sleep(self.settings.no_message_warning_s)
+        if self.last_message_monotonic is None or self.last_message_monotonic < started:
+            log.warning(
+                "subscribed but no message received: if gateways are publishing, the broker's "
+                "ACL does not let this receiver read the topics (its certificate CN must start "
+                "with receiver-)",
+                extra={"event": "ingest_no_messages", "topics": self.topics,
+                       "seconds": self.settings.no_message_warning_s})
+
+    async def _consume(self, client: aiomqtt.Client, stop: asyncio.Event | None) -> None:
+        # aiomqtt hands out one message per task switch; the ones already queued are taken
+        # together from its queue, so a busy receiver stores hundreds per transaction.
+        queue: asyncio.Queue[aiomqtt.Message] = client._queue
+        linger = self.settings.group_linger_s
+        while True:
+            first = await _next_unless_stopped(client.messages, stop)
+            if first is None:
+                return  # stop asked: leave with every handled message acknowledged
+            group = [first]
+            self._take_queued(queue, group)
+            if len(group) < self.settings.max_group and linger > 0:
+                # a quiet moment: wait a little for more, so that one commit (one fsync of the
+                # database) carries many messages instead of one
+                await asyncio.sleep(linger)
+                self._take_queued(queue, group)
+            acks = await self.handle_group([(str(m.topic), _bytes(m.payload)) for m in group])
+            if acks:
+                await asyncio.gather(*(
+                    client.publish(self.ack_topic(gw), encode_ack(ack), qos=1)
+                    for gw, ack in acks.items()
+                ))
+                self.counters.acks_published += len(acks)
+            for m in group:
+                client._client.ack(m.mid, m.qos)
+
+    def _take_queued(self, queue: asyncio.Queue[aiomqtt.Message],
+                     group: list[aiomqtt.Message]) -> None:
+        while len(group) < self.settings.max_group:
+            try:
+                group.append(queue.get_nowait())
+            except asyncio.QueueEmpty:
+                return
 
     # ------------------------------------------------------------------------ messages
     async def handle(self, topic: str, payload: bytes) -> dict[str, Ack]:
@@ -230,25 +345,38 @@ class Receiver:
         return await self.handle_group([(topic, payload)])
 
     async def handle_group(self, messages: Sequence[tuple[str, bytes]]) -> dict[str, Ack]:
-        """Validate, forward, store (one transaction) and answer a group of messages.
+        """Validate, store (one transaction) and answer a group of messages.
 
-        Raises only :class:`StoreUnavailable` or :class:`ForwardFailed` (nothing acknowledged).
+        Raises only :class:`StoreUnavailable` (nothing acknowledged).
         """
+        await self.open()
+        now_ms = time.time_ns() // 1_000_000
+        self.last_message_monotonic = time.monotonic()
         self.counters.messages += len(messages)
-        items = [self._decode(topic, payload) for topic, payload in messages]
-        stored = [m for m in items if m.batch is not None]
-        if self.forward is not None:
-            await self._forward(stored)
-        self._store(stored)
-        rejections = [m.rejection for m in items if m.rejection is not None]
-        if rejections:
-            self.store.reject(rejections)
+        prefix = self.settings.topic_prefix + "/"
+        items: list[_Message] = []
+        for topic, payload in messages:
+            gateway, _, kind = topic.removeprefix(prefix).partition("/")
+            if kind == "status":
+                await self._status(topic, gateway, payload, now_ms)
+            elif kind.startswith("events"):
+                await self._event(gateway, kind.removeprefix("events").strip("/"), payload,
+                                  now_ms)
+            else:
+                items.append(await self._decode(topic, payload, now_ms))
+        self.observer.messages("obs", len(items))
+        stored = [m for m in items if m.rows is not None]
+        await self._store(stored, now_ms)
+        for m in items:
+            if m.rejection is not None:
+                await self.store.reject(m.rejection, now_ms)
+                self.observer.rejected(m.rejection.reason)
         return self._acks(items)
 
-    def _decode(self, topic: str, payload: bytes) -> _Message:
+    async def _decode(self, topic: str, payload: bytes, now_ms: int) -> _Message:
         m = _Message(topic, payload, self._gateway_of(topic))
         try:
-            batch = decode_batch(payload, self._lookup)
+            batch = await self._decode_with_dictionaries(payload)
             if batch.gateway_id != m.gateway_id:
                 raise ContractError(f"gateway {batch.gateway_id!r} published on {topic!r}",
                                     batch.gateway_id, seq_ranges(batch.sequences))
@@ -264,10 +392,41 @@ class Receiver:
             return m
         if batch.dictionary is not None:
             self._remember(batch.gateway_id, batch.dictionary)
+            # persisted before the rows it describes, so every worker can decode what follows
+            await self.store.put_dictionary(batch.gateway_id, batch.dictionary.ref,
+                                            batch.dictionary.body)
         m.batch = batch
         if batch.rejected:
             self._refuse_rows(m, batch)
+        if batch.observations or batch.gaps:
+            rows = from_decoded(batch)
+            try:
+                if len(rows):
+                    check_storable(rows, now_ms)
+            except ContractError as exc:
+                self._refuse(m, ContractError(exc.reason, batch.gateway_id,
+                                              seq_ranges(batch.sequences)))
+                m.batch = None
+                return m
+            m.rows = rows
         return m
+
+    async def _decode_with_dictionaries(self, payload: bytes) -> DecodedBatch:
+        """Decode; a dictionary this worker has not seen may be in the shared store."""
+        try:
+            return decode_batch(payload, self._lookup)
+        except UnknownDictionary as exc:
+            gateway = exc.gateway_id
+            if gateway is None:
+                raise
+            body = await self.store.get_dictionary(gateway, exc.ref)
+            if body is None:
+                raise
+            try:
+                self._remember(gateway, SessionDictionary.from_body(body))
+            except ContractError:
+                raise exc from None
+            return decode_batch(payload, self._lookup)
 
     def _gateway_of(self, topic: str) -> str | None:
         parts = topic.split("/")
@@ -279,11 +438,7 @@ class Receiver:
     def _lookup(self, gateway_id: str, ref: bytes) -> SessionDictionary | None:
         key = (gateway_id, ref)
         found = self._dictionaries.get(key)
-        if found is None:
-            found = self.store.dictionary(gateway_id, ref)
-            if found is not None:
-                self._remember(gateway_id, found)
-        else:
+        if found is not None:
             self._dictionaries.move_to_end(key)
         return found
 
@@ -297,7 +452,9 @@ class Receiver:
         self.counters.rejected_messages += 1
         answerable = exc.gateway_id is not None and exc.gateway_id == m.gateway_id
         ranges = tuple(exc.ranges) if answerable else ()
-        m.rejection = Rejection(m.topic, exc.reason, m.payload, exc.gateway_id, ranges)
+        m.rejection = Rejection(m.topic, exc.reason, m.payload, exc.gateway_id or m.gateway_id,
+                                ranges[0][0] if ranges else None,
+                                ranges[-1][1] if ranges else None)
         m.x = [(a, b, exc.reason) for a, b in ranges]
         log.warning(
             "rejected message",
@@ -312,43 +469,38 @@ class Receiver:
         for reason, seqs in by_reason.items():
             m.x += [(a, b, reason) for a, b in seq_ranges(seqs)]
         summary = "; ".join(list(by_reason)[:3])
+        refused = seq_ranges(batch.rejected)
         m.rejection = Rejection(m.topic, f"{len(batch.rejected)} rows refused: {summary}",
-                                m.payload, batch.gateway_id,
-                                tuple(seq_ranges(batch.rejected)))
+                                m.payload, batch.gateway_id, refused[0][0], refused[-1][1])
         log.warning(
             "rejected rows",
             extra={"event": "ingest_rows_rejected", "topic": m.topic,
                    "rows": len(batch.rejected), "reason": summary[:300]},
         )
 
-    async def _forward(self, items: list[_Message]) -> None:
-        assert self.forward is not None
-        for m in items:
-            assert m.batch is not None
-            fresh = self.store.unknown(m.batch)
-            if not fresh.observations:
-                continue
-            try:
-                await self.forward.forward(fresh)
-            except Exception as exc:
-                raise ForwardFailed(f"{type(exc).__name__}: {exc}") from exc
-
-    def _store(self, items: list[_Message]) -> None:
+    async def _store(self, items: list[_Message], now_ms: int) -> None:
         """All batches in one transaction; on failure one by one, dead-lettering the culprit."""
         if not items:
             return
+        rows = [m.rows for m in items if m.rows is not None]
+        started = time.perf_counter()
         try:
-            results = self.store.store_batches([m.batch for m in items if m.batch is not None])
+            outcomes = await self.store.store_batches(rows, now_ms,
+                                                      forward=self.settings.forward)
         except StoreUnavailable:
             raise
         except Exception as exc:
             if len(items) > 1:
+                log.warning("store refused a group; storing its batches one by one",
+                            extra={"event": "ingest_group_refused", "reason": str(exc)[:300]})
                 for m in items:
-                    self._store([m])
+                    await self._store([m], now_ms)
             else:
                 self._store_failed(items[0], exc)
             return
-        for m, result in zip(items, results, strict=True):
+        self.counters.transactions += 1
+        self.observer.group_stored(rows, outcomes, time.perf_counter() - started, now_ms)
+        for m, result in zip(items, outcomes, strict=True):
             assert m.batch is not None
             self.counters.observations_new += result.new
             self.counters.duplicates += result.duplicates
@@ -361,16 +513,19 @@ class Receiver:
         batch = m.batch
         assert batch is not None
         reason = f"the twin could not store it: {type(exc).__name__}: {exc}"[:500]
-        ranges = tuple(seq_ranges(batch.sequences))
+        ranges = seq_ranges(batch.sequences)
         self.counters.store_dead_letters += 1
         log.error("receiver could not store a batch; dead-lettered",
                   extra={"event": "ingest_store_failed", "topic": m.topic,
                          "gateway": batch.gateway_id, "reason": reason})
         if m.rejection is not None:  # some rows were refused already: keep both reasons
             reason = f"{reason}; {m.rejection.reason}"
-        m.rejection = Rejection(m.topic, reason, m.payload, batch.gateway_id, ranges)
+        m.rejection = Rejection(m.topic, reason, m.payload, batch.gateway_id,
+                                ranges[0][0] if ranges else None,
+                                ranges[-1][1] if ranges else None)
         m.x += [(a, b, reason) for a, b in ranges]
         m.batch = None
+        m.rows = None
 
     def _acks(self, items: list[_Message]) -> dict[str, Ack]:
         acks: dict[str, Ack] = {}
@@ -386,6 +541,56 @@ class Receiver:
         for ack in acks.values():
             ack.ok = merge_ranges(ack.ok)
         return {gw: ack for gw, ack in acks.items() if ack}
+
+    # ------------------------------------------------------------------------ fleet
+    async def _status(self, topic: str, gateway: str, payload: bytes, now_ms: int) -> None:
+        self.observer.messages("status", 1)
+        if not payload:
+            return  # a retained status being cleared
+        try:
+            status = parse_status(payload)
+        except ValueError as exc:
+            self.counters.rejected_messages += 1
+            await self.store.reject(Rejection(topic, f"status: {exc}", payload, gateway), now_ms)
+            self.observer.rejected(f"status: {exc}")
+            return
+        self.counters.status_messages += 1
+        await self.store.put_status(gateway, status, now_ms)
+
+    async def _event(self, gateway: str, kind: str, payload: bytes, now_ms: int) -> None:
+        self.observer.messages("event", 1)
+        try:
+            body: object = json.loads(payload) if payload else None
+        except ValueError:
+            body = {"text": payload.decode("utf-8", "replace")[:2000]}
+        if kind == "" and isinstance(body, dict) and isinstance(body.get("kind"), str):
+            kind = str(body["kind"])
+        self.counters.events += 1
+        await self.store.add_event(gateway, kind or "event", body, now_ms)
+
+    # ------------------------------------------------------------------------ reporting
+    async def log_progress(self, stop: asyncio.Event) -> None:
+        """A counts line every ``progress_interval_s`` while running."""
+        last = self.counters.observations_new
+        last_t = time.monotonic()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.progress_interval_s):
+                    await stop.wait()
+            now = time.monotonic()
+            stored = self.counters.observations_new
+            log.info("ingest progress", extra={
+                "event": "ingest_progress", **self.counters.as_dict(),
+                "obs_per_s": round((stored - last) / max(now - last_t, 1e-9), 1)})
+            last, last_t = stored, now
+
+    def log_summary(self, seconds: float) -> None:
+        c = self.counters
+        log.info("ingest summary: %d messages, %d observations stored, %d duplicates, "
+                 "%d rejected, %d reconnects in %.0f s", c.messages, c.observations_new,
+                 c.duplicates, c.rejected_messages, c.reconnects, seconds,
+                 extra={"event": "ingest_summary", **c.as_dict(),
+                        "seconds": round(seconds, 1)})
 
 
 async def _next_unless_stopped(

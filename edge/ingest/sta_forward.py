@@ -33,10 +33,14 @@ from edge.model import Delivery, Observation, observation_id
 from edge.sensorthings import GeoPoint
 from edge.uplinks.sensorthings_http import (
     REGISTRY_FILE_NAME,
+    SensorThingsConfigError,
     SensorThingsHttpSettings,
     SensorThingsSender,
     SensorThingsUnavailable,
 )
+
+__all__ = ["SensorThingsConfigError", "SensorThingsUnavailable", "StaForwarder",
+           "load_locations"]
 
 log = logging.getLogger("duet.ingest.sta")
 
@@ -116,16 +120,38 @@ class StaForwarder:
             await self.sender.open()
             self._open = True
 
+    def missing_location(self, gateway_id: str) -> bool:
+        """True when no position is known for the gateway (its Thing has no Location)."""
+        return gateway_id not in self.sender.locations
+
     async def forward(self, batch: ForwardableBatch) -> Delivery:
         """Send a batch's observations; raise SensorThingsUnavailable if any stay pending."""
+        delivery = await self.forward_observations(batch.gateway_id, batch.observations)
+        pending = len(batch.observations) - len(delivery.confirmed) - len(delivery.rejected)
+        if pending:
+            self.counters.failures += 1
+            raise SensorThingsUnavailable(
+                f"{pending} of {len(batch.observations)} observations from {batch.gateway_id} "
+                f"not forwarded yet")
+        return delivery
+
+    async def forward_observations(
+        self, gateway_id: str, observations: Sequence[Observation]
+    ) -> Delivery:
+        """Send what was not confirmed before; the Delivery settles part or all of it.
+
+        Raises SensorThingsUnavailable only when nothing could be settled.
+        """
         await self._ensure_open()
-        gw = batch.gateway_id
+        gw = gateway_id
         self.counters.batches += 1
-        todo = [o for o in batch.observations
+        todo = [o for o in observations
                 if o.sequence is not None and _obs_key(gw, o.sequence) not in self._forwarded]
-        self.counters.skipped_already_forwarded += len(batch.observations) - len(todo)
+        self.counters.skipped_already_forwarded += len(observations) - len(todo)
+        already = [o.sequence for o in observations
+                   if o.sequence is not None and _obs_key(gw, o.sequence) in self._forwarded]
         if not todo:
-            return Delivery()
+            return Delivery(confirmed=already)
         try:
             delivery = await self.sender.deliver(gw, todo)
         except SensorThingsUnavailable:
@@ -140,12 +166,7 @@ class StaForwarder:
                 "event": "sta_forward_rejected", "gateway": gw, "seq": seq, "reason": reason})
         self.counters.forwarded += len(delivery.confirmed)
         self.counters.rejected += len(delivery.rejected)
-        pending = len(todo) - len(delivery.confirmed) - len(delivery.rejected)
-        if pending:
-            self.counters.failures += 1
-            raise SensorThingsUnavailable(
-                f"{pending} of {len(todo)} observations from {gw} not forwarded yet")
-        return delivery
+        return Delivery(confirmed=[*delivery.confirmed, *already], rejected=delivery.rejected)
 
     def _remember_sent(self, key: str) -> None:
         self._forwarded[key] = None

@@ -1,218 +1,211 @@
-"""The receiver's SQLite store (implements :class:`edge.ingest.ports.TwinStore`).
+"""The seam between the twin receiver and its database: the :class:`TwinStore` protocol.
 
-Observations are keyed by their deterministic id (duplicates are counted, never stored twice).
-A non-finite result is stored as ``result`` NULL with ``nonfinite`` = ``NaN``, ``Infinity`` or
-``-Infinity``. Refused messages go to ``dead_letter`` with their reason and payload; session
-dictionaries to ``dictionary``.
+Two implementations:
+
+- :class:`edge.ingest.sqlite_store.SqliteStore` — one file, the embedded default for one machine;
+- :class:`edge.ingest.pg_store.PgStore` — PostgreSQL (+ PostGIS), the production twin store,
+  shared by any number of receivers.
+
+:func:`open_store` picks one from ``--store``: a ``postgresql://`` URL or a file path.
+
+Rules every store keeps:
+
+- **Idempotent by (gateway, seq)**: a row the store already holds is counted as a duplicate
+  and not written again, whichever receiver got it first.
+- **One transaction for many messages**: :meth:`TwinStore.store_batches` commits all the
+  batches it is given together (or none of them); the receiver PUBACKs after it returns.
+- **Forward queue in the same transaction**: with forwarding on, the new rows of each batch are
+  queued for the SensorThings forwarder in that same transaction, so a crash can neither
+  forward what was not stored nor forget to forward what was.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import sqlite3
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from edge.contract import ContractError, DecodedBatch, SessionDictionary
-from edge.ingest.ports import Rejection, StoredBatch, StoreUnavailable
-from edge.model import Observation
-from edge.quantities import QUANTITIES
+from edge.ingest.rows import Gap, IngestBatch
 
-SCHEMA_VERSION = 2
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS observation(
-    id TEXT NOT NULL, gateway TEXT NOT NULL, seq INTEGER NOT NULL, sensor TEXT NOT NULL,
-    quantity TEXT NOT NULL, unit TEXT NOT NULL, phenomenon_ms INTEGER NOT NULL,
-    phenomenon_end_ms INTEGER, result_ms INTEGER NOT NULL, result REAL, raw_result REAL,
-    quality TEXT, provenance TEXT NOT NULL, received_ms INTEGER NOT NULL,
-    nonfinite TEXT, PRIMARY KEY(gateway, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS gap(
-    gateway TEXT, first_seq INTEGER, last_seq INTEGER, count INTEGER, reason TEXT,
-    received_ms INTEGER, PRIMARY KEY(gateway, first_seq));
-CREATE TABLE IF NOT EXISTS dead_letter(
-    received_ms INTEGER NOT NULL, topic TEXT NOT NULL, gateway TEXT, ranges TEXT,
-    reason TEXT NOT NULL, size INTEGER NOT NULL, payload BLOB);
-CREATE TABLE IF NOT EXISTS dictionary(
-    gateway TEXT NOT NULL, ref BLOB NOT NULL, body BLOB NOT NULL, received_ms INTEGER NOT NULL,
-    PRIMARY KEY(gateway, ref)) WITHOUT ROWID;
-"""
-# v1 stores had ``result REAL NOT NULL``, no ``nonfinite`` and the id as key: rebuilt once,
-# rows kept. Keyed by (gateway, seq) — the id is derived from them — a gateway's rows are
-# appended in order instead of scattered by a random UUID (5× faster inserts).
-_MIGRATE_1 = """
-DROP INDEX IF EXISTS observation_gw_seq;
-ALTER TABLE observation RENAME TO observation_v1;
-{schema}
-INSERT OR IGNORE INTO observation SELECT *, NULL FROM observation_v1;
-DROP TABLE observation_v1;
-"""
-MAX_KEPT_PAYLOAD = 1 << 20  # a dead letter keeps at most this much of its payload
+JsonValue = object  # parsed JSON (dict/list/str/int/float/bool/None)
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+class StoreUnavailable(Exception):
+    """The database cannot work right now (down, restarting, locked, disk full): nothing was
+    stored. The receiver stops acknowledging and reconnects with backoff; any other exception
+    from ``store_batches`` is taken to be caused by the data of a batch."""
 
 
-def _nonfinite(value: float) -> str | None:
-    if math.isfinite(value):
-        return None
-    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    """What storing one batch did: rows written, rows already held."""
+
+    new: int
+    duplicates: int
 
 
-class ReceiverStore:
-    """SQLite store for received observations."""
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message the receiver refused (dead letter), with what could be read of it."""
 
-    def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                  timeout=busy_timeout_s)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        with self._transaction():
-            self._migrate()
+    topic: str
+    reason: str
+    payload: bytes = b""
+    gateway: str | None = None
+    first_seq: int | None = None
+    last_seq: int | None = None
 
-    def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        columns = [r[1] for r in self.db.execute("PRAGMA table_info(observation)")]
-        script = _SCHEMA
-        if columns and "nonfinite" not in columns:
-            script = _MIGRATE_1.format(schema=_SCHEMA)
-        for statement in script.split(";"):
-            if statement.strip():
-                self.db.execute(statement)
-        if version != SCHEMA_VERSION:
-            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN … COMMIT, or ROLLBACK and re-raise: never a transaction left open.
+@dataclass(frozen=True, slots=True)
+class GatewayView:
+    """One row of ``duet-edge fleet``: what the twin knows about a gateway."""
 
-        SQLite's operational errors (disk full, I/O error, locked) become StoreUnavailable.
-        """
-        db = self.db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:  # SQLite may have rolled back by itself (disk full)
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+    gateway: str
+    state: str  # "online" / "offline" (from its status topic) or "unknown"
+    version: str
+    last_data_ms: int | None  # when its last batch was stored
+    last_status_ms: int | None  # when its last status/heartbeat arrived
+    observations: int  # rows stored
+    backlog: int | None  # rows waiting in its outbox (its last heartbeat)
+    oldest_unsent_ms: int | None
+    events_24h: int
+    last_event: str
+    forward_parked_until_ms: int | None = None
+    forward_error: str = ""
 
-    @contextmanager
-    def _reading(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+    @property
+    def last_seen_ms(self) -> int | None:
+        seen = [t for t in (self.last_data_ms, self.last_status_ms) if t is not None]
+        return max(seen) if seen else None
 
-    # ------------------------------------------------------------------------ TwinStore
-    def store_batches(self, batches: Sequence[DecodedBatch]) -> list[StoredBatch]:
-        now = _now_ms()
-        results = []
-        with self._transaction() as db:
-            for batch in batches:
-                if batch.dictionary is not None:
-                    db.execute(
-                        "INSERT OR IGNORE INTO dictionary VALUES(?,?,?,?)",
-                        (batch.gateway_id, batch.dictionary.ref, batch.dictionary.body, now),
-                    )
-                before = db.total_changes
-                db.executemany(
-                    "INSERT INTO observation VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT(gateway, seq) DO NOTHING",
-                    (self._row(batch.gateway_id, o, i, now)
-                     for o, i in zip(batch.observations, batch.ids, strict=True)),
-                )
-                new = db.total_changes - before
-                db.executemany(
-                    "INSERT OR IGNORE INTO gap VALUES(?,?,?,?,?,?)",
-                    ((batch.gateway_id, a, b, n, r, now) for a, b, n, r in batch.gaps),
-                )
-                results.append(StoredBatch(new, len(batch.observations) - new))
-        return results
 
-    @staticmethod
-    def _row(gw: str, obs: Observation, obs_id: str, now: int) -> tuple[object, ...]:
-        q = QUANTITIES.get(obs.stream.quantity_code)
-        note = _nonfinite(obs.result)
-        raw = obs.raw_result
-        return (
-            obs_id, gw, obs.sequence, obs.stream.sensor_id, obs.stream.quantity_code,
-            q.unit if q else "", obs.phenomenon_ms, obs.phenomenon_end_ms, obs.result_time_ms,
-            None if note else obs.result,
-            None if raw is None or not math.isfinite(raw) else raw,
-            None if obs.quality is None else json.dumps(obs.quality.as_dict(), sort_keys=True),
-            json.dumps(obs.provenance.as_dict(), sort_keys=True), now, note,
-        )
+@dataclass(slots=True)
+class ForwardItem:
+    """Queued rows of one gateway waiting to go to SensorThings."""
 
-    def reject(self, rejections: Sequence[Rejection]) -> None:
-        now = _now_ms()
-        with self._transaction() as db:
-            db.executemany(
-                "INSERT INTO dead_letter VALUES(?,?,?,?,?,?,?)",
-                (
-                    (now, r.topic[:300], r.gateway_id,
-                     json.dumps([list(x) for x in r.ranges]) if r.ranges else None,
-                     r.reason[:2000], len(r.payload), r.payload[:MAX_KEPT_PAYLOAD])
-                    for r in rejections
-                ),
-            )
+    item_id: int
+    gateway: str
+    rows: IngestBatch
+    attempts: int = 0
 
-    def dictionary(self, gateway_id: str, ref: bytes) -> SessionDictionary | None:
-        with self._reading():
-            row = self.db.execute(
-                "SELECT body FROM dictionary WHERE gateway=? AND ref=?", (gateway_id, ref)
-            ).fetchone()
-        if row is None:
-            return None
-        try:
-            return SessionDictionary.from_body(row[0])
-        except ContractError:
-            return None  # unreadable: the gateway will be asked to send it again
 
-    def unknown(self, batch: DecodedBatch) -> DecodedBatch:
-        """The part of a batch whose ids are not stored yet."""
-        if not batch.observations:
-            return batch
-        with self._reading():
-            known = {
-                row[0]
-                for row in self.db.execute(
-                    "SELECT id FROM observation WHERE gateway=? AND seq BETWEEN ? AND ?",
-                    (batch.gateway_id, batch.observations[0].sequence,
-                     batch.observations[-1].sequence),
-                )
-            }
-        keep = [i for i, obs_id in enumerate(batch.ids) if obs_id not in known]
-        return DecodedBatch(
-            batch.gateway_id,
-            [batch.observations[i] for i in keep],
-            [batch.ids[i] for i in keep],
-            batch.gaps,
-            batch.sent_ms,
-            batch.version,
-        )
+@dataclass(frozen=True, slots=True)
+class StoredObservation:
+    """One stored row, names resolved (for exports)."""
 
-    # ------------------------------------------------------------------------ queries
-    def count(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM observation").fetchone()[0])
+    gateway: str
+    seq: int
+    sensor: str
+    quantity: str
+    unit: str
+    provenance: Mapping[str, str]
+    phenomenon_ms: int
+    duration_ms: int | None
+    result_offset_ms: int | None
+    result: float
+    raw_result: float | None
+    quality_flag: int | None
 
-    def latest(self, limit: int = 20) -> list[sqlite3.Row]:
-        cur = self.db.cursor()
-        cur.row_factory = sqlite3.Row
-        return list(
-            cur.execute(
-                "SELECT * FROM observation ORDER BY received_ms DESC, seq DESC LIMIT ?", (limit,)
-            )
-        )
+    @property
+    def phenomenon_end_ms(self) -> int | None:
+        return None if self.duration_ms is None else self.phenomenon_ms + self.duration_ms
 
-    def close(self) -> None:
-        self.db.close()
+    @property
+    def result_ms(self) -> int:
+        end = self.phenomenon_ms + (self.duration_ms or 0)
+        return end + (self.result_offset_ms or 0)
+
+
+@dataclass(slots=True)
+class StoreTotals:
+    observations: int = 0
+    gateways: int = 0
+    dead_letters: int = 0
+    forward_queued: int = 0
+    forward_dead_letters: int = 0
+    gaps: list[Gap] = field(default_factory=list)
+
+
+class TwinStore(Protocol):
+    """What the receiver, the forwarder and ``duet-edge fleet`` need from a twin database."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def store_batches(
+        self, batches: Sequence[IngestBatch], received_ms: int, forward: bool = False
+    ) -> list[StoreOutcome]:
+        """Store every batch in ONE transaction; per batch, (new, duplicates)."""
+        ...
+
+    async def reject(self, rejection: Rejection, received_ms: int) -> None:
+        """Keep a refused message as a dead letter, with its reason."""
+        ...
+
+    async def get_dictionary(self, gateway: str, ref: bytes) -> bytes | None:
+        """A session dictionary (contract v2 ``sr`` table, as sent) stored earlier, or None."""
+        ...
+
+    async def put_dictionary(self, gateway: str, ref: bytes, table: bytes) -> None: ...
+
+    async def put_status(self, gateway: str, status: Mapping[str, JsonValue],
+                         received_ms: int) -> None:
+        """Upsert a gateway's retained status/heartbeat (birth, last will, heartbeat)."""
+        ...
+
+    async def add_event(self, gateway: str, kind: str, payload: JsonValue,
+                        received_ms: int) -> None: ...
+
+    async def fleet(self, now_ms: int) -> list[GatewayView]: ...
+
+    async def totals(self) -> StoreTotals: ...
+
+    async def read_observations(self, gateway: str | None, since_ms: int | None,
+                                until_ms: int | None, limit: int) -> list[StoredObservation]:
+        """Rows by phenomenon time (``since`` inclusive, ``until`` exclusive), oldest first."""
+        ...
+
+    async def set_location(self, gateway: str, lon: float, lat: float,
+                           alt: float | None = None) -> None:
+        """Record a gateway's installed position (WGS84; PostGIS point in PostgreSQL)."""
+        ...
+
+    async def locations(self) -> dict[str, tuple[float, float, float | None]]:
+        """Known gateway positions: gateway → (lon, lat, alt)."""
+        ...
+
+    # -- SensorThings forward queue (see edge.ingest.forwarding) --------------------------
+
+    async def forward_claim(self, now_ms: int, limit: int) -> list[ForwardItem]:
+        """Oldest queued items of gateways that are not parked (one claim per gateway)."""
+        ...
+
+    async def forward_settle(
+        self, item: ForwardItem, rejected: Mapping[int, str], now_ms: int,
+        remaining: IngestBatch | None = None,
+    ) -> None:
+        """Keep the item's refused rows as forward dead letters; delete the item, or keep only
+        its ``remaining`` rows queued (a partial delivery)."""
+        ...
+
+    async def forward_park(self, gateway: str, until_ms: int, error: str) -> None:
+        """Hold a gateway's queue until ``until_ms`` (its own backoff); others keep flowing."""
+        ...
+
+
+def is_postgres_url(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(target: str | Path) -> TwinStore:
+    """``postgresql://…`` → :class:`PgStore`; anything else is an SQLite file path."""
+    text = str(target)
+    if is_postgres_url(text):
+        from edge.ingest.pg_store import PgStore
+
+        return PgStore(text)
+    from edge.ingest.sqlite_store import SqliteStore
+
+    return SqliteStore(Path(text))

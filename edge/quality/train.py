@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import platform
 import sqlite3
 from dataclasses import dataclass
@@ -79,7 +78,7 @@ def twin_store_sensors(path: Path) -> list[str]:
     """The sensor ids in a twin receiver's store (ValueError if it is not one)."""
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return [r[0] for r in con.execute("SELECT DISTINCT sensor FROM observation ORDER BY 1")]
+        return [r[0] for r in con.execute("SELECT DISTINCT sensor FROM stream ORDER BY 1")]
     except sqlite3.DatabaseError as exc:
         raise ValueError(f"not a twin store ({exc})") from None
     finally:
@@ -87,15 +86,15 @@ def twin_store_sensors(path: Path) -> list[str]:
 
 
 def load_twin_store(path: Path, sensor: str) -> Series:
-    """Observations of ``sensor`` as received by the twin (edge/ingest/store.py), one column per
-    quantity, one row per phenomenon time. Values the gateway flagged suspect or worse are
-    left out (NaN): training wants clean history.
+    """Observations of ``sensor`` as received by the twin (edge/ingest/sqlite_store.py, its
+    ``observations`` view), one column per quantity, one row per phenomenon time. Values the
+    gateway flagged suspect or worse are left out (NaN): training wants clean history.
     """
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         rows = con.execute(
-            "SELECT phenomenon_ms, quantity, result, quality FROM observation WHERE sensor=? "
-            "ORDER BY phenomenon_ms, seq", (sensor,)
+            "SELECT phenomenon_ms, quantity, result, quality_flag FROM observations "
+            "WHERE sensor=? ORDER BY phenomenon_ms, seq", (sensor,)
         ).fetchall()
     except sqlite3.DatabaseError as exc:
         raise ValueError(f"not a twin store ({exc})") from None
@@ -107,8 +106,8 @@ def load_twin_store(path: Path, sensor: str) -> Series:
     times = sorted({int(r[0]) for r in rows})
     index = {t: i for i, t in enumerate(times)}
     cols: dict[str, np.ndarray] = {}
-    for ms, code, result, quality in rows:
-        if quality and int(json.loads(quality).get("agg", 2)) in (3, 4):
+    for ms, code, result, flag in rows:
+        if flag in (3, 4) or result is None:  # flagged, or NaN (SQLite keeps it as NULL)
             continue
         col = cols.get(code)
         if col is None:

@@ -40,12 +40,19 @@ from typing import Any
 import httpx
 
 from edge import sensorthings as sta
-from edge.model import Batch, Datastream, Delivery, Observation
+from edge.model import Batch, Datastream, Delivery, Observation, observation_id
 from edge.sensorthings import EntityId, GeoPoint, IntervalMode, JsonObject
 from edge.uplinks.sensorthings_settings import (
     REGISTRY_FILE_NAME,
     SensorThingsHttpSettings,
     StaTlsSettings,
+)
+from edge.uplinks.sta_auth import (
+    AuthConfigError,
+    AuthUnavailable,
+    BearerFileAuth,
+    ClientCredentialsAuth,
+    env_or_file_secret,
 )
 
 log = logging.getLogger(__name__)
@@ -91,43 +98,48 @@ def _is_transient(status: int) -> bool:
 
 
 def _read_secret(file: Path | None, env: str | None, what: str) -> str:
-    if file is not None:
-        try:
-            value = file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SensorThingsConfigError(
-                f"cannot read {what} file {file}: {exc.strerror}") from None
-        source = f"file {file}"
-    else:
-        assert env is not None
-        value = os.environ.get(env, "").strip()
-        source = f"environment variable {env}"
-    if not value:
-        raise SensorThingsConfigError(f"{what} from {source} is empty")
-    return value
+    try:
+        return env_or_file_secret(file, env, what)()
+    except AuthConfigError as exc:
+        raise SensorThingsConfigError(str(exc)) from None
 
 
 def build_http_client(
     settings: SensorThingsHttpSettings,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` with auth, TLS and timeouts applied (secrets read now)."""
-    headers = {"Accept": "application/json", "User-Agent": "duet-edge"}
+    """An ``httpx.AsyncClient`` with auth, headers, TLS and timeouts applied (secrets checked
+    now: a missing file is a :class:`SensorThingsConfigError` at start, not at first use)."""
+    headers = {"Accept": "application/json", "User-Agent": "duet-edge", **settings.headers}
     auth: httpx.Auth | None = None
     a = settings.auth
-    if a.type == "bearer":
-        headers["Authorization"] = "Bearer " + _read_secret(a.token_file, a.token_env, "token")
-    elif a.type == "basic":
-        assert a.username is not None
-        auth = httpx.BasicAuth(a.username, _read_secret(a.password_file, a.password_env,
-                                                        "password"))
     timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
-    kwargs: dict[str, Any] = {"headers": headers, "auth": auth, "timeout": timeout}
+    kwargs: dict[str, Any] = {"timeout": timeout}
     if transport is not None:
         kwargs["transport"] = transport
     else:
         kwargs["verify"] = ssl_context(settings.tls)
-    return httpx.AsyncClient(**kwargs)
+    try:
+        if a.type == "bearer" and a.token_file is not None:
+            bearer = BearerFileAuth(a.token_file)
+            bearer.check()
+            auth = bearer
+        elif a.type == "bearer":
+            headers["Authorization"] = "Bearer " + _read_secret(None, a.token_env, "token")
+        elif a.type == "basic":
+            assert a.username is not None
+            auth = httpx.BasicAuth(a.username, _read_secret(a.password_file, a.password_env,
+                                                            "password"))
+        elif a.type == "oauth2":
+            assert a.token_url is not None and a.client_id is not None
+            secret = env_or_file_secret(a.client_secret_file, a.client_secret_env,
+                                        "client secret")
+            secret()  # fail now when it cannot be read
+            auth = ClientCredentialsAuth(a.token_url, a.client_id, secret, a.scope,
+                                         lambda: httpx.AsyncClient(**kwargs))
+    except AuthConfigError as exc:
+        raise SensorThingsConfigError(str(exc)) from None
+    return httpx.AsyncClient(headers=headers, auth=auth, **kwargs)
 
 
 def ssl_context(tls: StaTlsSettings | None) -> ssl.SSLContext:
@@ -165,6 +177,7 @@ class DatastreamRegistry:
         self._path = path
         self._lock = asyncio.Lock()
         self.quirks: dict[str, bool] = {}
+        self.located: set[str] = set()  # gateways whose Thing has a Location on the server
         self._ids: dict[str, dict[str, EntityId]] = self._load()
 
     # -- cache file ------------------------------------------------------------------
@@ -180,6 +193,9 @@ class DatastreamRegistry:
             return empty
         if not isinstance(data, dict) or data.get("server") != self._base:
             return empty
+        located = data.get("located")
+        if isinstance(located, list):
+            self.located = {str(g) for g in located}
         quirks = data.get("quirks")
         if isinstance(quirks, dict):
             self.quirks = {str(k): v for k, v in quirks.items() if isinstance(v, bool)}
@@ -194,7 +210,8 @@ class DatastreamRegistry:
             return
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_name(f".{self._path.name}.tmp-{os.getpid()}")
-        data = {"server": self._base, "quirks": self.quirks, **self._ids}
+        data = {"server": self._base, "quirks": self.quirks, "located": sorted(self.located),
+                **self._ids}
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(tmp, self._path)
 
@@ -242,6 +259,11 @@ class DatastreamRegistry:
     async def ensure(
         self, stream: Datastream, sensor_model: str = "", location: GeoPoint | None = None
     ) -> EntityId:
+        if location is not None and stream.gateway_id not in self.located:
+            thing_id = self._ids["things"].get(sta.thing_key(stream.gateway_id))
+            if thing_id is not None:  # known Thing, maybe created before its location was
+                async with self._lock:
+                    await self._ensure_location(thing_id, stream.gateway_id, location)
         cached = self.cached(stream)
         if cached is not None:
             return cached
@@ -256,6 +278,8 @@ class DatastreamRegistry:
             thing = await self._find_or_create(
                 "things", "Things", sta.thing_key(stream.gateway_id), "name",
                 stream.gateway_id, lambda: sta.thing_body(stream.gateway_id, location))
+            if location is not None:
+                await self._ensure_location(thing, stream.gateway_id, location)
             sensor = await self._find_or_create(
                 "sensors", "Sensors", sta.sensor_key(stream), "name", sta.sensor_key(stream),
                 lambda: sta.sensor_body(stream, sensor_model))
@@ -270,6 +294,26 @@ class DatastreamRegistry:
             return ds
 
     # -- internals -------------------------------------------------------------------
+
+    async def _ensure_location(self, thing: EntityId, gateway_id: str,
+                               location: GeoPoint) -> None:
+        """Give a Thing its Location if it has none (a Thing registered before its gateway's
+        position was known: servers refuse its observations until it has one)."""
+        if gateway_id in self.located:
+            return
+        url = f"{self._base}/{sta.entity_path('Things', thing)}/Locations"
+        response = await _request(self._http, "GET", url, params={"$top": "1"})
+        has_one = response.status_code == 200 and bool(response.json().get("value"))
+        if not has_one:
+            body = {**sta.location_body(gateway_id, location), "Things": [{"@iot.id": thing}]}
+            created = await _request(self._http, "POST", f"{self._base}/Locations", json=body)
+            if created.status_code not in (200, 201):
+                log.warning("could not add a Location to Thing %s of %s: %s", thing,
+                            gateway_id, _reason(created))
+                return
+            log.info("added the Location of gateway %s to its Thing %s", gateway_id, thing)
+        self.located.add(gateway_id)
+        self._save()
 
     async def _find_or_create(
         self,
@@ -332,6 +376,8 @@ async def _request(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any
         response = await http.request(method, url, **kwargs)
     except httpx.TransportError as exc:
         raise SensorThingsUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+    except (AuthUnavailable, AuthConfigError) as exc:
+        raise SensorThingsUnavailable(f"{method} {url}: credentials: {exc}") from exc
     if _is_transient(response.status_code):
         raise SensorThingsUnavailable(f"{method} {url}: {_reason(response)}")
     return response
@@ -362,7 +408,7 @@ class SensorThingsSender:
         self.degrade_intervals = settings.phenomenon_interval == "end_instant"
         self.stats: dict[str, int] = {
             "requests": 0, "confirmed": 0, "rejected": 0, "row_retries": 0,
-            "duplicates": 0, "degraded": 0,
+            "duplicates": 0, "degraded": 0, "conflicts": 0,
         }
 
     async def open(self) -> None:
@@ -381,6 +427,11 @@ class SensorThingsSender:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+
+    @property
+    def locations(self) -> Mapping[str, GeoPoint]:
+        """Known gateway positions (Thing Locations)."""
+        return self._locations
 
     @property
     def registry(self) -> DatastreamRegistry:
@@ -544,6 +595,36 @@ class SensorThingsSender:
             raise SensorThingsUnavailable(f"observation seq {seq}: {outcome}")
         delivery.rejected[seq] = outcome
 
+    async def _holds(self, gateway_id: str, obs: Observation, ds_id: EntityId) -> bool:
+        """After a 409: is the stored observation ours (same obsId)?
+
+        Servers answer 409 for another observation with the same phenomenonTime on the
+        Datastream (istSOS4), so "409" alone must not confirm. Look ours up by
+        ``parameters/obsId`` (FROST, istSOS4), else among the Datastream's observations within a
+        second of its phenomenon time (servers that cannot filter on parameters, or that keep
+        whole seconds only).
+        """
+        assert obs.sequence is not None
+        ours = str(observation_id(gateway_id, obs.sequence))
+        url = f"{self.settings.base_url}/{sta.entity_path('Datastreams', ds_id)}/Observations"
+        instant = obs.phenomenon_end_ms if (obs.phenomenon_end_ms is not None
+                                            and self.mode == "end_instant") else obs.phenomenon_ms
+        window = (f"phenomenonTime ge {sta.iso_ms(instant - 1000)} and "
+                  f"phenomenonTime le {sta.iso_ms(instant + 1000)}")
+        for query in (f"parameters/obsId eq {sta.odata_string(ours)}", window):
+            response = await _request(self.http, "GET", url, params={
+                "$filter": query, "$select": "id,parameters", "$top": "100"})
+            if response.status_code != 200:
+                continue
+            try:
+                entities = response.json().get("value", [])
+            except ValueError:
+                continue
+            if any(isinstance(e, dict) and isinstance(e.get("parameters"), dict)
+                   and e["parameters"].get("obsId") == ours for e in entities):
+                return True
+        return False
+
     async def _datastream_gone(self, stream: Datastream, ds_id: EntityId) -> bool:
         """True (and the cached id forgotten) when ``GET Datastreams(id)`` says 404."""
         url = f"{self.settings.base_url}/{sta.entity_path('Datastreams', ds_id)}"
@@ -565,11 +646,18 @@ class SensorThingsSender:
             response = await self.http.post(f"{self.settings.base_url}/Observations", json=body)
         except httpx.TransportError as exc:
             return f"transport error: {type(exc).__name__}: {exc}"
+        except (AuthUnavailable, AuthConfigError) as exc:
+            raise SensorThingsUnavailable(f"POST Observations: credentials: {exc}") from exc
         if response.status_code in _TRANSIENT_4XX:
             raise SensorThingsUnavailable(f"POST Observations: {_reason(response)}")
         if response.status_code == 409:
-            self.stats["duplicates"] += 1
-            return None
+            if await self._holds(gateway_id, obs, ds_id):
+                self.stats["duplicates"] += 1
+                return None
+            self.stats["conflicts"] += 1
+            return (f"{_reason(response)} — the server holds a different observation at this "
+                    f"phenomenonTime on this Datastream (its duplicate rule); this one was not "
+                    f"stored")
         if response.status_code < 300:
             return None
         return _reason(response)

@@ -21,8 +21,11 @@ class _Strict(BaseModel):
 class StaAuthSettings(_Strict):
     """Credentials come from a file or an environment variable, never from the TOML itself."""
 
-    type: Literal["none", "bearer", "basic"] = Field(
-        default="none", description="'bearer' (token), 'basic' (username + password) or 'none'."
+    type: Literal["none", "bearer", "basic", "oauth2"] = Field(
+        default="none",
+        description="'bearer' (token, re-read from token_file when it changes), 'basic' "
+        "(username + password), 'oauth2' (client credentials, refreshed before expiry) "
+        "or 'none'.",
     )
     token_file: Path | None = Field(default=None, description="bearer: file holding the token.")
     token_env: str | None = Field(
@@ -35,11 +38,36 @@ class StaAuthSettings(_Strict):
     password_env: str | None = Field(
         default=None, description="basic: environment variable holding the password."
     )
+    token_url: str | None = Field(
+        default=None, description="oauth2: the token endpoint (client credentials grant)."
+    )
+    client_id: str | None = Field(default=None, description="oauth2: client id.")
+    client_secret_file: Path | None = Field(
+        default=None, description="oauth2: file holding the client secret."
+    )
+    client_secret_env: str | None = Field(
+        default=None, description="oauth2: environment variable holding the client secret."
+    )
+    scope: str | None = Field(default=None, description="oauth2: scope to ask for (optional).")
 
     @model_validator(mode="after")
     def _complete(self) -> StaAuthSettings:
         token = [k for k in ("token_file", "token_env") if getattr(self, k) is not None]
         password = [k for k in ("password_file", "password_env") if getattr(self, k) is not None]
+        secret = [k for k in ("client_secret_file", "client_secret_env")
+                  if getattr(self, k) is not None]
+        oauth = secret or self.token_url or self.client_id or self.scope
+        if self.type == "oauth2":
+            if not self.token_url or not self.client_id or len(secret) != 1:
+                raise ValueError(
+                    "type = 'oauth2' needs token_url, client_id and exactly one of "
+                    "client_secret_file or client_secret_env"
+                )
+            if token or password or self.username:
+                raise ValueError("type = 'oauth2' takes no token_*/username/password_*")
+            return self
+        if oauth:
+            raise ValueError("token_url/client_id/client_secret_*/scope need type = 'oauth2'")
         if self.type == "bearer":
             if len(token) != 1 or password or self.username:
                 raise ValueError(
@@ -104,9 +132,23 @@ class SensorThingsHttpSettings(_Strict):
         default=True,
         description="Use the dataArray CreateObservations request (false: one POST each).",
     )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra HTTP headers on every request, e.g. istSOS4 with authorization on "
+        "needs {commit-message = \"duet-edge\"}. Not for credentials (use auth).",
+    )
     registry_file: Path | None = Field(
         default=None, description=f"Entity id cache; default <data_dir>/{REGISTRY_FILE_NAME}."
     )
+
+    @field_validator("headers")
+    @classmethod
+    def _no_credentials_in_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name.lower() in ("authorization", "proxy-authorization", "cookie"):
+                raise ValueError(f"header {name!r} carries a credential: use [auth] instead "
+                                 f"(its secret comes from a file or the environment)")
+        return value
 
     @field_validator("base_url")
     @classmethod

@@ -81,7 +81,7 @@ async def test_the_receiver_answers_the_example_with_the_documented_ack(tmp_path
     try:
         acks = await receiver.handle("duet/v1/gw-gent-0001/obs", _first())
     finally:
-        receiver.store.close()
+        await receiver.close()
     assert acks == {"gw-gent-0001": decode_ack(_hex("ack-hex"))}
 
 

@@ -134,7 +134,7 @@ def stored(db_path: Path, gw: str) -> list[int]:
     db = sqlite3.connect(db_path)
     try:
         return [r[0] for r in db.execute(
-            "SELECT seq FROM observation WHERE gateway=? ORDER BY seq", (gw,))]
+            "SELECT seq FROM observations WHERE gateway=? ORDER BY seq", (gw,))]
     finally:
         db.close()
 

@@ -13,7 +13,7 @@ import pytest
 
 from edge.contract import SessionEncoder, decode_batch, encode_batch
 from edge.ingest.receiver import Receiver, ReceiverSettings
-from edge.ingest.store import ReceiverStore
+from edge.ingest.sqlite_store import SqliteStore
 from tests.ingest.helpers import (
     PREFIX,
     Gateways,
@@ -93,9 +93,10 @@ async def test_non_finite_results_are_stored_never_counted_as_duplicates(tmp_pat
     assert (receiver.counters.observations_new, receiver.counters.duplicates) == (3, 0)
     await receiver.handle(f"{PREFIX}/gw-a/obs", payload)  # redelivered
     assert (receiver.counters.observations_new, receiver.counters.duplicates) == (3, 3)
+    await receiver.close()
     rows = sqlite3.connect(db).execute(
-        "SELECT seq, result, nonfinite FROM observation ORDER BY seq").fetchall()
-    assert rows == [(1, None, "NaN"), (2, None, "Infinity"), (3, None, "-Infinity")]
+        "SELECT seq, result FROM observations ORDER BY seq").fetchall()
+    assert rows == [(1, None), (2, math.inf), (3, -math.inf)]  # SQLite keeps NaN as NULL
     assert math.isnan(decode_batch(payload).observations[0].result)
 
 
@@ -124,9 +125,10 @@ async def test_a_batch_the_store_fails_on_is_dead_lettered_and_the_rest_of_the_g
 ) -> None:
     db = tmp_path / "twin.db"
     receiver = Receiver(ReceiverSettings(store_path=db))
+    await receiver.open()  # creates the schema
     # a real database failure tied to one batch's data: a trigger refusing one sensor
     sqlite3.connect(db).executescript(
-        "CREATE TRIGGER boom BEFORE INSERT ON observation WHEN NEW.sensor = 'boom' "
+        "CREATE TRIGGER boom BEFORE INSERT ON stream WHEN NEW.sensor = 'boom' "
         "BEGIN SELECT RAISE(ABORT, 'sensor boom is not allowed here'); END;")
     group = [
         (f"{PREFIX}/gw-a/obs", encode_batch(make_batch("gw-a", 1, 5))),
@@ -154,7 +156,7 @@ def test_an_unavailable_store_acknowledges_nothing_and_loses_nothing(
     caplog.set_level(logging.WARNING, logger="duet.ingest")
     try:
         with ReceiverThread(mosquitto.port, db, share_group=None,
-                            twin_store=ReceiverStore(db, busy_timeout_s=0.2)):
+                            twin_store=SqliteStore(db, busy_timeout_s=0.2)):
             gws.send(make_batch("gw-a", 1, 5))
             wait_until(lambda: gws.ok("gw-a") == {1, 2, 3, 4, 5}, 10, "first ack")
             locker = sqlite3.connect(db, isolation_level=None)
@@ -249,9 +251,9 @@ async def test_a_store_written_by_the_v1_receiver_is_upgraded_in_place(tmp_path:
     sqlite3.connect(db).executescript(V1_SCHEMA)
     receiver = Receiver(ReceiverSettings(store_path=db))
     acks = await receiver.handle(f"{PREFIX}/gw-a/obs", encode_batch(make_batch("gw-a", 1, 3)))
-    receiver.store.close()
+    await receiver.close()
     assert acks["gw-a"].ok == [(1, 3)]
     assert (receiver.counters.observations_new, receiver.counters.duplicates) == (2, 1)
     rows = sqlite3.connect(db).execute(
-        "SELECT id, seq, result, nonfinite FROM observation ORDER BY seq").fetchall()
-    assert rows[0] == ("id-1", 1, 12.5, None) and [r[1] for r in rows] == [1, 2, 3]
+        "SELECT gateway, seq, result FROM observations ORDER BY seq").fetchall()
+    assert rows[0] == ("gw-a", 1, 12.5) and [r[1] for r in rows] == [1, 2, 3]

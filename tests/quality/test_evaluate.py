@@ -92,15 +92,15 @@ def test_cli_rejects_unknown_fault() -> None:
 
 def test_train_from_twin_store(tmp_path: Path) -> None:
     """The receiver's SQLite store is training data; flagged rows are left out."""
+    import asyncio
     import math
-    import sqlite3
 
-    from edge.ingest.store import ReceiverStore
+    from edge.ingest.rows import IngestBatch, StreamDef
+    from edge.ingest.sqlite_store import SqliteStore
 
     db = tmp_path / "twin.db"
-    ReceiverStore(db).db.close()
-    con = sqlite3.connect(db)
-    rows = []
+    codes = ("co", "temperature", "humidity")
+    batch = IngestBatch("gw", [StreamDef.of("aq", c, {}) for c in codes])
     t0 = 1_700_000_000_000
     for i in range(400):
         t = t0 + i * 3_600_000
@@ -108,14 +108,21 @@ def test_train_from_twin_store(tmp_path: Path) -> None:
                   "humidity": 70 + 5 * math.cos(i / 24)}
         for k, (code, v) in enumerate(values.items()):
             agg = 4 if (code == "co" and i == 50) else 1
-            rows.append((f"{i}-{k}", "gw", 3 * i + k, "aq", code, "-", t, None, t, v, None,
-                         json.dumps({"agg": agg}), "{}", t))
-    con.executemany(
-        "INSERT INTO observation(id, gateway, seq, sensor, quantity, unit, phenomenon_ms,"
-        " phenomenon_end_ms, result_ms, result, raw_result, quality, provenance, received_ms)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-    con.commit()
-    con.close()
+            for column, value in (("stream_index", k), ("seq", 3 * i + k + 1),
+                                  ("phenomenon_ms", t), ("duration_ms", None),
+                                  ("result_offset_ms", None), ("result", v),
+                                  ("raw_result", None), ("quality_flag", agg),
+                                  ("quality_profile", None), ("anomaly_milli", None),
+                                  ("other_scores", None)):
+                getattr(batch, column).append(value)
+
+    async def fill() -> None:
+        store = SqliteStore(db)
+        await store.open()
+        await store.store_batches([batch], t0)
+        await store.close()
+
+    asyncio.run(fill())
     out = tmp_path / "m"
     res = CliRunner().invoke(app, ["train", "--data", str(db), "--sensor", "aq", "--out",
                                    str(out), "--epochs", "3", "--train-fraction", "0.5"])

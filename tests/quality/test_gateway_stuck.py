@@ -45,12 +45,15 @@ def twin_rows(db: Path, quantity: str) -> list[tuple[float, dict[str, object]]]:
     con = sqlite3.connect(db)
     try:
         rows = con.execute(
-            "SELECT result, quality FROM observation WHERE sensor='pms' AND quantity=? "
-            "ORDER BY seq", (quantity,)
+            "SELECT result, quality_flag, quality_tests FROM observations "
+            "WHERE sensor='pms' AND quantity=? ORDER BY seq", (quantity,)
         ).fetchall()
+    except sqlite3.OperationalError:  # the receiver has not created its tables yet
+        return []
     finally:
         con.close()
-    return [(r, json.loads(q) if q else {}) for r, q in rows]
+    return [(r, {} if flag is None else {"agg": flag, "tests": json.loads(t) if t else {}})
+            for r, flag, t in rows]
 
 
 def frozen_run(rows: list[tuple[float, dict[str, object]]]) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -153,24 +152,33 @@ def test_evaluate_results_folder_sweeps_the_threshold(tmp_path: Path) -> None:
 
 
 def _small_twin_store(path: Path, rows: int) -> None:
-    from edge.ingest.store import ReceiverStore
+    """A twin receiver's SQLite store holding ``rows`` hours of sensor aq1 (co, T, RH)."""
+    import asyncio
 
-    ReceiverStore(path).db.close()
-    con = sqlite3.connect(path)
-    values = []
+    from edge.ingest.rows import IngestBatch, StreamDef
+    from edge.ingest.sqlite_store import SqliteStore
+
+    codes = ("co", "temperature", "humidity")
+    batch = IngestBatch("gw", [StreamDef.of("aq1", c, {}) for c in codes])
     for i in range(rows):
         t = T0 + i * 3_600_000
-        for k, (code, v) in enumerate((("co", 1 + 0.3 * math.sin(i / 5)),
-                                       ("temperature", 12.0 + math.sin(i / 24)),
-                                       ("humidity", 70.0))):
-            values.append((f"{i}-{k}", "gw", 3 * i + k, "aq1", code, "-", t, None, t, v, None,
-                           json.dumps({"agg": 1}), "{}", t))
-    con.executemany(
-        "INSERT INTO observation(id, gateway, seq, sensor, quantity, unit, phenomenon_ms,"
-        " phenomenon_end_ms, result_ms, result, raw_result, quality, provenance, received_ms)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", values)
-    con.commit()
-    con.close()
+        for k, v in enumerate((1 + 0.3 * math.sin(i / 5), 12.0 + math.sin(i / 24), 70.0)):
+            batch.stream_index.append(k)
+            batch.seq.append(3 * i + k + 1)
+            batch.phenomenon_ms.append(t)
+            batch.result.append(v)
+            batch.quality_flag.append(1)
+            for column in (batch.duration_ms, batch.result_offset_ms, batch.raw_result,
+                           batch.quality_profile, batch.anomaly_milli, batch.other_scores):
+                column.append(None)
+
+    async def fill() -> None:
+        store = SqliteStore(path)
+        await store.open()
+        await store.store_batches([batch], T0)
+        await store.close()
+
+    asyncio.run(fill())
 
 
 def test_issue_15_item_3_twin_store_workflows(tmp_path: Path) -> None:

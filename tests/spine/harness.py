@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.contract import DecodedBatch
-from edge.ingest.ports import TwinStore
 from edge.ingest.receiver import Receiver, ReceiverSettings
+from edge.ingest.store import TwinStore
 
 
 def gateway_config(
@@ -169,7 +169,7 @@ class ReceiverThread:
         import sqlite3
 
         db = sqlite3.connect(self.receiver.settings.store_path)
-        sql = "SELECT seq, sensor, quantity, result, phenomenon_ms, provenance FROM observation"
+        sql = "SELECT seq, sensor, quantity, result, phenomenon_ms, provenance FROM observations"
         args: tuple[str, ...] = ()
         if sensor:
             sql += " WHERE sensor=?"
@@ -205,9 +205,10 @@ def twin_sequences(store: Path, gateway_id: str = "gw-e2e") -> tuple[list[int], 
     db = sqlite3.connect(store, timeout=10)
     try:
         seqs = [r[0] for r in db.execute(
-            "SELECT seq FROM observation WHERE gateway=? ORDER BY seq", (gateway_id,))]
+            "SELECT seq FROM observations WHERE gateway=? ORDER BY seq", (gateway_id,))]
         gaps = [(a, b) for a, b in db.execute(
-            "SELECT first_seq, last_seq FROM gap WHERE gateway=?", (gateway_id,))]
+            "SELECT g.first_seq, g.last_seq FROM gap g JOIN gateway w ON w.id = g.gateway_id "
+            "WHERE w.name=?", (gateway_id,))]
         return seqs, gaps
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):  # the receiver has not created its schema yet

@@ -114,7 +114,7 @@ def _stored_pairs(store: Path) -> list[tuple[float, float]]:
     import sqlite3
 
     db = sqlite3.connect(store)
-    rows = list(db.execute("SELECT seq, quantity, result FROM observation ORDER BY seq"))
+    rows = list(db.execute("SELECT seq, quantity, result FROM observations ORDER BY seq"))
     db.close()
     pairs = []
     for first, second in zip(rows[::2], rows[1::2], strict=False):

@@ -115,7 +115,7 @@ async def twin(broker: Broker, store: Path) -> AsyncIterator[Receiver]:
         stop.set()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        receiver.store.close()
+        await receiver.close()
 
 
 @contextlib.asynccontextmanager

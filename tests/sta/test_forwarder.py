@@ -40,29 +40,38 @@ async def test_forwards_a_decoded_batch(sta_server: str, tmp_path: Path) -> None
         assert sorted(delivery.confirmed) == list(range(10, 16))
         assert fwd.counters.forwarded == 6
         # The same observations again (e.g. a redelivered message): nothing is re-sent.
-        assert (await fwd.forward(decoded)).confirmed == []
+        assert sorted((await fwd.forward(decoded)).confirmed) == list(range(10, 16))
         assert fwd.counters.skipped_already_forwarded == 6
+        assert fwd.counters.forwarded == 6
     assert sorted(stored_obs_ids(sta_server, gw)) == sorted(decoded.ids)
 
 
 async def test_receiver_forwards_only_new_observations(sta_server: str, tmp_path: Path) -> None:
-    receiver_mod = pytest.importorskip("edge.ingest.receiver")
+    """Stored first, queued in the same transaction, forwarded from the queue: a redelivered
+    message is a duplicate in the store and is not queued (nor forwarded) again."""
+    from edge.ingest.forwarding import ForwardLoop
+    from edge.ingest.receiver import Receiver, ReceiverSettings
+
     gw = "rx-" + uuid.uuid4().hex[:8]
     payload = encode_batch(Batch(gw, tuple(make_obs(gw, s) for s in range(1, 5))))
     locations = tmp_path / "locations.json"
     locations.write_text(json.dumps({gw: [HERE.lon, HERE.lat]}))
     fwd = StaForwarder.from_url(sta_server, tmp_path, locations)
-    settings = receiver_mod.ReceiverSettings(store_path=tmp_path / "twin.db")
-    receiver = receiver_mod.Receiver(settings, forward=fwd)
+    receiver = Receiver(ReceiverSettings(store_path=tmp_path / "twin.db", forward=True))
     try:
         await receiver.handle(f"duet/v1/{gw}/obs", payload)
         await receiver.handle(f"duet/v1/{gw}/obs", payload)  # redelivered: already stored
+        async with fwd:
+            loop = ForwardLoop(receiver.store, fwd)
+            assert await loop.step() == 1
+            assert await loop.step() == 0
     finally:
         await fwd.aclose()
-        receiver.store.close()
+        await receiver.close()
     assert sorted(stored_obs_ids(sta_server, gw)) == sorted(
         str(observation_id(gw, s)) for s in range(1, 5))
     assert fwd.counters.batches == 1
+    assert receiver.counters.duplicates == 4
 
 
 async def test_partial_failure_raises_and_the_retry_sends_only_the_rest(tmp_path: Path) -> None:
@@ -93,7 +102,7 @@ async def test_partial_failure_raises_and_the_retry_sends_only_the_rest(tmp_path
         state["down"] = False
         fwd.sender.use_data_array = False
         delivery = await fwd.forward(decoded)
-    assert delivery.confirmed == [2]
+    assert sorted(delivery.confirmed) == [1, 2]  # 1 from the first attempt, not re-sent
     assert posted == [2, 2]  # seq 1 was confirmed the first time and is not sent again
     assert fwd.counters.failures == 1
 

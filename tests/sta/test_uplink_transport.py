@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edge.model import Batch
+from edge.model import Batch, observation_id
 from edge.uplinks.sensorthings_http import (
     SensorThingsConfigError,
     SensorThingsHttpSettings,
@@ -35,6 +35,7 @@ class FakeSta:
         self.requests: list[httpx.Request] = []
         self.on_create_observations: Handler = self.all_created
         self.on_observation: Handler = lambda req: self.created(req, "Observations")
+        self.held: list[dict[str, Any]] = []  # what GET Datastreams(id)/Observations finds
 
     def created(self, request: httpx.Request, set_name: str) -> httpx.Response:
         self.next_id += 1
@@ -47,6 +48,8 @@ class FakeSta:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         path = request.url.path.removeprefix("/v1.1/")
+        if request.method == "GET" and path.endswith("/Observations"):
+            return httpx.Response(200, json={"value": self.held})
         if request.method == "GET" and "(" not in path:
             return httpx.Response(200, json={"value": []})
         if request.method == "GET":
@@ -79,6 +82,7 @@ async def test_error_rows_are_retried_individually_and_409_counts_as_delivered(
     answers = iter([httpx.Response(409, text="already exists"),
                     httpx.Response(400, text="result out of range")])
     fake.on_observation = lambda req: next(answers)
+    fake.held = [{"@iot.id": 7, "parameters": {"obsId": str(observation_id(GW, 2))}}]
     async with uplink(fake, tmp_path) as up:
         delivery = await up.send(batch(1, 2, 3, 4))
     assert sorted(delivery.confirmed) == [1, 2, 4]
@@ -87,6 +91,23 @@ async def test_error_rows_are_retried_individually_and_409_counts_as_delivered(
     assert [b["parameters"]["seq"] for b in retried] == [2, 3]
     assert all(b["Datastream"] == {"@iot.id": 104} for b in retried)  # Thing..Datastream ids
     assert up.sender.stats["duplicates"] == 1
+    lookups = [r for r in fake.requests if r.method == "GET" and r.url.path.endswith(
+        "Datastreams(104)/Observations")]
+    assert "obsId" in lookups[0].url.params["$filter"]
+
+
+async def test_409_for_a_different_observation_is_not_delivered(tmp_path: Path) -> None:
+    """istSOS4 answers 409 when the Datastream holds ANOTHER observation at the same
+    phenomenonTime: ours was not stored, so it must not be confirmed (and deleted)."""
+    fake = FakeSta()
+    fake.on_create_observations = lambda req: httpx.Response(201, json=["error"])
+    fake.on_observation = lambda req: httpx.Response(409, text="duplicate phenomenonTime")
+    fake.held = [{"@iot.id": 7, "parameters": {"obsId": str(observation_id(GW, 99))}}]
+    async with uplink(fake, tmp_path) as up:
+        delivery = await up.send(batch(5))
+    assert delivery.confirmed == []
+    assert "different observation at this phenomenonTime" in delivery.rejected[5]
+    assert up.sender.stats["conflicts"] == 1
 
 
 async def test_server_without_create_observations_falls_back_for_good(tmp_path: Path) -> None:
