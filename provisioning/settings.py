@@ -1,4 +1,4 @@
-"""The ``[security]`` section of the gateway config (for the lead's ``edge.config``).
+"""The ``[security]`` table of the gateway config (a capability: provisioning/capability.py).
 
     [security]
     identity_dir = "/etc/duet-edge/identity"
