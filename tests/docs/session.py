@@ -97,6 +97,7 @@ class Result:
 _SETUP = r"""
 set -e
 R="$1"
+shift
 ip link set lo up
 hostname gw-gent-0001
 for d in etc var/lib opt dev; do
@@ -111,7 +112,19 @@ mount -t overlay overlay -o "lowerdir=/dev,upperdir=$R/upper/dev,workdir=$R/wd/d
 for sub in pts shm mqueue; do
   if [ -d "$R/keep/$sub" ]; then mount --rbind "$R/keep/$sub" "/dev/$sub"; fi
 done
+# a private /tmp, but the checkout and the venv stay where they are even when they live in /tmp
+# (CI clones into a temporary folder)
+i=0
+for keep in "$@"; do
+  case "$keep" in /tmp|/tmp/*) mkdir -p "$R/keep-$i"; mount --rbind "$keep" "$R/keep-$i";; esac
+  i=$((i + 1))
+done
 mount -t tmpfs tmpfs /tmp
+i=0
+for keep in "$@"; do
+  case "$keep" in /tmp|/tmp/*) mkdir -p "$keep"; mount --rbind "$R/keep-$i" "$keep";; esac
+  i=$((i + 1))
+done
 mkdir -p /dev/serial/by-id
 printf '127.0.0.1 mqtt.gent.example mqtt.twin.example twin.gent.example twin.example\n' >> /etc/hosts
 touch "$R/ready"
@@ -147,7 +160,8 @@ class Session:
         }
         self.holder = subprocess.Popen(
             ["unshare", "--mount", "--net", "--uts", "--propagation", "private", "--",
-             "bash", "-c", _SETUP, "setup", str(self.root)],
+             "bash", "-c", _SETUP, "setup", str(self.root), str(ROOT.resolve()),
+             str(VENV.resolve())],
             stdout=subprocess.DEVNULL, stderr=open(self.logs / "setup.log", "wb"))  # noqa: SIM115
         deadline = time.monotonic() + 20
         while not (self.root / "ready").exists():
