@@ -62,6 +62,28 @@ def _align(n: int) -> int:
     return -(-n // SECTOR) * SECTOR
 
 
+def parse_records(segment: int, data: bytes, pos: int = 0) -> Iterator[tuple[int, int, object]]:
+    """The intact records of segment ``segment`` in ``data`` from offset ``pos``, as
+    ``(offset after the record, kind, payload)``; stops at the first short or bad record.
+
+    Also for readers that follow a live journal from outside (``hil/chaos``): a record the
+    writer has not finished yet is short, so it is simply read again later.
+    """
+    while pos + _HEADER.size <= len(data):
+        length, crc, kind = _HEADER.unpack_from(data, pos)
+        body = data[pos + _HEADER.size : pos + _HEADER.size + length]
+        if len(body) != length or _crc(segment, kind, body) != crc:
+            return
+        try:
+            payload = cbor2.loads(body)
+        except (cbor2.CBORDecodeError, ValueError):
+            return
+        pos += _HEADER.size + length
+        if kind & PADDED:
+            pos = _align(pos)
+        yield pos, kind & ~PADDED, payload
+
+
 class Journal:
     """Segment files beside the database. ``OSError`` from :meth:`append` leaves no record."""
 
@@ -116,19 +138,9 @@ class Journal:
             except FileNotFoundError:
                 continue  # retired meanwhile
             pos = 0
-            while pos + _HEADER.size <= len(data):
-                length, crc, kind = _HEADER.unpack_from(data, pos)
-                body = data[pos + _HEADER.size : pos + _HEADER.size + length]
-                if len(body) != length or _crc(seg, kind, body) != crc:
-                    break
-                try:
-                    payload = cbor2.loads(body)
-                except (cbor2.CBORDecodeError, ValueError):
-                    break
-                yield seg, kind & ~PADDED, payload
-                pos += _HEADER.size + length
-                if kind & PADDED:
-                    pos = _align(pos)
+            for end, kind, payload in parse_records(seg, data):
+                yield seg, kind, payload
+                pos = end
             self._sizes[seg] = pos
             if pos < len(data) and cut_torn_tail and not self.direct:
                 with open(path, "r+b") as fh:
