@@ -621,11 +621,13 @@ class Outbox:
         if delivery.rejected:
             self._dead_letter(uplink, confirmed, delivery.rejected)
         else:
+            in_journal = bool(self._memory)
             self._conf.add(uplink, confirmed)
             self._release_confirmed()
-            if self._memory:
-                # cheap, no fsync: lets a restart skip what was confirmed; if lost, those are
-                # sent again after a restart and the twin de-duplicates
+            if in_journal:
+                # cheap, no fsync: lets a restart (and `outbox stats`) skip what was confirmed,
+                # also when it emptied memory (the groups stay in the journal's active
+                # segment); if lost, those are sent again and the twin de-duplicates
                 with contextlib.suppress(OSError):
                     self._journal.append(SETTLE, [self._conf.index[uplink], confirmed],
                                          sync=False)
