@@ -21,7 +21,7 @@ from edge.ingest.ports import Rejection, StoredBatch, StoreUnavailable
 from edge.model import Observation
 from edge.quantities import QUANTITIES
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS observation(
     id TEXT NOT NULL, gateway TEXT NOT NULL, seq INTEGER NOT NULL, sensor TEXT NOT NULL,
@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS observation(
     nonfinite TEXT, PRIMARY KEY(gateway, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gap(
     gateway TEXT, first_seq INTEGER, last_seq INTEGER, count INTEGER, reason TEXT,
-    received_ms INTEGER, PRIMARY KEY(gateway, first_seq));
+    received_ms INTEGER, PRIMARY KEY(gateway, first_seq, last_seq, reason));
 CREATE TABLE IF NOT EXISTS dead_letter(
     received_ms INTEGER NOT NULL, topic TEXT NOT NULL, gateway TEXT, ranges TEXT,
     reason TEXT NOT NULL, size INTEGER NOT NULL, payload BLOB);
@@ -48,6 +48,14 @@ ALTER TABLE observation RENAME TO observation_v1;
 {schema}
 INSERT OR IGNORE INTO observation SELECT *, NULL FROM observation_v1;
 DROP TABLE observation_v1;
+"""
+# Stores before the chaos campaign keyed gaps by (gateway, first_seq) and dropped a later,
+# wider announcement that started at the same number: rebuilt once with every gap kept.
+_MIGRATE_GAP_KEY = """
+ALTER TABLE gap RENAME TO gap_v2;
+{schema}
+INSERT OR IGNORE INTO gap SELECT * FROM gap_v2;
+DROP TABLE gap_v2;
 """
 MAX_KEPT_PAYLOAD = 1 << 20  # a dead letter keeps at most this much of its payload
 
@@ -81,11 +89,18 @@ class ReceiverStore:
         script = _SCHEMA
         if columns and "nonfinite" not in columns:
             script = _MIGRATE_1.format(schema=_SCHEMA)
+        self._run(script)
+        gap_key = [r[1] for r in sorted(self.db.execute("PRAGMA table_info(gap)"),
+                                        key=lambda r: int(r[5])) if r[5]]
+        if gap_key == ["gateway", "first_seq"]:
+            self._run(_MIGRATE_GAP_KEY.format(schema=_SCHEMA))
+        if version != SCHEMA_VERSION:
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _run(self, script: str) -> None:
         for statement in script.split(";"):
             if statement.strip():
                 self.db.execute(statement)
-        if version != SCHEMA_VERSION:
-            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
