@@ -136,10 +136,10 @@ class Rig:
         self.wanted[service.name] = False
         service.kill9()
 
-    def stop(self, service: Service) -> None:
-        """A graceful stop (SIGTERM), down until :meth:`restart`."""
+    def stop(self, service: Service, timeout: float = 20.0) -> int | None:
+        """SIGTERM (SIGKILL after ``timeout``), down until :meth:`restart`; the exit status."""
         self.wanted[service.name] = False
-        service.stop()
+        return service.stop(timeout)
 
     def restart(self, service: Service) -> None:
         self.wanted[service.name] = True

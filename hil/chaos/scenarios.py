@@ -137,10 +137,26 @@ def kill_loop(ctx: Context, rig: Rig, kind: str, down: tuple[float, float]) -> N
 
 # ---------------------------------------------------------------------- process kills
 def gateway_kill(ctx: Context) -> None:
+    """kill -9 at random moments (also while it starts); the 2nd, 6th, 10th … time during a
+    clean shutdown instead (SIGTERM, then SIGKILL 0–1 s later: a power cut while stopping)."""
     rig = ctx.rig()
+    count = ctx.plan.kills["gateway"]
     try:
         rig.start()
-        kill_loop(ctx, rig, "gateway", (0.0, 0.5))
+        stopping = killed_stopping = 0
+        for i, wait in enumerate(ctx.intervals(count)):
+            rig.wait(wait)
+            if i % 4 == 1:
+                stopping += 1
+                code = rig.stop(rig.gateway, timeout=ctx.rng.uniform(0.0, 1.0))
+                killed_stopping += code == -9
+            else:
+                rig.kill9(rig.gateway)
+            rig.wait(ctx.rng.uniform(0.0, 0.5))
+            rig.restart(rig.gateway)
+        ctx.result.faults.append(
+            f"{count - stopping} × kill -9 gateway, {stopping} × SIGTERM then SIGKILL after "
+            f"0–1 s ({killed_stopping} killed while shutting down)")
         finish(ctx, rig)
     finally:
         rig.close()
@@ -308,12 +324,18 @@ def poison_payloads(ctx: Context) -> None:
         publisher = PoisonPublisher(rig.broker.port, ctx.rng)
         publisher.start()
         try:
+            rig.wait(1.0)
+            rig.kill9(rig.ingest)  # unacknowledged poison comes back after the restart
+            rig.wait(0.5)
+            rig.restart(rig.ingest)
+            rig.wait(2.0)
             during = stored_rate(rig, third)
         finally:
             publisher.stop()
         ctx.result.faults.append(
             f"{publisher.sent} poison/fuzzed messages ({publisher.named} named, "
-            f"{publisher.grid} field×value grid, {publisher.random} byte mutations)")
+            f"{publisher.grid} field×value grid, {publisher.random} byte mutations); "
+            "kill -9 of the receiver among them")
         rig.wait(1.0)
         rejected = twin_dead_letters(rig.twin)
         ctx.result.figures.update({
