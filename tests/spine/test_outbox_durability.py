@@ -192,6 +192,26 @@ def test_wal_loss_below_a_surviving_journal_is_announced(tmp_path: Path, keep: f
     box.close()
 
 
+def test_staged_state_never_goes_back_after_restarts_with_full_durability(tmp_path: Path) -> None:
+    """Found while building the chaos campaign (hil/chaos): with ``durability = "full"`` a
+    restart reused the recycled journal segment under its old number, and its stale records
+    replayed after the new ones — a source's staged state (a node's last acknowledged batch)
+    went back."""
+    settings = BufferSettings(durability="full")
+
+    def life(values: list[str]) -> Outbox:  # a process that is killed: never closed
+        box = Outbox(tmp_path / "outbox.db", settings, GW)
+        for i, value in enumerate(values):
+            box.stage_state("node-mark", value)
+            box.append([obs(i)])
+            box.commit()
+        return box
+
+    life(["1", "2", "3", "4", "5"])
+    assert life(["6"]).state("node-mark") == "6"
+    assert life([]).state("node-mark") == "6"
+
+
 def cut_to_fsynced(path: Path, fsync_log: Path) -> None:
     """A power cut: each journal segment keeps only what an fdatasync made durable; what
     follows is lost (zeros) with a half-written sector of garbage at its start."""
