@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frames/s of each emulated SDS011 (3 SDS011 + 1 PMS5003 at 0.4×: "
                         "≈ 10.8 × rate observations/s)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--durability", choices=("normal", "full"), default="normal",
+                        help="the gateways' [buffer] durability (default normal)")
     parser.add_argument("--jobs", type=int,
                         help="scenarios run side by side (default 1; --short: 3)")
     parser.add_argument("--short", action="store_true",
@@ -117,6 +119,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         seed=args.seed,
         workdir=workdir,
         jobs=args.jobs or base.jobs,
+        durability=args.durability,
     )
 
 
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"plan": {"seconds": plan.seconds, "kills": plan.kills,
                                    "outage_s": plan.outage_s, "fuzz_n": plan.fuzz_n,
                                    "rate_hz": plan.rate_hz, "seed": plan.seed,
-                                   "jobs": plan.jobs,
+                                   "jobs": plan.jobs, "durability": plan.durability,
                                    "workdir": str(plan.workdir)},
                           "ok": not failed, "seconds": round(time.monotonic() - started, 1),
                           "scenarios": [r.as_dict() for r in results]}))

@@ -37,6 +37,7 @@ class RigOptions:
     buffer: dict[str, float | int | str] = field(default_factory=dict)  # extra [buffer] keys
     data_dir: Path | None = None  # default: <scenario dir>/data
     ack_timeout_s: float = 3.0
+    durability: str = "normal"  # [buffer] durability
 
 
 @dataclass(slots=True)
@@ -85,7 +86,7 @@ class Rig:
 
     def _write_config(self) -> Path:
         buffer = {"commit_interval_s": 0.2, "commit_rows": 500, "spill_after_s": 2.0,
-                  **self.options.buffer}
+                  "durability": self.options.durability, **self.options.buffer}
         lines = [
             "[gateway]", f'id = "{self.gateway_id}"', f'data_dir = "{self.data_dir}"', "",
             "[buffer]", *(f"{k} = {_toml(v)}" for k, v in buffer.items()), "",

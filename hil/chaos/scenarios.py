@@ -39,6 +39,7 @@ class Plan:
     seed: int
     workdir: Path
     jobs: int = 1  # scenarios side by side
+    durability: str = "normal"  # the gateways' [buffer] durability
 
 
 @dataclass(slots=True)
@@ -77,6 +78,7 @@ class Context:
     def rig(self, options: RigOptions | None = None, gateway_id: str | None = None) -> Rig:
         options = options or RigOptions()
         options.rate_hz = self.plan.rate_hz
+        options.durability = self.plan.durability
         return Rig(self.dir, gateway_id or f"gw-{self.name}", options, self.seed)
 
     def intervals(self, count: int, least: float = 0.3) -> list[float]:
