@@ -340,9 +340,14 @@ def poison_payloads(ctx: Context) -> None:
             "kill -9 of the receiver among them")
         rig.wait(1.0)
         rejected = twin_dead_letters(rig.twin)
+        implausible = twin_implausible(rig.twin)
         ctx.result.figures.update({
             "healthy_rate_before": round(before, 1), "healthy_rate_during": round(during, 1),
-            "twin_dead_letters": rejected})
+            "twin_dead_letters": rejected, "twin_implausible_rows": implausible})
+        if implausible:
+            ctx.result.problems.append(
+                f"the twin stored {implausible} implausible rows (sequence < 1, time before "
+                "2000 or more than a day ahead, infinite result)")
         if during < 0.5 * before:
             ctx.result.problems.append(
                 f"the healthy gateway's stored rate fell from {before:.1f} to {during:.1f} "
@@ -366,6 +371,17 @@ def twin_count(twin: Path, gw: str) -> int:
     with contextlib.closing(sqlite3.connect(f"file:{twin}?mode=ro", uri=True, timeout=30)) as db:
         return int(db.execute("SELECT count(*) FROM observation WHERE gateway=?",
                               (gw,)).fetchone()[0])
+
+
+def twin_implausible(twin: Path) -> int:
+    """Rows the twin must never store (issue 12 item 6): sequence < 1, a phenomenon time
+    before 2000 or more than a day ahead, an infinite result (non-finite ones are NULL)."""
+    ahead = int(time.time() * 1000) + 86_400_000
+    with contextlib.closing(sqlite3.connect(f"file:{twin}?mode=ro", uri=True, timeout=30)) as db:
+        return int(db.execute(
+            "SELECT count(*) FROM observation WHERE seq < 1 OR phenomenon_ms < 946684800000"
+            " OR phenomenon_ms > ? OR abs(result) > 1.7976931348623157e308", (ahead,)
+        ).fetchone()[0])
 
 
 def twin_dead_letters(twin: Path) -> int:

@@ -66,3 +66,20 @@ def test_nothing_at_the_twin_is_all_lost(tmp_path: Path) -> None:
     ledger.add_group(GW, 0, [row(1, 1.0), row(2, 2.0)])
     t = tally(ledger.path, tmp_path / "no-twin.db", GW)
     assert (t.committed, t.delivered, t.lost) == (2, 0, 2)
+
+
+def test_implausible_rows_at_the_twin_are_found(tmp_path: Path) -> None:
+    """What the poison scenario checks besides the healthy gateway's rate (issue 12 item 6)."""
+    import sqlite3
+
+    from hil.chaos.scenarios import twin_implausible
+
+    ReceiverStore(tmp_path / "twin.db").close()
+    db = sqlite3.connect(tmp_path / "twin.db")
+    row = "INSERT INTO observation VALUES(?,?,?,'s','q','u',?,NULL,?,?,NULL,NULL,'{}',1,NULL)"
+    db.execute(row, ("a", GW, -7, T0, T0, 1.0))  # sequence -7
+    db.execute(row, ("b", GW, 1, -1_009_843_200_000, T0, 1.0))  # 1938
+    db.execute(row, ("c", GW, 2, T0, T0, float("inf")))
+    db.execute(row, ("d", GW, 3, T0, T0, 12.5))  # fine
+    db.commit()
+    assert twin_implausible(tmp_path / "twin.db") == 3
