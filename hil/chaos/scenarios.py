@@ -104,25 +104,38 @@ def finish(ctx: Context, rig: Rig) -> None:
             ctx.result.problems.append(f"{ended.name} crashed with a traceback "
                                        f"(see {rig.dir})")
     ctx.result.figures.update(gateway_log_counts(rig.gateway.log_text()))
+    for service in (rig.gateway, rig.ingest):
+        logged = service.log_text().count("Traceback")
+        if logged:  # e.g. asyncio reporting a library's callback error; the process lived on
+            ctx.result.notes.append(f"{service.name} logged {logged} traceback(s) and kept "
+                                    f"running: {service.log_path}")
     if rig.ledger.unreadable:
         ctx.result.problems.append(f"{rig.ledger.unreadable} journal records unreadable")
 
 
 def gateway_log_counts(text: str) -> dict[str, object]:
-    """Events of the gateway's JSON log worth seeing beside the figures."""
+    """Events of the gateway's JSON log worth seeing beside the figures: how often each
+    happened, and for evictions and refusals how many observations they concerned."""
     counts: dict[str, int] = {}
+    observations: dict[str, int] = {}
     for line in text.splitlines():
         if not line.startswith("{"):
             continue
         try:
-            event = json.loads(line).get("event")
+            record = json.loads(line)
         except ValueError:
             continue
+        event = record.get("event")
         if event in ("restart_unclean", "outbox_corrupt", "disk_full", "outbox_evicted",
-                     "retransmit", "dead_letter", "outbox_write_failed", "disk_space_back",
+                     "retransmit", "dead_letter", "outbox_write_failed", "disk_ok",
                      "journal_skip", "outbox_close_unclean", "refused"):
             counts[event] = counts.get(event, 0) + 1
-    return {"gateway_events": counts} if counts else {}
+            if event in ("outbox_evicted", "refused") and isinstance(record.get("count"), int):
+                observations[event] = observations.get(event, 0) + record["count"]
+    out: dict[str, object] = {"gateway_events": counts} if counts else {}
+    if observations:
+        out["gateway_observations"] = observations
+    return out
 
 
 def kill_loop(ctx: Context, rig: Rig, kind: str, down: tuple[float, float]) -> None:
