@@ -1,15 +1,18 @@
 """Fuzz the upload contract's decoders: nothing but ContractError may escape.
 
-Run:  .venv/bin/python bench/fuzz_contract.py [examples per kind, default 100000] [seed]
+Run:  .venv/bin/python bench/fuzz_contract.py [examples per kind, default 100000] [seed] [--json]
 
 Kinds: random bytes; byte-level mutations (flips, truncation, insertion) of real v1 and v2
 batches; structural mutations of real batches (any field, or any element inside one, replaced
 by a hostile value: 2^63, 2^64, 10^400, NaN, ±inf, wrong types, deep nesting); the same for
-acks. Prints accepted / rejected / escaped per kind and exits 1 if anything escaped.
+acks. Prints accepted / rejected / escaped per kind (``--json``: one JSON document) and exits
+1 if anything escaped.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import random
 import sys
@@ -105,7 +108,7 @@ def _random_cbor(rng: random.Random, depth: int = 0) -> object:
     return {rng.choice(keys): _random_cbor(rng, depth + 1) for _ in range(rng.randint(0, 6))}
 
 
-def run(n: int, seed: int) -> int:
+def run(n: int, seed: int, as_json: bool = False) -> int:
     rng = random.Random(seed)
     seeds = _seed_payloads()
     carried = decode_batch(seeds[0]).dictionary
@@ -140,8 +143,10 @@ def run(n: int, seed: int) -> int:
          lambda: cbor2.dumps(_mutate_structure(rng, ack_msg)), decode_ack),
     ]
     escaped_total = 0
-    print(f"{'kind':28s} {'examples':>9s} {'accepted':>9s} {'rejected':>9s} {'escaped':>8s}"
-          f" {'per s':>8s}")
+    figures: dict[str, dict[str, int]] = {}
+    if not as_json:
+        print(f"{'kind':28s} {'examples':>9s} {'accepted':>9s} {'rejected':>9s} {'escaped':>8s}"
+              f" {'per s':>8s}")
     for name, make, decode in kinds:
         accepted = rejected = escaped = 0
         t0 = time.perf_counter()
@@ -155,14 +160,23 @@ def run(n: int, seed: int) -> int:
             except Exception:
                 escaped += 1
                 if escaped <= 3:
-                    print(f"ESCAPED in {name}: {payload[:80]!r}")
+                    print(f"ESCAPED in {name}: {payload[:80]!r}", file=sys.stderr)
                     traceback.print_exc()
         rate = n / (time.perf_counter() - t0)
-        print(f"{name:28s} {n:9,d} {accepted:9,d} {rejected:9,d} {escaped:8,d} {rate:8,.0f}")
+        figures[name] = {"inputs": n, "accepted": accepted, "rejected": rejected,
+                         "escaped": escaped}
+        if not as_json:
+            print(f"{name:28s} {n:9,d} {accepted:9,d} {rejected:9,d} {escaped:8,d} {rate:8,.0f}")
         escaped_total += escaped
+    if as_json:
+        print(json.dumps({"seed": seed, "kinds": figures, "failures": escaped_total}))
     return 1 if escaped_total else 0
 
 
 if __name__ == "__main__":
-    examples = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    sys.exit(run(examples, int(sys.argv[2]) if len(sys.argv) > 2 else 1))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", nargs="?", type=int, default=100_000, help="examples per kind")
+    parser.add_argument("seed", nargs="?", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    args = parser.parse_args()
+    sys.exit(run(args.n, args.seed, args.json))

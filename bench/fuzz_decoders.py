@@ -1,6 +1,6 @@
 """Fuzz every sensor decoder with N inputs each and count escaped exceptions (must be 0).
 
-    .venv/bin/python bench/fuzz_decoders.py [--n 100000] [--seed 1]
+    .venv/bin/python bench/fuzz_decoders.py [--n 100000] [--seed 1] [--json]
 
 Inputs per decoder, in equal shares: random bytes; the sensor's own reference frames
 (``edge/sensors/<name>/vectors.json``) with bit flips, truncations, duplications and
@@ -115,17 +115,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="inputs per decoder")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = parser.parse_args(argv)
-    print(f"{'decoder':10} {'inputs':>8} {'escaped':>8} {'no-resync':>10} {'s':>6}")
+    if not args.json:
+        print(f"{'decoder':10} {'inputs':>8} {'escaped':>8} {'no-resync':>10} {'s':>6}")
     total = 0
+    figures: dict[str, dict[str, object]] = {}
     for name, sensor in sorted(plugins.sensors().items()):
         rng = random.Random(f"{args.seed}/{name}")
         t0 = time.perf_counter()
         escaped, lost, examples = fuzz(sensor.descriptor, args.n, rng)
         total += escaped + lost
-        print(f"{name:10} {args.n:8d} {escaped:8d} {lost:10d} {time.perf_counter() - t0:6.1f}")
-        for example in examples:
-            print(f"    {example}")
+        seconds = time.perf_counter() - t0
+        figures[name] = {"inputs": args.n, "escaped": escaped, "no_resync": lost,
+                         "seconds": round(seconds, 1), "examples": examples}
+        if not args.json:
+            print(f"{name:10} {args.n:8d} {escaped:8d} {lost:10d} {seconds:6.1f}")
+            for example in examples:
+                print(f"    {example}")
+    if args.json:
+        print(json.dumps({"seed": args.seed, "decoders": figures, "failures": total}))
     return 1 if total else 0
 
 

@@ -1,6 +1,6 @@
 """The journal: append-only segment files holding what is committed but not in the database.
 
-Owns ``<outbox>.j<NNNNNN>`` files (and one spare, ``<outbox>.jspare``). Every group commit
+Owns ``<outbox>.j<NNNNNN>`` files (and one spare, ``<outbox>.jspare<NNNNNN>``). Every group commit
 appends one record (its encoded group, the state staged with it, any dictionary entries it
 introduced); confirmations append small settle records; every segment starts with the whole
 dictionary, so it decodes on its own. A record is
@@ -62,6 +62,28 @@ def _align(n: int) -> int:
     return -(-n // SECTOR) * SECTOR
 
 
+def parse_records(segment: int, data: bytes, pos: int = 0) -> Iterator[tuple[int, int, object]]:
+    """The intact records of segment ``segment`` in ``data`` from offset ``pos``, as
+    ``(offset after the record, kind, payload)``; stops at the first short or bad record.
+
+    Also for readers that follow a live journal from outside (``hil/chaos``): a record the
+    writer has not finished yet is short, so it is simply read again later.
+    """
+    while pos + _HEADER.size <= len(data):
+        length, crc, kind = _HEADER.unpack_from(data, pos)
+        body = data[pos + _HEADER.size : pos + _HEADER.size + length]
+        if len(body) != length or _crc(segment, kind, body) != crc:
+            return
+        try:
+            payload = cbor2.loads(body)
+        except (cbor2.CBORDecodeError, ValueError):
+            return
+        pos += _HEADER.size + length
+        if kind & PADDED:
+            pos = _align(pos)
+        yield pos, kind & ~PADDED, payload
+
+
 class Journal:
     """Segment files beside the database. ``OSError`` from :meth:`append` leaves no record."""
 
@@ -85,9 +107,27 @@ class Journal:
     def _path(self, segment: int) -> Path:
         return self.dir / f"{self.prefix}{segment:06d}"
 
-    @property
-    def _spare(self) -> Path:
-        return self.dir / f"{self.prefix}spare"
+    def _spare_path(self, segment: int) -> Path:
+        """Where a retired segment waits to be reused, named with its last number."""
+        return self.dir / f"{self.prefix}spare{segment:06d}"
+
+    def _spares(self) -> list[tuple[int, Path]]:
+        """Kept spares with the last segment number each carried.
+
+        A recycled file still holds its earlier records past what its new life writes; they
+        never validate only while the new number differs from every number the file had, so a
+        new segment is numbered above the spare's. A spare of an earlier version (``jspare``,
+        number unknown) is deleted: its stale records could validate for a reused number
+        (found while building the chaos campaign: stale records rolled staged state back).
+        """
+        out = []
+        for p in self.dir.glob(f"{self.prefix}spare*"):
+            suffix = p.name[len(self.prefix) + len("spare"):]
+            if suffix.isdigit():
+                out.append((int(suffix), p))
+            else:
+                p.unlink(missing_ok=True)
+        return sorted(out)
 
     def segments(self) -> list[int]:
         out = []
@@ -116,19 +156,9 @@ class Journal:
             except FileNotFoundError:
                 continue  # retired meanwhile
             pos = 0
-            while pos + _HEADER.size <= len(data):
-                length, crc, kind = _HEADER.unpack_from(data, pos)
-                body = data[pos + _HEADER.size : pos + _HEADER.size + length]
-                if len(body) != length or _crc(seg, kind, body) != crc:
-                    break
-                try:
-                    payload = cbor2.loads(body)
-                except (cbor2.CBORDecodeError, ValueError):
-                    break
-                yield seg, kind & ~PADDED, payload
-                pos += _HEADER.size + length
-                if kind & PADDED:
-                    pos = _align(pos)
+            for end, kind, payload in parse_records(seg, data):
+                yield seg, kind, payload
+                pos = end
             self._sizes[seg] = pos
             if pos < len(data) and cut_torn_tail and not self.direct:
                 with open(path, "r+b") as fh:
@@ -221,10 +251,11 @@ class Journal:
 
     def _open_next(self) -> None:
         self._close_fd()
-        nxt = max([self.active, *self.segments()], default=0) + 1
+        spares = self._spares() if self.direct else []
+        nxt = max([self.active, *self.segments(), *(n for n, _p in spares)], default=0) + 1
         path = self._path(nxt)
         if self.direct:
-            self._preallocated(path)
+            self._preallocated(path, [p for _n, p in spares])
             fd = os.open(path, os.O_WRONLY)
             try:
                 self._dfd = os.open(path, os.O_WRONLY | os.O_DIRECT)
@@ -240,10 +271,10 @@ class Journal:
         self._sizes[nxt] = 0
         self._needs_header = True
 
-    def _preallocated(self, path: Path) -> None:
+    def _preallocated(self, path: Path, spares: list[Path]) -> None:
         """A segment-sized file of written blocks: the spare, or a new one filled with zeros."""
-        if self._spare.exists():
-            os.replace(self._spare, path)
+        if spares:
+            os.replace(spares[0], path)
         else:
             tmp = path.with_name(path.name + ".new")
             try:
@@ -277,10 +308,10 @@ class Journal:
                 self._close_fd()
                 self._offset = 0
             path = self._path(seg)
-            if self.direct and not self._spare.exists():
+            if self.direct and not self._spares():
                 with contextlib.suppress(OSError):
                     if path.stat().st_size == SEGMENT_BYTES:  # preallocated: worth keeping
-                        os.replace(path, self._spare)
+                        os.replace(path, self._spare_path(seg))
             path.unlink(missing_ok=True)
             self._sizes.pop(seg, None)
 

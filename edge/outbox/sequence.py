@@ -9,8 +9,9 @@ clean close. At the next open:
 
 * clean, and X equals the highest number the stored data knows: numbering continues at X+1;
 * otherwise (``kill -9``, power cut, a truncated or deleted WAL, a database moved aside):
-  numbering jumps to the end of the reserved block + 1, and the caller records a gap for the
-  numbers in between that may have been handed out and lost (``restart:unclean``).
+  numbering jumps to the end of the reserved block + 1, and the caller records gaps for the
+  numbers that may have been handed out and lost (``restart:unclean``): every number up to
+  there it neither holds nor knows confirmed.
 
 So a number is never handed out twice, whatever was rolled back. ``epoch`` counts opens
 (diagnostics); ``low`` is a lower bound of every number that may still be unsent, used to
@@ -39,10 +40,8 @@ class SeqRecord:
 class Resume:
     """Where numbering continues after an open, and what may have been lost before it."""
 
-    next_seq: int
+    next_seq: int  # after an unclean stop: the end of the reserved block + 1
     clean: bool
-    lost_from: int  # numbers lost_from..lost_to may have been handed out and lost
-    lost_to: int
     low: int
     epoch: int
 
@@ -89,7 +88,7 @@ class SeqFile:
             reserved = stored_max + SEQ_RESERVE
         nxt = stored_max + 1 if clean else max(reserved, stored_max) + 1
         self.next_seq = nxt
-        return Resume(nxt, clean, stored_max + 1, nxt - 1, rec.low, rec.epoch + 1)
+        return Resume(nxt, clean, rec.low, rec.epoch + 1)
 
     def begin(self, resume: Resume) -> None:
         """Clear the clean marker and reserve a block (fsynced) before any number is used.

@@ -243,6 +243,7 @@ CREATE TABLE gap(gateway TEXT, first_seq INTEGER, last_seq INTEGER, count INTEGE
 CREATE TABLE rejected_message(received_ms INTEGER, topic TEXT, size INTEGER, reason TEXT);
 INSERT INTO observation VALUES('id-1', 'gw-a', 1, 'sds', 'pm2_5', 'ug/m3', 1, NULL, 1, 12.5,
     NULL, NULL, '{}', 1);
+INSERT INTO gap VALUES('gw-a', 100, 200, 101, 'evicted:size', 1);
 """
 
 
@@ -257,3 +258,23 @@ async def test_a_store_written_by_the_v1_receiver_is_upgraded_in_place(tmp_path:
     rows = sqlite3.connect(db).execute(
         "SELECT gateway, seq, result FROM observations ORDER BY seq").fetchall()
     assert rows[0] == ("gw-a", 1, 12.5) and [r[1] for r in rows] == [1, 2, 3]
+
+
+async def test_gaps_starting_at_the_same_number_are_all_kept(tmp_path: Path) -> None:
+    """Found by the chaos harness (hil/chaos): gaps were once keyed by (gateway, first number),
+    so a later, wider announcement from the same number (restart:unclean 1..2,000,000, then
+    moved-aside:corrupt 1..3,000,000 after a zero-length database) was dropped, and the
+    observations only the second covered looked lost."""
+    db = tmp_path / "twin.db"
+    receiver = Receiver(ReceiverSettings(store_path=db))
+    topic = f"{PREFIX}/gw-a/obs"
+    await receiver.handle(topic, encode_batch(make_batch("gw-a", 10, 2),
+                                              [(1, 5, -1, "restart:unclean")]))
+    await receiver.handle(topic, encode_batch(make_batch("gw-a", 20, 2),
+                                              [(1, 15, -1, "moved-aside:corrupt")]))
+    await receiver.handle(topic, encode_batch(make_batch("gw-a", 30, 2),
+                                              [(1, 15, -1, "moved-aside:corrupt")]))  # again
+    await receiver.close()
+    assert sqlite3.connect(db).execute(
+        "SELECT first_seq, last_seq, reason FROM gap ORDER BY last_seq").fetchall() == [
+        (1, 5, "restart:unclean"), (1, 15, "moved-aside:corrupt")]

@@ -15,7 +15,7 @@ import pytest
 
 from edge.config import BufferSettings
 from edge.model import Datastream, Delivery, Observation, Provenance, Quality
-from edge.outbox import Outbox
+from edge.outbox import Outbox, summarize
 
 GW = "gw-test"
 PM25 = Datastream(GW, "sds", "pm2_5")
@@ -53,6 +53,21 @@ def test_group_commit_by_rows_and_sequence_survives_restart(tmp_path: Path) -> N
     # confirmed rows are gone, yet numbering continues: never reuse a sequence number
     assert box.next_batch("default", 10).sequences == [251]
     box.close()
+
+
+def test_a_confirmation_that_empties_memory_is_journaled(tmp_path: Path) -> None:
+    """Found by the chaos harness (hil/chaos): when the twin confirmed every group in memory,
+    no confirmation record was written, so `outbox stats` on a live gateway counted the whole
+    journal as unsent and a restart after kill -9 sent it all again."""
+    box = make(tmp_path)
+    for round_ in range(3):
+        box.append([obs(10 * round_ + i) for i in range(10)])
+        box.commit()
+        assert drain(box) == list(range(10 * round_ + 1, 10 * round_ + 11))
+    assert summarize(tmp_path / "outbox.db", ["default"]).unsent == 0  # read while it runs
+    after_kill = make(tmp_path)  # as after kill -9: the first instance never closed
+    assert after_kill.next_batch("default", 100).sequences == []
+    after_kill.close()
 
 
 def test_commit_due_after_interval(tmp_path: Path) -> None:
@@ -205,7 +220,7 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     from edge.config import BufferSettings
     from edge.model import Datastream, Observation, Provenance
-    from edge.outbox import Outbox
+    from edge.outbox import Outbox, summarize
     box = Outbox(Path(sys.argv[1]), BufferSettings(commit_rows=50), "gw-test")
     s = Datastream("gw-test", "sds", "pm2_5"); p = Provenance("SDS011")
     i = 0

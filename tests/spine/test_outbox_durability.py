@@ -55,6 +55,9 @@ CHILD = textwrap.dedent("""
     from edge.model import Datastream, Observation, Provenance
     from edge.outbox import Outbox
 
+    if os.environ.get("SEGMENT_BYTES"):  # small journal segments: retired within seconds
+        import edge.outbox.journal
+        edge.outbox.journal.SEGMENT_BYTES = int(os.environ["SEGMENT_BYTES"])
     log_path = os.environ.get("FSYNC_LOG")
     if log_path:  # note, at every fdatasync, how far each journal file has been written
         real_sync, real_pwrite = os.fdatasync, os.pwrite
@@ -86,11 +89,13 @@ CHILD = textwrap.dedent("""
 
 
 def run_child(path: Path, settings: dict[str, object], committed: int,
-              fsync_log: Path | None = None) -> int:
+              fsync_log: Path | None = None, segment_bytes: int | None = None) -> int:
     """Start the child, wait until it reports ``committed`` observations, SIGKILL it."""
     env = dict(os.environ)
     if fsync_log is not None:
         env["FSYNC_LOG"] = str(fsync_log)
+    if segment_bytes is not None:
+        env["SEGMENT_BYTES"] = str(segment_bytes)
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(path), json.dumps(settings)],
         stdout=subprocess.PIPE, text=True, env=env,
@@ -161,6 +166,50 @@ def test_wal_damage_never_reuses_a_sequence_number(tmp_path: Path, damage: str) 
     new = box.next_batch("default", 10).sequences
     assert min(new) > reported  # never below a number already handed out
     box.close()
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.3, 0.7])
+def test_wal_loss_below_a_surviving_journal_is_announced(tmp_path: Path, keep: float) -> None:
+    """Found by the chaos harness (hil/chaos): groups spilled to the database whose journal
+    segments were already deleted live only in the WAL. A power cut that takes those WAL
+    frames while a later group survives in the journal left a hole below the highest number
+    held, and the restart gap started above it: silent loss. Every number is now held or
+    inside an announced gap."""
+    path = tmp_path / "outbox.db"
+    reported = run_child(path, {"spill_after_s": 0.05, "commit_rows": 20}, 3000,
+                         segment_bytes=16 * 1024)
+    wal = Path(str(path) + "-wal")
+    os.truncate(wal, int(wal.stat().st_size * keep))
+    assert journal_files(path), "the journal (page cache) survived the power cut"
+    box = Outbox(path, BufferSettings(), GW)
+    held = set(drain(box))
+    assert len(held & set(range(1, reported + 1))) < reported  # the cut did lose something
+    gaps = box.pending_gaps("default")
+    assert {g[3] for g in gaps} == {"restart:unclean"}
+    silent = [s for s in range(1, reported + 1)
+              if s not in held and not any(a <= s <= b for a, b, _n, _r in gaps)]
+    assert silent == []
+    box.close()
+
+
+def test_staged_state_never_goes_back_after_restarts_with_full_durability(tmp_path: Path) -> None:
+    """Found while building the chaos campaign (hil/chaos): with ``durability = "full"`` a
+    restart reused the recycled journal segment under its old number, and its stale records
+    replayed after the new ones — a source's staged state (a node's last acknowledged batch)
+    went back."""
+    settings = BufferSettings(durability="full")
+
+    def life(values: list[str]) -> Outbox:  # a process that is killed: never closed
+        box = Outbox(tmp_path / "outbox.db", settings, GW)
+        for i, value in enumerate(values):
+            box.stage_state("node-mark", value)
+            box.append([obs(i)])
+            box.commit()
+        return box
+
+    life(["1", "2", "3", "4", "5"])
+    assert life(["6"]).state("node-mark") == "6"
+    assert life([]).state("node-mark") == "6"
 
 
 def cut_to_fsynced(path: Path, fsync_log: Path) -> None:

@@ -44,11 +44,30 @@ def test_full_durability_pads_to_sectors_and_recycles_segments(tmp_path: Path) -
         ["a"], ["b" * 700]
     ]
     j.retire([j.active])
-    assert (tmp_path / "o.db.jspare").exists()  # kept: no zero-filling next time
+    assert (tmp_path / "o.db.jspare000001").exists()  # kept: no zero-filling next time
     j.append(GROUP, ["c"])  # the spare becomes segment 2; segment 1's records are stale
-    assert not (tmp_path / "o.db.jspare").exists()
+    assert not list(tmp_path.glob("o.db.jspare*"))
     assert [p for _s, _k, p in records(Journal(tmp_path / "o.db", durable=True))] == [["c"]]
     j.close()
+
+
+def test_a_recycled_segment_never_gets_a_number_it_had_before(tmp_path: Path) -> None:
+    """Found while building the chaos campaign (hil/chaos): after a restart the journal
+    numbered its first segment 1 again and took the spare, which had been segment 1 in the
+    previous process; the old records past the new ones then validated and were replayed."""
+    first_life = Journal(tmp_path / "o.db", durable=True)
+    for i in range(5):
+        first_life.append(GROUP, [i])
+    first_life.close()
+    restarted = Journal(tmp_path / "o.db", durable=True)
+    assert len(records(restarted)) == 5
+    restarted.retire(restarted.segments())  # a restart spills the journal and retires it
+    restarted.append(GROUP, ["new"])  # the spare is reused
+    restarted.close()
+    assert [p for _s, _k, p in records(Journal(tmp_path / "o.db", durable=True))] == [["new"]]
+    (tmp_path / "o.db.jspare").write_bytes(b"\0" * SEGMENT_BYTES)  # an earlier version's
+    assert Journal(tmp_path / "o.db", durable=True)._spares() == []  # history unknown: gone
+    assert not (tmp_path / "o.db.jspare").exists()
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
