@@ -959,6 +959,38 @@ def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# ------------------------------------------------------------- for fast decoders (receivers)
+# A receiver may decode batches its own way (edge.ingest.columns reads them straight into
+# columns) as long as it accepts, refuses and produces exactly what decode_batch does. These
+# are the reference's own checks, for the parts such a decoder hands back to it unchanged.
+
+GATEWAY_ID = _GATEWAY_ID
+"""What a gateway id looks like (``gw`` and the ``<gw>`` of a topic)."""
+SCORE_DECIMALS = _SCORE_DECIMALS
+"""Most decimals a ``qv`` score column may declare."""
+
+
+def check_dictionary(st: object, qn: object) -> SessionDictionary:
+    """A session dictionary as a batch carries it (``st``, ``qn``), validated; its ``ref`` is
+    computed from its content. Raises :class:`ContractError`."""
+    return _dictionary_from_wire(st, qn)
+
+
+def check_stream_entry(entry: object) -> StreamEntry:
+    """One entry of a stream table, validated. Raises :class:`ContractError`."""
+    return _stream_entry(entry)
+
+
+def check_name(value: object) -> bool:
+    """Whether ``value`` is a valid quality test or score name."""
+    return type(value) is str and _NAME.fullmatch(value) is not None
+
+
+def unscale(value: int | float, exponent: int) -> float:
+    """A wire value (``val``, ``raw``) as the float it stands for."""
+    return _unscale(value, exponent)
+
+
 # ------------------------------------------------------------------------------------- acks
 
 

@@ -39,6 +39,7 @@ from psycopg.types.multirange import Multirange
 
 from edge.ingest.rows import IngestBatch, QualityProfile, StreamDef, from_cbor, to_cbor
 from edge.ingest.store import (
+    DictionaryRow,
     ForwardItem,
     GatewayView,
     JsonValue,
@@ -349,36 +350,43 @@ class PgStore:
     # -- observations -------------------------------------------------------------------
 
     async def store_batches(
-        self, batches: Sequence[IngestBatch], received_ms: int, forward: bool = False
+        self, batches: Sequence[IngestBatch], received_ms: int, forward: bool = False,
+        dictionaries: Sequence[DictionaryRow] = (),
     ) -> list[StoreOutcome]:
-        if not batches:
+        if not batches and not dictionaries:
             return []
         try:
             await self._alive()
+            await self._register_gateways({d.gateway for d in dictionaries})
             prepared = await self._prepare(batches)
             try:
                 return await self._transaction(batches, prepared, received_ms, forward,
-                                               locked=False)
+                                               dictionaries, locked=False)
             except LedgerRace:
                 log.info("concurrent receiver stored some of the same rows; retrying locked")
                 return await self._transaction(batches, prepared, received_ms, forward,
-                                               locked=True)
+                                               dictionaries, locked=True)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StoreUnavailable(f"PostgreSQL: {str(exc).strip().splitlines()[0]}") from exc
+
+    async def _register_gateways(self, gateways: set[str]) -> None:
+        """Gateways never seen before, with their ledger rows: two statements for any number."""
+        names = sorted(gateways - self._gateways.keys())
+        if not names:
+            return
+        await self.conn.execute("INSERT INTO gateway(name) SELECT unnest(%s::text[]) "
+                                "ON CONFLICT DO NOTHING", (names,))
+        cur = await self.conn.execute("SELECT name, id FROM gateway WHERE name = ANY(%s)",
+                                      (names,))
+        found = {_str(n): _int(i) for n, i in await cur.fetchall()}
+        await self.conn.execute("INSERT INTO seq_ledger(gateway_id) SELECT unnest(%s::int[]) "
+                                "ON CONFLICT DO NOTHING", (list(found.values()),))
+        self._gateways.update(found)
 
     async def _register_new(self, batches: Sequence[IngestBatch]) -> None:
         """Gateways and streams never seen before, registered with a few set-wise statements
         (a twin meeting 20,000 gateways at once must not pay a round trip per stream)."""
-        names = sorted({b.gateway for b in batches} - set(self._gateways))
-        if names:
-            await self.conn.execute("INSERT INTO gateway(name) SELECT unnest(%s::text[]) "
-                                    "ON CONFLICT DO NOTHING", (names,))
-            cur = await self.conn.execute("SELECT name, id FROM gateway WHERE name = ANY(%s)",
-                                          (names,))
-            found = {_str(n): _int(i) for n, i in await cur.fetchall()}
-            await self.conn.execute("INSERT INTO seq_ledger(gateway_id) SELECT unnest(%s::int[]) "
-                                    "ON CONFLICT DO NOTHING", (list(found.values()),))
-            self._gateways.update(found)
+        await self._register_gateways({b.gateway for b in batches})
         known = self._streams
         wanted = {key for b in batches for s in b.streams
                   if (key := (self._gateways[b.gateway], s)) not in known}
@@ -448,6 +456,7 @@ class PgStore:
         prepared: list[tuple[int, list[int], list[int | None]]],
         received_ms: int,
         forward: bool,
+        dictionaries: Sequence[DictionaryRow],
         locked: bool,
     ) -> list[StoreOutcome]:
         conn = self.conn
@@ -495,7 +504,16 @@ class PgStore:
                      [_multirange_text(working[g]) for g in touched],
                      [len(added[g]) for g in touched]))
             await self._write_side_tables(batches, prepared, fresh_rows, received_ms, forward)
+            if dictionaries:
+                await self._write_dictionaries(dictionaries)
         return outcomes
+
+    async def _write_dictionaries(self, dictionaries: Sequence[DictionaryRow]) -> None:
+        rows = {(self._gateways[d.gateway], d.ref): d.body for d in dictionaries}
+        await self.conn.execute(
+            "INSERT INTO dictionary SELECT * FROM unnest(%s::int[], %s::bytea[], %s::bytea[]) "
+            "ON CONFLICT DO NOTHING",
+            ([g for g, _ in rows], [r for _, r in rows], list(rows.values())))
 
     async def _write_side_tables(
         self,

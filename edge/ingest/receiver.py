@@ -43,16 +43,16 @@ from edge.backoff import Backoff
 from edge.contract import (
     Ack,
     ContractError,
-    DecodedBatch,
     SessionDictionary,
     UnknownDictionary,
-    decode_batch,
     encode_ack,
     merge_ranges,
     seq_ranges,
 )
-from edge.ingest.rows import IngestBatch, check_storable, from_decoded
+from edge.ingest.columns import ReceivedBatch, decode_columns
+from edge.ingest.rows import IngestBatch, check_storable
 from edge.ingest.store import (
+    DictionaryRow,
     Rejection,
     StoreOutcome,
     StoreUnavailable,
@@ -133,8 +133,8 @@ class _Message:
     topic: str
     payload: bytes
     gateway_id: str | None  # from the topic: the only gateway an answer goes to
-    batch: DecodedBatch | None = None
-    rows: IngestBatch | None = None  # the batch as the store takes it
+    batch: ReceivedBatch | None = None
+    rows: IngestBatch | None = None  # the accepted rows, as the store takes them
     rejection: Rejection | None = None
     x: list[tuple[int, int, str]] = field(default_factory=list)
     need: UnknownDictionary | None = None
@@ -157,7 +157,7 @@ class Receiver:
     def __init__(
         self,
         settings: ReceiverSettings,
-        on_batch: Callable[[DecodedBatch, int], None] | None = None,
+        on_batch: Callable[[ReceivedBatch, int], None] | None = None,
         store: TwinStore | None = None,
         observer: Observer | None = None,
     ) -> None:
@@ -376,7 +376,7 @@ class Receiver:
     async def _decode(self, topic: str, payload: bytes, now_ms: int) -> _Message:
         m = _Message(topic, payload, self._gateway_of(topic))
         try:
-            batch = await self._decode_with_dictionaries(payload)
+            batch = await self._decode_with_dictionaries(payload, now_ms)
             if batch.gateway_id != m.gateway_id:
                 raise ContractError(f"gateway {batch.gateway_id!r} published on {topic!r}",
                                     batch.gateway_id, seq_ranges(batch.sequences))
@@ -391,30 +391,29 @@ class Receiver:
             self._refuse(m, exc)
             return m
         if batch.dictionary is not None:
+            # kept in the store with the rows it came with (same transaction), so every worker
+            # can decode the batches that follow; this worker knows it from now on
             self._remember(batch.gateway_id, batch.dictionary)
-            # persisted before the rows it describes, so every worker can decode what follows
-            await self.store.put_dictionary(batch.gateway_id, batch.dictionary.ref,
-                                            batch.dictionary.body)
         m.batch = batch
         if batch.rejected:
             self._refuse_rows(m, batch)
-        if batch.observations or batch.gaps:
-            rows = from_decoded(batch)
-            try:
-                if len(rows):
-                    check_storable(rows, now_ms)
-            except ContractError as exc:
-                self._refuse(m, ContractError(exc.reason, batch.gateway_id,
-                                              seq_ranges(batch.sequences)))
-                m.batch = None
-                return m
+        rows = batch.rows
+        try:
+            if len(rows):
+                check_storable(rows, now_ms)
+        except ContractError as exc:
+            self._refuse(m, ContractError(exc.reason, batch.gateway_id,
+                                          seq_ranges(batch.sequences)))
+            m.batch = None
+            return m
+        if len(rows) or rows.gaps or batch.dictionary is not None:
             m.rows = rows
         return m
 
-    async def _decode_with_dictionaries(self, payload: bytes) -> DecodedBatch:
+    async def _decode_with_dictionaries(self, payload: bytes, now_ms: int) -> ReceivedBatch:
         """Decode; a dictionary this worker has not seen may be in the shared store."""
         try:
-            return decode_batch(payload, self._lookup)
+            return decode_columns(payload, self._lookup, now_ms=now_ms)
         except UnknownDictionary as exc:
             gateway = exc.gateway_id
             if gateway is None:
@@ -426,7 +425,7 @@ class Receiver:
                 self._remember(gateway, SessionDictionary.from_body(body))
             except ContractError:
                 raise exc from None
-            return decode_batch(payload, self._lookup)
+            return decode_columns(payload, self._lookup, now_ms=now_ms)
 
     def _gateway_of(self, topic: str) -> str | None:
         parts = topic.split("/")
@@ -461,7 +460,7 @@ class Receiver:
             extra={"event": "ingest_rejected", "topic": m.topic, "reason": exc.reason[:300]},
         )
 
-    def _refuse_rows(self, m: _Message, batch: DecodedBatch) -> None:
+    def _refuse_rows(self, m: _Message, batch: ReceivedBatch) -> None:
         self.counters.rejected_rows += len(batch.rejected)
         by_reason: dict[str, list[int]] = {}
         for seq, reason in batch.rejected.items():
@@ -483,10 +482,12 @@ class Receiver:
         if not items:
             return
         rows = [m.rows for m in items if m.rows is not None]
+        dictionaries = [DictionaryRow(m.batch.gateway_id, d.ref, d.body) for m in items
+                        if m.batch is not None and (d := m.batch.dictionary) is not None]
         started = time.perf_counter()
         try:
-            outcomes = await self.store.store_batches(rows, now_ms,
-                                                      forward=self.settings.forward)
+            outcomes = await self.store.store_batches(rows, now_ms, forward=self.settings.forward,
+                                                      dictionaries=dictionaries)
         except StoreUnavailable:
             raise
         except Exception as exc:

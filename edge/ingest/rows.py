@@ -14,7 +14,7 @@ integer) are columns; the per-test flags of a row are a :class:`QualityProfile` 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import cbor2
@@ -139,13 +139,21 @@ def quality_columns(quality: Quality | None) -> tuple[int | None, QualityProfile
     """(flag, profile, anomaly × 1000, other scores JSON) of one row's quality."""
     if quality is None:
         return None, None, None, None
-    profile = QualityProfile(tuple(sorted(quality.tests.items()))) if quality.tests else None
-    scores = quality.scores
+    milli, other_json = score_cells(quality.scores)
+    return quality.aggregate, profile_of(quality.tests), milli, other_json
+
+
+def profile_of(tests: Mapping[str, int]) -> QualityProfile | None:
+    """The per-test flags of a row as a profile (None when no test ran)."""
+    return QualityProfile(tuple(sorted(tests.items()))) if tests else None
+
+
+def score_cells(scores: Mapping[str, float]) -> tuple[int | None, str | None]:
+    """(anomaly score × 1000, JSON of the other scores) of one row's quality scores."""
     anomaly = scores.get(ANOMALY_SCORE)
     milli = round(anomaly * 1000) if anomaly is not None and 0.0 <= anomaly <= 1.0 else None
     others = {k: v for k, v in scores.items() if k != ANOMALY_SCORE or milli is None}
-    other_json = json.dumps(others, sort_keys=True) if others else None
-    return quality.aggregate, profile, milli, other_json
+    return milli, json.dumps(others, sort_keys=True) if others else None
 
 
 EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z

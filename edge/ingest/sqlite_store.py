@@ -23,6 +23,7 @@ from pathlib import Path
 
 from edge.ingest.rows import IngestBatch, QualityProfile, StreamDef, from_cbor, to_cbor
 from edge.ingest.store import (
+    DictionaryRow,
     ForwardItem,
     GatewayView,
     JsonValue,
@@ -178,7 +179,8 @@ class SqliteStore:
     # -- observations -------------------------------------------------------------------
 
     async def store_batches(
-        self, batches: Sequence[IngestBatch], received_ms: int, forward: bool = False
+        self, batches: Sequence[IngestBatch], received_ms: int, forward: bool = False,
+        dictionaries: Sequence[DictionaryRow] = (),
     ) -> list[StoreOutcome]:
         db = self.db
         outcomes: list[StoreOutcome] = []
@@ -189,6 +191,10 @@ class SqliteStore:
         try:
             for batch in batches:
                 outcomes.append(self._store_one(batch, received_ms, forward))
+            if dictionaries:
+                db.executemany("INSERT OR IGNORE INTO dictionary VALUES(?,?,?)", [
+                    (self._gateway_id(d.gateway, received_ms), d.ref, d.body)
+                    for d in dictionaries])
             db.execute("COMMIT")
         except BaseException as exc:
             db.execute("ROLLBACK")

@@ -13,7 +13,9 @@ Rules every store keeps:
 - **Idempotent by (gateway, seq)**: a row the store already holds is counted as a duplicate
   and not written again, whichever receiver got it first.
 - **One transaction for many messages**: :meth:`TwinStore.store_batches` commits all the
-  batches it is given together (or none of them); the receiver PUBACKs after it returns.
+  batches it is given together (or none of them), with the v2 session dictionaries they came
+  with; the receiver PUBACKs after it returns. A group of messages costs one commit (one
+  ``fsync``), however many gateways, rows and dictionaries it holds.
 - **Forward queue in the same transaction**: with forwarding on, the new rows of each batch are
   queued for the SensorThings forwarder in that same transaction, so a crash can neither
   forward what was not stored nor forget to forward what was.
@@ -43,6 +45,15 @@ class StoreOutcome:
 
     new: int
     duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class DictionaryRow:
+    """A v2 session dictionary as its gateway sent it: ``ref`` (``sr``) and its CBOR body."""
+
+    gateway: str
+    ref: bytes
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +146,11 @@ class TwinStore(Protocol):
     async def close(self) -> None: ...
 
     async def store_batches(
-        self, batches: Sequence[IngestBatch], received_ms: int, forward: bool = False
+        self, batches: Sequence[IngestBatch], received_ms: int, forward: bool = False,
+        dictionaries: Sequence[DictionaryRow] = (),
     ) -> list[StoreOutcome]:
-        """Store every batch in ONE transaction; per batch, (new, duplicates)."""
+        """Store every batch, and keep every dictionary (once per gateway and ``ref``), in ONE
+        transaction; per batch, (new, duplicates)."""
         ...
 
     async def reject(self, rejection: Rejection, received_ms: int) -> None:
@@ -148,7 +161,10 @@ class TwinStore(Protocol):
         """A session dictionary (contract v2 ``sr`` table, as sent) stored earlier, or None."""
         ...
 
-    async def put_dictionary(self, gateway: str, ref: bytes, table: bytes) -> None: ...
+    async def put_dictionary(self, gateway: str, ref: bytes, table: bytes) -> None:
+        """Keep one dictionary on its own (its own commit: the receiver passes dictionaries to
+        :meth:`store_batches` instead)."""
+        ...
 
     async def put_status(self, gateway: str, status: Mapping[str, JsonValue],
                          received_ms: int) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.contract import DecodedBatch
+from edge.ingest.columns import ReceivedBatch
 from edge.ingest.receiver import Receiver, ReceiverSettings
 from edge.ingest.store import TwinStore
 
@@ -117,7 +117,7 @@ class ReceiverThread:
         self,
         broker_port: int,
         store: Path,
-        on_batch: Callable[[DecodedBatch, int], None] | None = None,
+        on_batch: Callable[[ReceivedBatch, int], None] | None = None,
         share_group: str | None = "duet-ingest",
         client_id: str = "duet-ingest-1",
         twin_store: TwinStore | None = None,

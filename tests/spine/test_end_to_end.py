@@ -10,7 +10,7 @@ import pytest
 from paho.mqtt import subscribe as paho_subscribe
 from paho.mqtt.client import MQTTMessage
 
-from edge.contract import DecodedBatch
+from edge.ingest.columns import ReceivedBatch
 from edge.sensors.pms5003.emulator import Pms5003Emulator
 from edge.sensors.sds011.emulator import Sds011Emulator
 from tests.plugins.mosquitto import Broker
@@ -192,7 +192,7 @@ def test_shared_subscription_splits_the_load_between_receivers(
     gw = GatewayProcess(cfg, tmp_path / "gw.log")
     got: dict[str, set[int]] = {"a": set(), "b": set()}
 
-    def recorder(name: str) -> Callable[[DecodedBatch, int], None]:
+    def recorder(name: str) -> Callable[[ReceivedBatch, int], None]:
         return lambda batch, _new: got[name].update(batch.sequences)
 
     with (
