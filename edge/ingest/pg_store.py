@@ -54,6 +54,9 @@ from edge.ingest.store_common import (
     DEAD_LETTER_PAYLOAD_MAX,
     compact_json,
     day_of,
+    finite_or_none,
+    nonfinite_note,
+    result_from_store,
     status_fields,
 )
 
@@ -78,10 +81,11 @@ CREATE TABLE IF NOT EXISTS quality_profile(
     id serial PRIMARY KEY, tests jsonb NOT NULL, tests_key text NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS observation(
     gateway_id int4 NOT NULL, stream_id int4 NOT NULL, seq int8 NOT NULL,
-    phenomenon_time timestamptz NOT NULL, result float8 NOT NULL,
+    phenomenon_time timestamptz NOT NULL, result float8,
     duration_ms int8, result_offset_ms int8, raw_result float8, quality_flag int2,
-    quality_profile_id int4, anomaly_milli int2, other_scores text
+    quality_profile_id int4, anomaly_milli int2, other_scores text, nonfinite text
 ) PARTITION BY RANGE (phenomenon_time);
+--MIGRATE-NONFINITE;
 CREATE INDEX IF NOT EXISTS observation_time_brin ON observation USING brin (phenomenon_time);
 CREATE TABLE IF NOT EXISTS gap(
     gateway_id int NOT NULL REFERENCES gateway(id), first_seq int8 NOT NULL,
@@ -117,7 +121,7 @@ SELECT g.name AS gateway, o.seq, s.sensor, s.quantity, s.unit, o.phenomenon_time
        o.phenomenon_time + (coalesce(o.duration_ms, 0) + coalesce(o.result_offset_ms, 0))
            * interval '1 millisecond' AS result_time,
        o.result, o.raw_result, o.quality_flag, q.tests AS quality_tests,
-       o.anomaly_milli / 1000.0 AS anomaly_score, o.other_scores, s.provenance
+       o.anomaly_milli / 1000.0 AS anomaly_score, o.other_scores, s.provenance, o.nonfinite
 FROM observation o JOIN gateway g ON g.id = o.gateway_id JOIN stream s ON s.id = o.stream_id
 LEFT JOIN quality_profile q ON q.id = o.quality_profile_id;
 """
@@ -129,9 +133,9 @@ ALTER TABLE gateway ADD COLUMN IF NOT EXISTS location geometry(PointZ, 4326);
 
 _COPY = ("COPY observation (gateway_id, stream_id, seq, phenomenon_time, result, duration_ms, "
          "result_offset_ms, raw_result, quality_flag, quality_profile_id, anomaly_milli, "
-         "other_scores) FROM STDIN (FORMAT binary)")
+         "other_scores, nonfinite) FROM STDIN (FORMAT binary)")
 _COPY_TYPES = ["int4", "int4", "int8", "timestamptz", "float8", "int8", "int8", "float8", "int2",
-               "int4", "int2", "text"]
+               "int4", "int2", "text", "text"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -178,6 +182,10 @@ def _float(value: object) -> float:
 
 def _opt_float(value: object) -> float | None:
     return None if value is None else _float(value)
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else _str(value)
 
 
 def _str(value: object) -> str:
@@ -252,7 +260,9 @@ class PgStore:
         async with self.conn.transaction():
             await self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('duet-edge schema'))")
             for statement in _SCHEMA.split(";"):
-                if statement.strip():
+                if statement.strip() == "--MIGRATE-NONFINITE":
+                    await self._add_nonfinite_column()
+                elif statement.strip():
                     await self.conn.execute(statement)
         try:
             async with self.conn.transaction():
@@ -265,6 +275,17 @@ class PgStore:
         except psycopg.Error as exc:
             log.warning("PostGIS not available (%s): gateway locations are not stored",
                         str(exc).splitlines()[0])
+
+    async def _add_nonfinite_column(self) -> None:
+        """Stores of an earlier release kept NaN and ±Infinity in a NOT NULL ``result`` and had
+        no ``nonfinite`` column (checked first: ALTER TABLE locks the table even when it would
+        change nothing)."""
+        cur = await self.conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = 'observation' AND column_name = 'nonfinite'")
+        if await cur.fetchone() is None:
+            await self.conn.execute("ALTER TABLE observation ALTER COLUMN result DROP NOT NULL")
+            await self.conn.execute("ALTER TABLE observation ADD COLUMN nonfinite text")
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -675,7 +696,7 @@ class PgStore:
         cur = await self.conn.execute("""
             SELECT g.name, o.seq, s.sensor, s.quantity, s.unit, s.provenance_key,
                    o.phenomenon_time, o.duration_ms, o.result_offset_ms, o.result,
-                   o.raw_result, o.quality_flag
+                   o.raw_result, o.quality_flag, o.nonfinite
             FROM observation o JOIN gateway g ON g.id = o.gateway_id
             JOIN stream s ON s.id = o.stream_id
             WHERE (%(gw)s::text IS NULL OR g.name = %(gw)s)
@@ -684,13 +705,15 @@ class PgStore:
             ORDER BY o.phenomenon_time, g.name, o.seq LIMIT %(limit)s""",
             {"gw": gateway, "since": since, "until": until, "limit": limit})
         out = []
-        for gw, seq, sensor, qty, unit, prov, t, dur, off, res, raw, flag in await cur.fetchall():
+        for (gw, seq, sensor, qty, unit, prov, t, dur, off, res, raw, flag,
+             note) in await cur.fetchall():
             provenance = json.loads(_str(prov))
             t_ms = _dt_ms(t)
             assert t_ms is not None
             out.append(StoredObservation(
                 _str(gw), _int(seq), _str(sensor), _str(qty), _str(unit), provenance, t_ms,
-                _opt_int(dur), _opt_int(off), _float(res), _opt_float(raw), _opt_int(flag)))
+                _opt_int(dur), _opt_int(off), result_from_store(_opt_float(res), _opt_str(note)),
+                _opt_float(raw), _opt_int(flag)))
         return out
 
     # -- forward queue --------------------------------------------------------------------
@@ -790,6 +813,8 @@ async def _write_rows(
     dur, off, raw = batch.duration_ms, batch.result_offset_ms, batch.raw_result
     flag, milli, other = batch.quality_flag, batch.anomaly_milli, batch.other_scores
     for i in keep:
-        await write((gid, sids[si[i]], seq[i], _EPOCH + timedelta(milliseconds=t[i]), res[i], dur[i],
-               off[i], raw[i], flag[i], pids[i], milli[i], other[i]))
+        value = res[i]
+        await write((gid, sids[si[i]], seq[i], _EPOCH + timedelta(milliseconds=t[i]),
+                     finite_or_none(value), dur[i], off[i], finite_or_none(raw[i]), flag[i],
+                     pids[i], milli[i], other[i], nonfinite_note(value)))
 

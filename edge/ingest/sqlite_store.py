@@ -8,15 +8,16 @@ the ``observations`` view joins them back for people and scripts::
     sqlite3 twin.db "SELECT gateway, seq, sensor, quantity, result, unit FROM observations LIMIT 5"
 
 Many messages share one transaction (the receiver groups what arrived together). SQLite has
-no NaN: a NaN result ("the sensor gave no usable number") is stored as NULL; ±Infinity as is. Schema of an
-older release (observations keyed by a random UUID, one JSON per row) is migrated on open.
+no NaN, and a sum over an infinite row is useless: a non-finite result ("the sensor gave no usable
+number") is stored as NULL with its kind (``NaN``, ``Infinity``, ``-Infinity``) in ``nonfinite``.
+Schema of an older release (observations keyed by a random UUID, one JSON per row) is migrated
+on open.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +38,9 @@ from edge.ingest.store_common import (
     DAY_MS,
     DEAD_LETTER_PAYLOAD_MAX,
     compact_json,
+    finite_or_none,
+    nonfinite_note,
+    result_from_store,
     status_fields,
 )
 
@@ -54,7 +58,7 @@ CREATE TABLE IF NOT EXISTS observation(
     gateway_id INTEGER NOT NULL, seq INTEGER NOT NULL, stream_id INTEGER NOT NULL,
     phenomenon_ms INTEGER NOT NULL, duration_ms INTEGER, result_offset_ms INTEGER,
     result REAL, raw_result REAL, quality_flag INTEGER, quality_profile_id INTEGER,
-    anomaly_milli INTEGER, other_scores TEXT,
+    anomaly_milli INTEGER, other_scores TEXT, nonfinite TEXT,
     PRIMARY KEY(gateway_id, seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS observation_time ON observation(phenomenon_ms);
 CREATE TABLE IF NOT EXISTS gap(
@@ -88,12 +92,12 @@ SELECT g.name AS gateway, o.seq, s.sensor, s.quantity, s.unit, o.phenomenon_ms,
        coalesce(o.phenomenon_ms + coalesce(o.duration_ms, 0) + o.result_offset_ms,
                 o.phenomenon_ms + coalesce(o.duration_ms, 0)) AS result_ms,
        o.result, o.raw_result, o.quality_flag, q.tests AS quality_tests,
-       o.anomaly_milli / 1000.0 AS anomaly_score, o.other_scores, s.provenance
+       o.anomaly_milli / 1000.0 AS anomaly_score, o.other_scores, s.provenance, o.nonfinite
 FROM observation o JOIN gateway g ON g.id = o.gateway_id JOIN stream s ON s.id = o.stream_id
 LEFT JOIN quality_profile q ON q.id = o.quality_profile_id;
 """
 
-_INSERT = "INSERT OR IGNORE INTO observation VALUES(?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT = "INSERT OR IGNORE INTO observation VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
 class SqliteStore:
@@ -213,7 +217,8 @@ class SqliteStore:
         sids = [self._stream_id(gid, s) for s in batch.streams]
         profile_id = self._profile_id
         rows = [
-            (gid, seq, sids[si], t, dur, off, res, raw, flag, profile_id(prof), milli, other)
+            (gid, seq, sids[si], t, dur, off, finite_or_none(res), finite_or_none(raw), flag,
+             profile_id(prof), milli, other, nonfinite_note(res))
             for seq, si, t, dur, off, res, raw, flag, prof, milli, other in zip(
                 batch.seq, batch.stream_index, batch.phenomenon_ms, batch.duration_ms,
                 batch.result_offset_ms, batch.result, batch.raw_result, batch.quality_flag,
@@ -324,7 +329,8 @@ class SqliteStore:
                                 until_ms: int | None, limit: int) -> list[StoredObservation]:
         rows = self.db.execute("""
             SELECT g.name, o.seq, s.sensor, s.quantity, s.unit, s.provenance, o.phenomenon_ms,
-                   o.duration_ms, o.result_offset_ms, o.result, o.raw_result, o.quality_flag
+                   o.duration_ms, o.result_offset_ms, o.result, o.raw_result, o.quality_flag,
+                   o.nonfinite
             FROM observation o JOIN gateway g ON g.id = o.gateway_id
             JOIN stream s ON s.id = o.stream_id
             WHERE (?1 IS NULL OR g.name = ?1) AND (?2 IS NULL OR o.phenomenon_ms >= ?2)
@@ -332,8 +338,8 @@ class SqliteStore:
             ORDER BY o.phenomenon_ms, g.name, o.seq LIMIT ?4""",
             (gateway, since_ms, until_ms, limit)).fetchall()
         return [StoredObservation(gw, seq, sensor, qty, unit, json.loads(prov), t, dur, off,
-                                  math.nan if res is None else res, raw, flag)
-                for gw, seq, sensor, qty, unit, prov, t, dur, off, res, raw, flag in rows]
+                                  result_from_store(res, note), raw, flag)
+                for gw, seq, sensor, qty, unit, prov, t, dur, off, res, raw, flag, note in rows]
 
     async def set_location(self, gateway: str, lon: float, lat: float,
                            alt: float | None = None) -> None:
@@ -391,8 +397,20 @@ class SqliteStore:
 
 def _create_schema(db: sqlite3.Connection) -> None:
     for statement in _SCHEMA.split(";"):
+        if statement.strip().startswith("CREATE VIEW"):
+            _add_nonfinite_column(db)
         if statement.strip():
             db.execute(statement)
+
+
+def _add_nonfinite_column(db: sqlite3.Connection) -> None:
+    """Stores of an earlier release kept ±Infinity in ``result`` and had no ``nonfinite``
+    column: add it (NULL for their rows) and rebuild the view over it."""
+    columns = [r[1] for r in db.execute("PRAGMA table_info(observation)")]
+    if "nonfinite" in columns:
+        return
+    db.execute("ALTER TABLE observation ADD COLUMN nonfinite TEXT")
+    db.execute("DROP VIEW IF EXISTS observations")
 
 
 def _migrate_v1(db: sqlite3.Connection) -> None:
@@ -453,7 +471,7 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
         base_end = end if end is not None else t
         db.execute(_INSERT, (gid, seq, sid, t, None if end is None else end - t,
                              None if res_ms == base_end else res_ms - base_end, res, raw,
-                             flag, profile_id, milli, other))
+                             flag, profile_id, milli, other, None))
         db.execute("UPDATE gateway SET observations=observations+1, last_data_ms="
                    "max(coalesce(last_data_ms, 0), ?) WHERE id=?", (received, gid))
     db.execute("COMMIT")

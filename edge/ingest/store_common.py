@@ -53,3 +53,28 @@ def compact_json(value: JsonValue) -> str:
 def day_of(ms: int) -> int:
     """Day number since the epoch (UTC) of a time in ms."""
     return ms // DAY_MS
+
+
+_NONFINITE_NOTES = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def nonfinite_note(value: float) -> str | None:
+    """How a store notes a non-finite result (docs/upload-contract.md): the result column
+    holds NULL, so averages and sums over it never turn into NaN or infinity, and the kind is
+    kept in the ``nonfinite`` column. None for a finite value."""
+    if value - value == 0.0:  # finite (NaN and ±inf give NaN)
+        return None
+    if value != value:
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def finite_or_none(value: float | None) -> float | None:
+    return None if value is None or value - value != 0.0 else value
+
+
+def result_from_store(result: float | None, note: str | None) -> float:
+    """The result a stored row was sent with (NULL + note back to NaN/±Infinity)."""
+    if result is not None:
+        return result
+    return _NONFINITE_NOTES.get(note or "NaN", float("nan"))

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from edge.outbox.ranges import Ranges, complement, intersect, merge
 
-_SAME = """(o.sensor = c.sensor AND o.quantity = c.quantity AND o.phenomenon_ms = c.t AND
+_SAME = """(s.sensor = c.sensor AND s.quantity = c.quantity AND o.phenomenon_ms = c.t AND
     CASE WHEN c.result IS NULL
          THEN o.result IS NULL AND coalesce(o.nonfinite, '') = coalesce(c.nonfinite, '')
          ELSE o.result IS NOT NULL AND abs(o.result - c.result) <= 2e-6 * max(1.0, abs(c.result))
@@ -75,7 +74,13 @@ def _twin(path: Path) -> Iterator[sqlite3.Connection | None]:
 
 def _has_tables(db: sqlite3.Connection, schema: str = "main") -> bool:
     names = {r[0] for r in db.execute(f"SELECT name FROM {schema}.sqlite_master")}
-    return {"observation", "gap", "dead_letter"} <= names
+    return {"observation", "gap", "dead_letter", "gateway", "stream"} <= names
+
+
+def _gateway_id(db: sqlite3.Connection, gw: str, schema: str = "main") -> int:
+    """The twin store's number for a gateway name (-1 when it never stored anything)."""
+    row = db.execute(f"SELECT id FROM {schema}.gateway WHERE name=?", (gw,)).fetchone()
+    return -1 if row is None else int(row[0])
 
 
 def twin_held(twin: Path, gw: str) -> Ranges:
@@ -83,10 +88,11 @@ def twin_held(twin: Path, gw: str) -> Ranges:
     with _twin(twin) as db:
         if db is None or not _has_tables(db):
             return []
+        gid = _gateway_id(db, gw)
         held = list(db.execute(
             "SELECT min(seq), max(seq) FROM (SELECT seq, seq - row_number() OVER (ORDER BY seq)"
-            " AS g FROM observation WHERE gateway=?) GROUP BY g", (gw,)))
-        held += db.execute("SELECT first_seq, last_seq FROM gap WHERE gateway=?", (gw,))
+            " AS g FROM observation WHERE gateway_id=?) GROUP BY g", (gid,)))
+        held += db.execute("SELECT first_seq, last_seq FROM gap WHERE gateway_id=?", (gid,))
         held += _refused_ranges(db, gw)
     return merge((int(a), int(b)) for a, b in held)
 
@@ -102,13 +108,11 @@ def outstanding(committed: Ranges, twin: Path, gw: str) -> int:
 
 def _refused_ranges(db: sqlite3.Connection, gw: str, schema: str = "main") -> Ranges:
     out: Ranges = []
-    for (text,) in db.execute(
-        f"SELECT ranges FROM {schema}.dead_letter WHERE gateway=? AND ranges IS NOT NULL", (gw,)
+    for first, last in db.execute(
+        f"SELECT first_seq, last_seq FROM {schema}.dead_letter WHERE gateway=?"
+        " AND first_seq IS NOT NULL AND last_seq IS NOT NULL", (gw,)
     ):
-        try:
-            out += [(int(a), int(b)) for a, b in json.loads(text)]
-        except (ValueError, TypeError):
-            continue
+        out.append((int(first), int(last)))
     return merge(out)
 
 
@@ -129,22 +133,24 @@ def tally(ledger: Path, twin: Path, gw: str) -> Tally:
             missing = [r[0] for r in db.execute("SELECT seq FROM temp.c ORDER BY seq")]
             _classify(result, missing, [], [])
             return result
+        gid = _gateway_id(db, gw, "twin")
         delivered, conflicts = db.execute(
             f"SELECT coalesce(sum({_SAME}), 0), coalesce(sum(NOT {_SAME}), 0) FROM temp.c c"
-            " JOIN twin.observation o ON o.gateway=? AND o.seq=c.seq", (gw,)).fetchone()
+            " JOIN twin.observation o ON o.gateway_id=? AND o.seq=c.seq"
+            " JOIN twin.stream s ON s.id=o.stream_id", (gid,)).fetchone()
         result.delivered, result.conflicts = int(delivered), int(conflicts)
         missing = [r[0] for r in db.execute(
             "SELECT c.seq FROM temp.c c WHERE NOT EXISTS (SELECT 1 FROM twin.observation o"
-            " WHERE o.gateway=? AND o.seq=c.seq) ORDER BY c.seq", (gw,))]
+            " WHERE o.gateway_id=? AND o.seq=c.seq) ORDER BY c.seq", (gid,))]
         gaps = [(int(a), int(b), str(r)) for a, b, r in db.execute(
-            "SELECT first_seq, last_seq, reason FROM twin.gap WHERE gateway=?", (gw,))]
+            "SELECT first_seq, last_seq, reason FROM twin.gap WHERE gateway_id=?", (gid,))]
         _classify(result, missing, gaps, _refused_ranges(db, gw, "twin"))
         result.lost += result.conflicts
-        result.duplicated = _duplicated(db, gw)
+        result.duplicated = _duplicated(db, gw, gid)
         result.untapped = db.execute(
-            "SELECT count(*) FROM twin.observation o WHERE o.gateway=? AND NOT EXISTS"
-            " (SELECT 1 FROM temp.c c WHERE c.seq=o.seq)", (gw,)).fetchone()[0]
-        for (reason,) in db.execute("SELECT reason FROM twin.gap WHERE gateway=?", (gw,)):
+            "SELECT count(*) FROM twin.observation o WHERE o.gateway_id=? AND NOT EXISTS"
+            " (SELECT 1 FROM temp.c c WHERE c.seq=o.seq)", (gid,)).fetchone()[0]
+        for (reason,) in db.execute("SELECT reason FROM twin.gap WHERE gateway_id=?", (gid,)):
             result.gaps_announced[reason] = result.gaps_announced.get(reason, 0) + 1
     finally:
         db.close()
@@ -167,10 +173,10 @@ def _classify(result: Tally, missing: list[int], gaps: list[tuple[int, int, str]
             result.gap_covered[reason] = result.gap_covered.get(reason, 0) + 1
 
 
-def _duplicated(db: sqlite3.Connection, gw: str) -> int:
+def _duplicated(db: sqlite3.Connection, gw: str, gid: int) -> int:
     """Rows stored twice: under one key, or a whole group committed again under other numbers."""
     same_key = db.execute(
-        "SELECT count(*) - count(DISTINCT seq) FROM twin.observation WHERE gateway=?", (gw,)
+        "SELECT count(*) - count(DISTINCT seq) FROM twin.observation WHERE gateway_id=?", (gid,)
     ).fetchone()[0]
     again = 0
     copies = db.execute(
@@ -181,7 +187,7 @@ def _duplicated(db: sqlite3.Connection, gw: str) -> int:
         for span in sorted(set(str(spans).split(","))):
             first, n = (int(x) for x in span.split(":"))
             stored.append(db.execute(
-                "SELECT count(*) FROM twin.observation WHERE gateway=? AND seq BETWEEN ? AND ?",
-                (gw, first, first + n - 1)).fetchone()[0])
+                "SELECT count(*) FROM twin.observation WHERE gateway_id=? AND seq BETWEEN ? AND ?",
+                (gid, first, first + n - 1)).fetchone()[0])
         again += sum(stored) - max(stored)
     return int(same_key) + again

@@ -382,8 +382,8 @@ def stored_rate(rig: Rig, seconds: float) -> float:
 
 def twin_count(twin: Path, gw: str) -> int:
     with contextlib.closing(sqlite3.connect(f"file:{twin}?mode=ro", uri=True, timeout=30)) as db:
-        return int(db.execute("SELECT count(*) FROM observation WHERE gateway=?",
-                              (gw,)).fetchone()[0])
+        return int(db.execute("SELECT count(*) FROM observation o JOIN gateway g"
+                              " ON g.id = o.gateway_id WHERE g.name=?", (gw,)).fetchone()[0])
 
 
 def twin_implausible(twin: Path) -> int:

@@ -3,12 +3,14 @@ one example of every outcome, so a harness that could not see a loss would fail 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 from edge.contract import decode_batch, encode_batch
-from edge.ingest.ports import Rejection
-from edge.ingest.store import ReceiverStore
+from edge.ingest.rows import from_decoded
+from edge.ingest.sqlite_store import SqliteStore
+from edge.ingest.store import Rejection
 from edge.model import Batch, Datastream, Observation, Provenance
 from hil.chaos.accounting import outstanding, tally
 from hil.chaos.tap import Ledger
@@ -22,11 +24,18 @@ def row(seq: int, value: float) -> tuple[int, str, str, int, float]:
     return (seq, "sds0", "pm2_5", T0 + seq, value)
 
 
-def store(twin: ReceiverStore, rows: list[tuple[int, str, str, int, float]],
+def store(twin: SqliteStore, rows: list[tuple[int, str, str, int, float]],
           gaps: list[tuple[int, int, int, str]] | None = None) -> None:
     batch = Batch(GW, tuple(Observation(PM, v, t, Provenance("SDS011"), sequence=s)
                             for s, _sensor, _q, t, v in rows))
-    twin.store_batches([decode_batch(encode_batch(batch, gaps or []))])
+    decoded = from_decoded(decode_batch(encode_batch(batch, gaps or [])))
+    asyncio.run(twin.store_batches([decoded], int(time.time() * 1000)))
+
+
+def open_twin(path: Path) -> SqliteStore:
+    twin = SqliteStore(path)
+    asyncio.run(twin.open())
+    return twin
 
 
 def test_every_outcome_is_counted_where_it_belongs(tmp_path: Path) -> None:
@@ -38,14 +47,14 @@ def test_every_outcome_is_counted_where_it_belongs(tmp_path: Path) -> None:
     ledger.add_group(GW, 1, [(13, "sds0", "pm2_5", T0 + 11, 7.0),
                              (14, "sds0", "pm2_5", T0 + 12, 8.0)])
     ledger.add_group(GW, 1, [row(15, 2.0)])
-    twin = ReceiverStore(tmp_path / "twin.db")
+    twin = open_twin(tmp_path / "twin.db")
     store(twin, [row(s, s * 1.5 if s % 2 else (s - 1) * 1.5 + 0.5) for s in (1, 2, 3, 4, 5, 6, 8)])
     store(twin, [row(7, 99.0)])  # number 7 held with other content: a reused number
     store(twin, [row(11, 7.0), row(12, 8.0), (13, "sds0", "pm2_5", T0 + 11, 7.0),
                  (14, "sds0", "pm2_5", T0 + 12, 8.0)],
           gaps=[(9, 9, -1, "restart:unclean")])
-    twin.reject([Rejection("duet/v1/gw-acct/obs", "bad", b"", GW, ((15, 15),))])
-    twin.close()
+    asyncio.run(twin.reject(Rejection("duet/v1/gw-acct/obs", "bad", b"", GW, 15, 15), 0))
+    asyncio.run(twin.close())
 
     t = tally(ledger.path, tmp_path / "twin.db", GW)
     assert t.committed == 15
@@ -74,12 +83,12 @@ def test_implausible_rows_at_the_twin_are_found(tmp_path: Path) -> None:
 
     from hil.chaos.scenarios import twin_implausible
 
-    ReceiverStore(tmp_path / "twin.db").close()
+    asyncio.run(open_twin(tmp_path / "twin.db").close())
     db = sqlite3.connect(tmp_path / "twin.db")
-    row = "INSERT INTO observation VALUES(?,?,?,'s','q','u',?,NULL,?,?,NULL,NULL,'{}',1,NULL)"
-    db.execute(row, ("a", GW, -7, T0, T0, 1.0))  # sequence -7
-    db.execute(row, ("b", GW, 1, -1_009_843_200_000, T0, 1.0))  # 1938
-    db.execute(row, ("c", GW, 2, T0, T0, float("inf")))
-    db.execute(row, ("d", GW, 3, T0, T0, 12.5))  # fine
+    row = "INSERT INTO observation VALUES(1,?,1,?,NULL,NULL,?,NULL,NULL,NULL,NULL,NULL,NULL)"
+    db.execute(row, (-7, T0, 1.0))  # sequence -7
+    db.execute(row, (1, -1_009_843_200_000, 1.0))  # 1938
+    db.execute(row, (2, T0, float("inf")))  # what a store must keep as NULL + note
+    db.execute(row, (3, T0, 12.5))  # fine
     db.commit()
     assert twin_implausible(tmp_path / "twin.db") == 3

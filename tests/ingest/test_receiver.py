@@ -95,8 +95,8 @@ async def test_non_finite_results_are_stored_never_counted_as_duplicates(tmp_pat
     assert (receiver.counters.observations_new, receiver.counters.duplicates) == (3, 3)
     await receiver.close()
     rows = sqlite3.connect(db).execute(
-        "SELECT seq, result FROM observations ORDER BY seq").fetchall()
-    assert rows == [(1, None), (2, math.inf), (3, -math.inf)]  # SQLite keeps NaN as NULL
+        "SELECT seq, result, nonfinite FROM observations ORDER BY seq").fetchall()
+    assert rows == [(1, None, "NaN"), (2, None, "Infinity"), (3, None, "-Infinity")]
     assert math.isnan(decode_batch(payload).observations[0].result)
 
 

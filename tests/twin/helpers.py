@@ -46,3 +46,16 @@ def query(target: str, sql: str) -> list[tuple[object, ...]]:
         return list(db.execute(sql))
     finally:
         db.close()
+
+
+def execute(target: str, sql: str) -> None:
+    """Run a statement that returns no rows (DDL) on either store."""
+    if is_postgres_url(target):
+        with psycopg.connect(target) as conn:
+            conn.execute(sql)  # type: ignore[arg-type]
+        return
+    db = sqlite3.connect(target, isolation_level=None)
+    try:
+        db.execute(sql)
+    finally:
+        db.close()

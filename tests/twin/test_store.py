@@ -13,7 +13,7 @@ from edge.contract import decode_batch, encode_batch
 from edge.ingest.rows import from_cbor, from_decoded, to_cbor, to_observations
 from edge.ingest.store import Rejection, TwinStore, open_store
 from edge.model import Batch
-from tests.twin.helpers import batch, observations, query, stored_keys
+from tests.twin.helpers import batch, execute, observations, query, stored_keys
 
 pytestmark = pytest.mark.timeout(60)
 NOW = 1_764_064_900_000
@@ -225,16 +225,44 @@ async def test_two_forwarders_never_claim_the_same_gateway(pg_dsn: str) -> None:
             await s.close()
 
 
-async def test_non_finite_results_are_stored_not_dropped(store: TwinStore) -> None:
-    """A NaN result is a real observation ("no usable number"): stored and counted as new."""
+async def test_non_finite_results_are_stored_not_dropped(store: TwinStore,
+                                                        store_target: str) -> None:
+    """A NaN or infinite result is a real observation ("no usable number"): stored and counted
+    as new, with the result NULL (sums and averages over the column stay finite) and the kind
+    in ``nonfinite``; read back as it was sent (docs/upload-contract.md)."""
     import math
 
     b = batch("gw-nan", [1, 2, 3, 4])
     b.result[1], b.result[2], b.result[3] = math.nan, math.inf, -math.inf
     out = await store.store_batches([b], NOW)
     assert [(o.new, o.duplicates) for o in out] == [(4, 0)]
+    assert query(store_target, "SELECT seq, result, nonfinite FROM observations ORDER BY seq") == [
+        (1, 12.5, None), (2, None, "NaN"), (3, None, "Infinity"), (4, None, "-Infinity")]
+    assert query(store_target, "SELECT sum(result) FROM observations") == [(12.5,)]
     rows = await store.read_observations("gw-nan", None, None, 10)
     results = [r.result for r in sorted(rows, key=lambda r: r.seq)]
     assert results[0] == 12.5 and math.isnan(results[1]) and results[2:] == [math.inf, -math.inf]
     again = await store.store_batches([b], NOW)
     assert [(o.new, o.duplicates) for o in again] == [(0, 4)]
+
+
+async def test_a_store_without_the_nonfinite_column_gains_it(store_target: str) -> None:
+    """Stores of the previous release kept ±Infinity in a NOT NULL ``result`` column."""
+    first = open_store(store_target)
+    await first.open()
+    await first.store_batches([batch("gw-old", [1])], NOW)
+    await first.close()
+    for sql in ("DROP VIEW observations", "ALTER TABLE observation DROP COLUMN nonfinite"):
+        execute(store_target, sql)
+    if not store_target.endswith(".db"):
+        execute(store_target, "ALTER TABLE observation ALTER COLUMN result SET NOT NULL")
+    again = open_store(store_target)
+    await again.open()
+    try:
+        b = batch("gw-old", [2])
+        b.result[0] = float("inf")
+        await again.store_batches([b], NOW)
+    finally:
+        await again.close()
+    assert query(store_target, "SELECT seq, result, nonfinite FROM observations ORDER BY seq") == [
+        (1, 12.5, None), (2, None, "Infinity")]
