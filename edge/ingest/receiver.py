@@ -80,6 +80,10 @@ class ReceiverSettings:
     tls: TlsSettings | None = None
     session_expiry_s: int = 86400
     max_group: int = 500  # most messages stored in one transaction
+    # MQTT 5 Receive Maximum: the most unacknowledged messages the broker may send us. Two
+    # groups' worth: the next group arrives while one is stored, and a burst stays queued at
+    # the broker (on disk with persistence) instead of in this process's memory.
+    receive_maximum: int = 1000
     group_linger_s: float = 0.05  # wait this long for more when fewer are queued
     forward: bool = False  # queue new rows for the SensorThings forwarder
     backoff_initial_s: float = 0.5
@@ -196,6 +200,7 @@ class Receiver:
         s = self.settings
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = s.session_expiry_s
+        props.ReceiveMaximum = s.receive_maximum
         client = aiomqtt.Client(
             hostname=s.host,
             port=s.port,

@@ -3,15 +3,18 @@ real SQLite)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
-from edge.contract import SessionEncoder, decode_batch, encode_batch
+from edge.contract import Ack, SessionEncoder, decode_batch, encode_batch
 from edge.ingest.receiver import Receiver, ReceiverSettings
 from edge.ingest.sqlite_store import SqliteStore
 from tests.ingest.helpers import (
@@ -278,3 +281,56 @@ async def test_gaps_starting_at_the_same_number_are_all_kept(tmp_path: Path) -> 
     assert sqlite3.connect(db).execute(
         "SELECT first_seq, last_seq, reason FROM gap ORDER BY last_seq").fetchall() == [
         (1, 5, "restart:unclean"), (1, 15, "moved-aside:corrupt")]
+
+
+class WindowProbe(Receiver):
+    """A receiver whose store stalls until released, and that shows its MQTT client."""
+
+    def __init__(self, settings: ReceiverSettings) -> None:
+        super().__init__(settings)
+        self.release = asyncio.Event()
+        self.mqtt: aiomqtt.Client | None = None
+        self.handling = 0
+
+    def _client(self) -> aiomqtt.Client:
+        self.mqtt = super()._client()
+        return self.mqtt
+
+    def queued(self) -> int:
+        return 0 if self.mqtt is None else self.mqtt._queue.qsize()
+
+    async def handle_group(self, messages: Sequence[tuple[str, bytes]]) -> dict[str, Ack]:
+        self.handling = len(messages)
+        await self.release.wait()
+        return await super().handle_group(messages)
+
+
+async def test_a_busy_receiver_holds_at_most_its_receive_maximum(
+    tmp_path: Path, mosquitto: Broker
+) -> None:
+    """A burst waits at the broker, not in the receiver's memory (MQTT 5 Receive Maximum):
+    with the store stalled, no more than ``receive_maximum`` messages reach the process, and
+    everything is stored once the store goes on."""
+    receiver = WindowProbe(ReceiverSettings(
+        port=mosquitto.port, store_path=tmp_path / "twin.db", share_group=None,
+        client_id="rx-window", receive_maximum=4, max_group=2, group_linger_s=0))
+    stop = asyncio.Event()
+    task = asyncio.create_task(receiver.run_forever(stop))
+    gws = Gateways(mosquitto.port)
+    try:
+        await asyncio.to_thread(wait_until, receiver.subscribed.is_set, 10, "subscribed")
+        for first in range(1, 61, 2):
+            await asyncio.to_thread(gws.publish, f"{PREFIX}/gw-w/obs",
+                                    encode_batch(make_batch("gw-w", first, 2)))
+        await asyncio.sleep(1.5)
+        # the group being handled and what waits in the client's queue: 4, not 30
+        assert receiver.handling + receiver.queued() == 4
+        receiver.release.set()
+        await asyncio.to_thread(wait_until, lambda: receiver.counters.observations_new == 60,
+                                30, "all 60 observations stored")
+    finally:
+        gws.close()
+        receiver.release.set()
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await receiver.close()
