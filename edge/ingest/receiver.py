@@ -93,6 +93,11 @@ class ReceiverSettings:
     no_message_warning_s: float = NO_MESSAGE_WARNING_S
 
 
+# A slow broker or a busy receiver may take a while to acknowledge a group's acks; past this the
+# session is ended and the group's messages come again (they were not acknowledged).
+ACK_PUBLISH_TIMEOUT_S = 60.0
+
+
 @dataclass(slots=True)
 class ReceiverCounters:
     messages: int = 0
@@ -211,7 +216,11 @@ class Receiver:
             username=s.username,
             password=read_secret(s.password_file),
             tls_context=tls_context(s.tls) if s.tls else None,
+            # a group's acks (one per gateway in it) leave together, not 20 at a time
+            max_inflight_messages=s.max_group,
         )
+        # aiomqtt warns about more than 10 pending publishes; a group has one per gateway
+        client.pending_calls_threshold = 2 * s.max_group
         client._client.manual_ack_set(True)  # PUBACK only after the batch is stored and answered
         return client
 
@@ -329,7 +338,8 @@ class Receiver:
             acks = await self.handle_group([(str(m.topic), _bytes(m.payload)) for m in group])
             if acks:
                 await asyncio.gather(*(
-                    client.publish(self.ack_topic(gw), encode_ack(ack), qos=1)
+                    client.publish(self.ack_topic(gw), encode_ack(ack), qos=1,
+                                   timeout=ACK_PUBLISH_TIMEOUT_S)
                     for gw, ack in acks.items()
                 ))
                 self.counters.acks_published += len(acks)
