@@ -23,10 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge import sensorthings as sta
 from edge.model import Batch, Datastream, Observation, Provenance, Quality
-from edge.uplinks.sensorthings_http import (
-    SensorThingsHttpSettings,
-    SensorThingsHttpUplink,
-)
+from edge.sensorthings.settings import SensorThingsHttpSettings
+from edge.uplinks.sensorthings_http import SensorThingsHttpUplink
 from tests.plugins.sta_server import running_sta_server
 
 T0 = 1_764_064_800_000

@@ -557,7 +557,7 @@ def register_cmd(
 
     from edge.config import ConfigError, load_config
     from edge.sensorthings import GeoPoint
-    from edge.uplinks.sensorthings_http import SensorThingsUnavailable
+    from edge.sensorthings.client import SensorThingsUnavailable
     from provisioning import node_records, register
     from provisioning.config_edit import ConfigEditError
 

@@ -29,8 +29,8 @@ from typing import Any, Literal
 import httpx
 
 from edge.config import GatewayConfig
+from edge.sensorthings.settings import SensorThingsHttpSettings
 from edge.uplinks.mqtt_settings import MqttSettings
-from edge.uplinks.sensorthings_settings import SensorThingsHttpSettings
 from provisioning.identity import (
     IdentityError,
     key_matches_cert,
@@ -567,7 +567,7 @@ def check_sensorthings(settings: Any, *, timeout: float = 5.0) -> CheckResult:
     certificate and token/basic credentials as configured in ``[uplinks.sensorthings_http]``."""
     import asyncio
 
-    from edge.uplinks.sensorthings_http import SensorThingsConfigError, build_http_client
+    from edge.sensorthings.client import SensorThingsConfigError, build_http_client
 
     label = f"twin {settings.base_url}"
 

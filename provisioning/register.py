@@ -34,13 +34,10 @@ from edge import sensorthings as sta
 from edge.config import GatewayConfig
 from edge.model import Datastream
 from edge.sensorthings import EntityId, GeoPoint
+from edge.sensorthings.client import build_http_client
+from edge.sensorthings.settings import REGISTRY_FILE_NAME, SensorThingsHttpSettings
 from edge.uplinks.mqtt_settings import MqttSettings
-from edge.uplinks.sensorthings_http import (
-    REGISTRY_FILE_NAME,
-    SensorThingsHttpSettings,
-    SensorThingsHttpUplink,
-    build_http_client,
-)
+from edge.uplinks.sensorthings_http import SensorThingsHttpUplink
 from provisioning.config_edit import ConfigEdit
 from provisioning.node_records import NODE_SOURCE_TYPES, NodeRecord
 from provisioning.secrets import write_public

@@ -201,7 +201,7 @@ def _forwarder(url: str | None, config: Path | None, locations: Path | None,
     if not (url or config):
         return None
     from edge.ingest.sta_forward import StaForwarder, load_locations
-    from edge.uplinks.sensorthings_settings import SensorThingsHttpSettings
+    from edge.sensorthings.settings import SensorThingsHttpSettings
 
     try:
         where = load_locations(locations) if locations else None

@@ -1,6 +1,6 @@
 """The twin receiver's option to forward decoded observations to a SensorThings server.
 
-It reuses the gateway's uplink code (:class:`edge.uplinks.sensorthings_http.SensorThingsSender`):
+It reuses the gateway's uplink code (:class:`edge.sensorthings.client.SensorThingsSender`):
 same JSON mapping, same CreateObservations/retry rules, same Datastream registry (one Thing
 per gateway, ids cached in ``<data_dir>/sensorthings-ids.json``).
 
@@ -12,7 +12,7 @@ The receiver calls :meth:`StaForwarder.forward` before it stores and acknowledge
 - rejected observations (the server refused them: 4xx) are logged, counted and kept in
   :attr:`StaForwarder.rejections`; they never block the stream;
 - anything still pending after a transient failure raises
-  :class:`~edge.uplinks.sensorthings_http.SensorThingsUnavailable`, so the message is not
+  :class:`~edge.sensorthings.client.SensorThingsUnavailable`, so the message is not
   acknowledged and comes back.
 """
 
@@ -31,13 +31,12 @@ import httpx
 
 from edge.model import Delivery, Observation, observation_id
 from edge.sensorthings import GeoPoint
-from edge.uplinks.sensorthings_http import (
-    REGISTRY_FILE_NAME,
+from edge.sensorthings.client import (
     SensorThingsConfigError,
-    SensorThingsHttpSettings,
     SensorThingsSender,
     SensorThingsUnavailable,
 )
+from edge.sensorthings.settings import REGISTRY_FILE_NAME, SensorThingsHttpSettings
 
 __all__ = ["SensorThingsConfigError", "SensorThingsUnavailable", "StaForwarder",
            "load_locations"]

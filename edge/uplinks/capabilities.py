@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from edge.plugins import Capability
 from edge.seams import Uplink
+from edge.sensorthings.settings import SensorThingsHttpSettings
 from edge.tls import unreadable
 from edge.uplinks.mqtt_settings import MqttSettings
-from edge.uplinks.sensorthings_settings import SensorThingsHttpSettings
 
 if TYPE_CHECKING:
     from edge.config import GatewayConfig

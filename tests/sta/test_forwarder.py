@@ -14,7 +14,8 @@ from edge import sensorthings as sta
 from edge.contract import decode_batch, encode_batch
 from edge.ingest.sta_forward import StaForwarder, load_locations
 from edge.model import Batch, observation_id
-from edge.uplinks.sensorthings_http import SensorThingsHttpSettings, SensorThingsUnavailable
+from edge.sensorthings.client import SensorThingsUnavailable
+from edge.sensorthings.settings import SensorThingsHttpSettings
 from tests.sta.helpers import make_obs
 
 HERE = sta.GeoPoint(4.40, 51.22)

@@ -14,11 +14,8 @@ import pytest
 from edge import sensorthings as sta
 from edge.model import Datastream
 from edge.seams import UplinkHealth
-from edge.uplinks.sensorthings_http import (
-    REGISTRY_FILE_NAME,
-    SensorThingsHttpSettings,
-    SensorThingsHttpUplink,
-)
+from edge.sensorthings.settings import REGISTRY_FILE_NAME, SensorThingsHttpSettings
+from edge.uplinks.sensorthings_http import SensorThingsHttpUplink
 from tests.sta.helpers import make_obs
 
 NAME = "sensorthings_http"

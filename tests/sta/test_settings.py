@@ -7,7 +7,7 @@ import tomllib
 import pytest
 from pydantic import ValidationError
 
-from edge.uplinks.sensorthings_http import SensorThingsHttpSettings
+from edge.sensorthings.settings import SensorThingsHttpSettings
 
 EXAMPLE = """
 base_url = "https://sta.example.org/FROST-Server/v1.1/"

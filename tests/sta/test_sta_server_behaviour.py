@@ -13,7 +13,8 @@ import httpx
 
 from edge import sensorthings as sta
 from edge.model import Datastream
-from edge.uplinks.sensorthings_http import SensorThingsHttpSettings, SensorThingsHttpUplink
+from edge.sensorthings.settings import SensorThingsHttpSettings
+from edge.uplinks.sensorthings_http import SensorThingsHttpUplink
 
 HERE = sta.GeoPoint(3.72, 51.05)
 

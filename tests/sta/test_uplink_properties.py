@@ -17,11 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.model import Batch
-from edge.uplinks.sensorthings_http import (
-    SensorThingsHttpSettings,
-    SensorThingsHttpUplink,
-    SensorThingsUnavailable,
-)
+from edge.sensorthings.client import SensorThingsUnavailable
+from edge.sensorthings.settings import SensorThingsHttpSettings
+from edge.uplinks.sensorthings_http import SensorThingsHttpUplink
 from tests.sta.helpers import make_obs
 
 BASE = "http://sta.test/v1.1"

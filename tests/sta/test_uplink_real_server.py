@@ -16,12 +16,9 @@ import pytest
 
 from edge import sensorthings as sta
 from edge.model import Batch, Datastream, observation_id
-from edge.uplinks.sensorthings_http import (
-    REGISTRY_FILE_NAME,
-    SensorThingsHttpSettings,
-    SensorThingsHttpUplink,
-    SensorThingsUnavailable,
-)
+from edge.sensorthings.client import SensorThingsUnavailable
+from edge.sensorthings.settings import REGISTRY_FILE_NAME, SensorThingsHttpSettings
+from edge.uplinks.sensorthings_http import SensorThingsHttpUplink
 from tests.sta.helpers import make_obs
 
 HERE = sta.GeoPoint(3.7250, 51.0543)

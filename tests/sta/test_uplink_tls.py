@@ -9,11 +9,9 @@ import pytest
 
 from edge import sensorthings as sta
 from edge.model import Batch
-from edge.uplinks.sensorthings_http import (
-    SensorThingsHttpSettings,
-    SensorThingsHttpUplink,
-    SensorThingsUnavailable,
-)
+from edge.sensorthings.client import SensorThingsUnavailable
+from edge.sensorthings.settings import SensorThingsHttpSettings
+from edge.uplinks.sensorthings_http import SensorThingsHttpUplink
 from tests.sta.helpers import make_obs
 from tests.sta.tls_proxy import make_pki, tls_proxy
 

@@ -14,12 +14,9 @@ import httpx
 import pytest
 
 from edge.model import Batch, observation_id
-from edge.uplinks.sensorthings_http import (
-    SensorThingsConfigError,
-    SensorThingsHttpSettings,
-    SensorThingsHttpUplink,
-    SensorThingsUnavailable,
-)
+from edge.sensorthings.client import SensorThingsConfigError, SensorThingsUnavailable
+from edge.sensorthings.settings import SensorThingsHttpSettings
+from edge.uplinks.sensorthings_http import SensorThingsHttpUplink
 from tests.sta.helpers import make_obs
 
 BASE = "https://sta.test/v1.1"
@@ -289,7 +286,7 @@ async def test_missing_secret_is_a_clear_error(tmp_path: Path,
 
 
 async def test_cache_of_another_server_or_corrupt_cache_is_ignored(tmp_path: Path) -> None:
-    from edge.uplinks.sensorthings_http import REGISTRY_FILE_NAME
+    from edge.sensorthings.settings import REGISTRY_FILE_NAME
 
     cache = tmp_path / REGISTRY_FILE_NAME
     for content in (json.dumps({"server": "https://other/v1.1",

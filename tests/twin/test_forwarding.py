@@ -15,7 +15,7 @@ from edge.ingest.forwarding import ForwardLoop
 from edge.ingest.receiver import Receiver, ReceiverSettings
 from edge.ingest.sta_forward import StaForwarder
 from edge.model import Batch, observation_id
-from edge.uplinks.sensorthings_http import SensorThingsHttpSettings
+from edge.sensorthings.settings import SensorThingsHttpSettings
 from tests.sta.helpers import make_obs
 
 pytestmark = pytest.mark.timeout(90)

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from edge.ingest.sta_forward import StaForwarder
 from edge.sensorthings import GeoPoint
-from edge.uplinks.sensorthings_http import SensorThingsHttpSettings
+from edge.sensorthings.settings import SensorThingsHttpSettings
 from tests.plugins.mosquitto import free_port
 from tests.sta.helpers import make_obs
 
@@ -115,7 +115,7 @@ async def test_oauth2_token_is_refreshed_before_it_expires(front: Front, tmp_pat
 
 async def test_a_refused_client_secret_parks_instead_of_crashing(front: Front,
                                                                  tmp_path: Path) -> None:
-    from edge.uplinks.sensorthings_http import SensorThingsUnavailable
+    from edge.sensorthings.client import SensorThingsUnavailable
 
     gw = "oa-" + uuid.uuid4().hex[:6]
     async with StaForwarder(settings(front, tmp_path, secret="wrong"), tmp_path,
