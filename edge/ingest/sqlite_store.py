@@ -426,15 +426,19 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE gap RENAME TO gap_v1")
     if db.execute("SELECT 1 FROM sqlite_master WHERE name='rejected_message'").fetchone():
         db.execute("ALTER TABLE rejected_message RENAME TO rejected_message_v1")
+    for table, marker in (("dead_letter", "ranges"), ("dictionary", "gateway")):
+        if marker in [r[1] for r in db.execute(f"PRAGMA table_info({table})")]:
+            db.execute(f"ALTER TABLE {table} RENAME TO {table}_v1")
     _create_schema(db)
     gateways: dict[str, int] = {}
     streams: dict[tuple[int, str, str, str], int] = {}
     profiles: dict[str, int] = {}
+    has_note = "nonfinite" in columns
     cur = db.execute("SELECT gateway, seq, sensor, quantity, unit, phenomenon_ms, "
                      "phenomenon_end_ms, result_ms, result, raw_result, quality, provenance, "
-                     "received_ms FROM observation_v1")
+                     f"received_ms, {'nonfinite' if has_note else 'NULL'} FROM observation_v1")
     for (gw, seq, sensor, qty, unit, t, end, res_ms, res, raw, quality, prov,
-         received) in cur.fetchall():
+         received, note) in cur.fetchall():
         gid = gateways.get(gw)
         if gid is None:
             db.execute("INSERT OR IGNORE INTO gateway(name, first_seen_ms) VALUES(?,?)",
@@ -471,10 +475,50 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
         base_end = end if end is not None else t
         db.execute(_INSERT, (gid, seq, sid, t, None if end is None else end - t,
                              None if res_ms == base_end else res_ms - base_end, res, raw,
-                             flag, profile_id, milli, other, None))
+                             flag, profile_id, milli, other, note))
         db.execute("UPDATE gateway SET observations=observations+1, last_data_ms="
                    "max(coalesce(last_data_ms, 0), ?) WHERE id=?", (received, gid))
+    _carry_over_v1(db, gateways)
     db.execute("COMMIT")
+
+
+def _carry_over_v1(db: sqlite3.Connection, gateways: dict[str, int]) -> None:
+    """Gap announcements, session dictionaries and dead letters of an earlier release's store
+    (keyed by gateway name) into this schema; the old tables stay, renamed ``…_v1``."""
+
+    def gateway_id(name: str, received_ms: int) -> int:
+        if name not in gateways:
+            db.execute("INSERT OR IGNORE INTO gateway(name, first_seen_ms) VALUES(?,?)",
+                       (name, received_ms))
+            gateways[name] = int(db.execute("SELECT id FROM gateway WHERE name=?",
+                                            (name,)).fetchone()[0])
+        return gateways[name]
+
+    def exists(table: str) -> bool:
+        return db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (table,)).fetchone() is not None
+
+    if exists("gap_v1"):
+        for gw, first, last, count, reason, received in db.execute(
+                "SELECT gateway, first_seq, last_seq, count, reason, received_ms FROM gap_v1"
+                ).fetchall():
+            db.execute("INSERT OR IGNORE INTO gap VALUES(?,?,?,?,?,?)",
+                       (gateway_id(gw, received or 0), first, last, count, reason, received or 0))
+    if exists("dictionary_v1"):
+        for gw, ref, body, received in db.execute(
+                "SELECT gateway, ref, body, received_ms FROM dictionary_v1").fetchall():
+            db.execute("INSERT OR IGNORE INTO dictionary VALUES(?,?,?)",
+                       (gateway_id(gw, received), ref, body))
+    if exists("dead_letter_v1"):
+        for received, topic, gw, ranges, reason, payload in db.execute(
+                "SELECT received_ms, topic, gateway, ranges, reason, payload FROM dead_letter_v1"
+                ).fetchall():
+            try:
+                bounds = [int(x) for pair in json.loads(ranges or "[]") for x in pair]
+            except (ValueError, TypeError):
+                bounds = []
+            db.execute("INSERT INTO dead_letter VALUES(?,?,?,?,?,?,?)",
+                       (received, topic, gw, min(bounds, default=None),
+                        max(bounds, default=None), reason, payload))
 
 
 def latest_rows(path: Path, limit: int = 20) -> list[sqlite3.Row]:

@@ -108,6 +108,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
                         (args.jobs, "--jobs")):
         if value is not None and value <= 0:
             raise UsageError(f"{what} must be > 0")
+    if args.workdir is not None and args.workdir.is_dir() and any(args.workdir.iterdir()):
+        # a scenario would find the stores, journals and ledgers of an earlier run
+        raise UsageError(f"--workdir {args.workdir} is not empty: give a new or empty folder")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="duet-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
     return Plan(

@@ -92,3 +92,16 @@ def test_implausible_rows_at_the_twin_are_found(tmp_path: Path) -> None:
     db.execute(row, (3, T0, 12.5))  # fine
     db.commit()
     assert twin_implausible(tmp_path / "twin.db") == 3
+
+
+def test_a_used_workdir_is_refused(tmp_path: Path) -> None:
+    """A scenario must never find the stores and ledgers of an earlier run."""
+    import subprocess
+    import sys
+
+    (tmp_path / "gateway-kill").mkdir()
+    done = subprocess.run([sys.executable, "-m", "hil.chaos", "--short", "--workdir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("is not empty: give a new or empty folder")
+    assert len(done.stderr.strip().splitlines()) == 1

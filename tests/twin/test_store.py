@@ -192,6 +192,59 @@ async def test_sqlite_store_of_the_first_release_is_migrated(tmp_path: Path) -> 
     assert [r[1] for r in rows] == [7, 8]
 
 
+PREVIOUS_RELEASE_SCHEMA = """
+CREATE TABLE observation(
+    id TEXT NOT NULL, gateway TEXT NOT NULL, seq INTEGER NOT NULL, sensor TEXT NOT NULL,
+    quantity TEXT NOT NULL, unit TEXT NOT NULL, phenomenon_ms INTEGER NOT NULL,
+    phenomenon_end_ms INTEGER, result_ms INTEGER NOT NULL, result REAL, raw_result REAL,
+    quality TEXT, provenance TEXT NOT NULL, received_ms INTEGER NOT NULL,
+    nonfinite TEXT, PRIMARY KEY(gateway, seq)) WITHOUT ROWID;
+CREATE TABLE gap(
+    gateway TEXT, first_seq INTEGER, last_seq INTEGER, count INTEGER, reason TEXT,
+    received_ms INTEGER, PRIMARY KEY(gateway, first_seq, last_seq, reason));
+CREATE TABLE dead_letter(
+    received_ms INTEGER NOT NULL, topic TEXT NOT NULL, gateway TEXT, ranges TEXT,
+    reason TEXT NOT NULL, size INTEGER NOT NULL, payload BLOB);
+CREATE TABLE dictionary(
+    gateway TEXT NOT NULL, ref BLOB NOT NULL, body BLOB NOT NULL, received_ms INTEGER NOT NULL,
+    PRIMARY KEY(gateway, ref)) WITHOUT ROWID;
+INSERT INTO observation VALUES('i1', 'gw-prev', 1, 's1', 'pm10', 'ug/m3', 1000, NULL, 1000,
+    4.5, NULL, NULL, '{"sensorModel": "SDS011"}', 2000, NULL);
+INSERT INTO observation VALUES('i2', 'gw-prev', 2, 's1', 'pm10', 'ug/m3', 2000, NULL, 2000,
+    NULL, NULL, NULL, '{"sensorModel": "SDS011"}', 2000, 'Infinity');
+INSERT INTO gap VALUES('gw-prev', 3, 9, 7, 'restart:unclean', 2000);
+INSERT INTO gap VALUES('gw-gone', 1, 5, 5, 'evicted:size', 2000);
+INSERT INTO dead_letter VALUES(2000, 'duet/v1/gw-prev/obs', 'gw-prev', '[[10, 12]]', 'bad', 3,
+    x'010203');
+INSERT INTO dictionary VALUES('gw-prev', x'aa', x'bb', 2000);
+"""
+
+
+async def test_sqlite_store_of_the_previous_release_keeps_gaps_dictionaries_and_dead_letters(
+    tmp_path: Path,
+) -> None:
+    """Upgrading a twin must not forget what it was told: announced gaps, v2 session
+    dictionaries, dead letters and the kind of non-finite results all carry over, and the
+    upgraded store takes new dictionaries and dead letters."""
+    path = tmp_path / "prev.db"
+    sqlite3.connect(path).executescript(PREVIOUS_RELEASE_SCHEMA)
+    store = open_store(path)
+    await store.open()
+    try:
+        assert await store.get_dictionary("gw-prev", b"\xaa") == b"\xbb"
+        await store.put_dictionary("gw-prev", b"\xcc", b"\xdd")
+        await store.reject(Rejection("duet/v1/gw-x/obs", "worse", b"", "gw-x", 1, 2), NOW)
+        totals = await store.totals()
+    finally:
+        await store.close()
+    assert sorted(totals.gaps) == [(1, 5, 5, "evicted:size"), (3, 9, 7, "restart:unclean")]
+    assert query(str(path), "SELECT seq, result, nonfinite FROM observations ORDER BY seq") == [
+        (1, 4.5, None), (2, None, "Infinity")]
+    assert query(str(path), "SELECT gateway, first_seq, last_seq, reason FROM dead_letter "
+                            "ORDER BY received_ms") == [("gw-prev", 10, 12, "bad"),
+                                                        ("gw-x", 1, 2, "worse")]
+
+
 async def test_gateway_locations(store: TwinStore, store_target: str) -> None:
     await store.set_location("gw-loc", 4.40, 51.22)
     assert await store.locations() == {"gw-loc": (4.40, 51.22, 0.0 if "postgres" in
