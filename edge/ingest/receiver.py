@@ -80,9 +80,9 @@ class ReceiverSettings:
     tls: TlsSettings | None = None
     session_expiry_s: int = 86400
     max_group: int = 500  # most messages stored in one transaction
-    # MQTT 5 Receive Maximum: the most unacknowledged messages the broker may send us. Two
-    # groups' worth: the next group arrives while one is stored, and a burst stays queued at
-    # the broker (on disk with persistence) instead of in this process's memory.
+    # MQTT 5 Receive Maximum: the most unacknowledged messages the broker may send us (two
+    # groups' worth: the next group arrives while one is stored). A broker that keeps to it
+    # holds a burst in its queue; Mosquitto 2.0.11 does only until acks flow (benchmarks.md).
     receive_maximum: int = 1000
     group_linger_s: float = 0.05  # wait this long for more when fewer are queued
     forward: bool = False  # queue new rows for the SensorThings forwarder
