@@ -35,10 +35,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from edge.backoff import Backoff
 from edge.contract import (
     Ack,
@@ -50,6 +46,7 @@ from edge.contract import (
     seq_ranges,
 )
 from edge.ingest.columns import ReceivedBatch, decode_columns
+from edge.ingest.mqtt_client import ClientSettings, MqttError, SubscriberClient
 from edge.ingest.rows import IngestBatch, check_storable
 from edge.ingest.store import (
     DictionaryRow,
@@ -81,8 +78,9 @@ class ReceiverSettings:
     session_expiry_s: int = 86400
     max_group: int = 500  # most messages stored in one transaction
     # MQTT 5 Receive Maximum: the most unacknowledged messages the broker may send us (two
-    # groups' worth: the next group arrives while one is stored). A broker that keeps to it
-    # holds a burst in its queue; Mosquitto 2.0.11 does only until acks flow (benchmarks.md).
+    # groups' worth: the next group arrives while one is stored). Mosquitto 2.0.11 keeps to it
+    # only until acks flow (benchmarks.md), so the client also stops reading the socket with
+    # this many messages waiting: a burst waits in the broker either way.
     receive_maximum: int = 1000
     group_linger_s: float = 0.05  # wait this long for more when fewer are queued
     forward: bool = False  # queue new rows for the SensorThings forwarder
@@ -201,28 +199,13 @@ class Receiver:
     def ack_topic(self, gateway_id: str) -> str:
         return f"{self.settings.topic_prefix}/{gateway_id}/ack"
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self) -> SubscriberClient:
         s = self.settings
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = s.session_expiry_s
-        props.ReceiveMaximum = s.receive_maximum
-        client = aiomqtt.Client(
-            hostname=s.host,
-            port=s.port,
-            identifier=s.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=props,
-            username=s.username,
-            password=read_secret(s.password_file),
-            tls_context=tls_context(s.tls) if s.tls else None,
-            # a group's acks (one per gateway in it) leave together, not 20 at a time
-            max_inflight_messages=s.max_group,
-        )
-        # aiomqtt warns about more than 10 pending publishes; a group has one per gateway
-        client.pending_calls_threshold = 2 * s.max_group
-        client._client.manual_ack_set(True)  # PUBACK only after the batch is stored and answered
-        return client
+        return SubscriberClient(ClientSettings(
+            host=s.host, port=s.port, client_id=s.client_id, username=s.username,
+            password=read_secret(s.password_file), tls=tls_context(s.tls) if s.tls else None,
+            clean_start=False, session_expiry_s=s.session_expiry_s,
+            receive_maximum=s.receive_maximum))
 
     async def open(self) -> None:
         if not self._opened:
@@ -249,7 +232,7 @@ class Receiver:
                 reason = "session ended"
             except SubscriptionRefused:
                 raise
-            except aiomqtt.MqttError as exc:
+            except MqttError as exc:
                 reason = str(exc) or type(exc).__name__
             except StoreUnavailable as exc:
                 cause, reason = "store", str(exc)
@@ -297,11 +280,10 @@ class Receiver:
             finally:
                 watchdog.cancel()
 
-    async def _subscribe(self, client: aiomqtt.Client, topic: str) -> None:
+    async def _subscribe(self, client: SubscriberClient, topic: str) -> None:
         granted = await client.subscribe(topic, qos=1)
         for code in granted:
-            value = code if isinstance(code, int) else code.value
-            if value >= 0x80:
+            if code >= 0x80:
                 raise SubscriptionRefused(
                     f"the broker refused the subscription to {topic} ({code}): this receiver's "
                     f"identity may not read it; the ACL of `duet-edge provision broker-config` "
@@ -319,40 +301,27 @@ class Receiver:
                 extra={"event": "ingest_no_messages", "topics": self.topics,
                        "seconds": self.settings.no_message_warning_s})
 
-    async def _consume(self, client: aiomqtt.Client, stop: asyncio.Event | None) -> None:
-        # aiomqtt hands out one message per task switch; the ones already queued are taken
-        # together from its queue, so a busy receiver stores hundreds per transaction.
-        queue: asyncio.Queue[aiomqtt.Message] = client._queue
+    async def _consume(self, client: SubscriberClient, stop: asyncio.Event | None) -> None:
+        """Take what has arrived as one group, store and answer it, then PUBACK it."""
+        most = self.settings.max_group
         linger = self.settings.group_linger_s
         while True:
-            first = await _next_unless_stopped(client.messages, stop)
+            first = await client.next_message(stop)
             if first is None:
                 return  # stop asked: leave with every handled message acknowledged
-            group = [first]
-            self._take_queued(queue, group)
-            if len(group) < self.settings.max_group and linger > 0:
+            group = [first, *client.take(most - 1)]
+            if len(group) < most and linger > 0:
                 # a quiet moment: wait a little for more, so that one commit (one fsync of the
                 # database) carries many messages instead of one
                 await asyncio.sleep(linger)
-                self._take_queued(queue, group)
-            acks = await self.handle_group([(str(m.topic), _bytes(m.payload)) for m in group])
+                group += client.take(most - len(group))
+            acks = await self.handle_group([(m.topic, m.payload) for m in group])
             if acks:
-                await asyncio.gather(*(
-                    client.publish(self.ack_topic(gw), encode_ack(ack), qos=1,
-                                   timeout=ACK_PUBLISH_TIMEOUT_S)
-                    for gw, ack in acks.items()
-                ))
+                await client.publish_all(
+                    [(self.ack_topic(gw), encode_ack(ack)) for gw, ack in acks.items()],
+                    timeout_s=ACK_PUBLISH_TIMEOUT_S)
                 self.counters.acks_published += len(acks)
-            for m in group:
-                client._client.ack(m.mid, m.qos)
-
-    def _take_queued(self, queue: asyncio.Queue[aiomqtt.Message],
-                     group: list[aiomqtt.Message]) -> None:
-        while len(group) < self.settings.max_group:
-            try:
-                group.append(queue.get_nowait())
-            except asyncio.QueueEmpty:
-                return
+            client.acknowledge(group)
 
     # ------------------------------------------------------------------------ messages
     async def handle(self, topic: str, payload: bytes) -> dict[str, Ack]:
@@ -607,28 +576,3 @@ class Receiver:
                  c.duplicates, c.rejected_messages, c.reconnects, seconds,
                  extra={"event": "ingest_summary", **c.as_dict(),
                         "seconds": round(seconds, 1)})
-
-
-async def _next_unless_stopped(
-    messages: aiomqtt.client.MessagesIterator, stop: asyncio.Event | None
-) -> aiomqtt.Message | None:
-    """The next message, or None once ``stop`` is set (checked between groups only)."""
-    if stop is None:
-        return await anext(messages)
-    if stop.is_set():
-        return None
-    receive = asyncio.ensure_future(anext(messages))
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({receive, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-    if not receive.done():
-        receive.cancel()
-        await asyncio.gather(receive, return_exceptions=True)
-        return None
-    return receive.result()
-
-
-def _bytes(payload: object) -> bytes:
-    return bytes(payload) if isinstance(payload, bytes | bytearray) else b""

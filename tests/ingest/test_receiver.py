@@ -11,10 +11,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import aiomqtt
 import pytest
 
 from edge.contract import Ack, SessionEncoder, decode_batch, encode_batch
+from edge.ingest.mqtt_client import SubscriberClient
 from edge.ingest.receiver import Receiver, ReceiverSettings
 from edge.ingest.sqlite_store import SqliteStore
 from tests.ingest.helpers import (
@@ -289,15 +289,15 @@ class WindowProbe(Receiver):
     def __init__(self, settings: ReceiverSettings) -> None:
         super().__init__(settings)
         self.release = asyncio.Event()
-        self.mqtt: aiomqtt.Client | None = None
+        self.mqtt: SubscriberClient | None = None
         self.handling = 0
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self) -> SubscriberClient:
         self.mqtt = super()._client()
         return self.mqtt
 
     def queued(self) -> int:
-        return 0 if self.mqtt is None else self.mqtt._queue.qsize()
+        return 0 if self.mqtt is None else self.mqtt.queued
 
     async def handle_group(self, messages: Sequence[tuple[str, bytes]]) -> dict[str, Ack]:
         self.handling = len(messages)
