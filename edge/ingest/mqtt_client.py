@@ -437,6 +437,7 @@ class SubscriberClient:
         waiter = asyncio.get_running_loop().create_future()
         self._subacks[packet_id] = waiter
         self._write(encode_subscribe(packet_id, topic_filter, qos))
+        self._resume_reading()  # the SUBACK may be behind messages the broker sent first
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 return await waiter
@@ -567,10 +568,14 @@ class SubscriberClient:
             waiter = self._message_waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-            if (len(self._queue) >= self.settings.receive_maximum and not self._held
+            if (len(self._queue) >= self.settings.receive_maximum and not self._awaiting_answers()
                     and not self._paused and self._transport is not None):
                 self._transport.pause_reading()
                 self._paused = True
+
+    def _awaiting_answers(self) -> bool:
+        """An answer we wait for (a SUBACK, room for held publishes) may be behind messages."""
+        return bool(self._held or self._subacks)
 
     def _resume_if_room(self) -> None:
         if self._paused and len(self._queue) < max(1, self.settings.receive_maximum // 2):
