@@ -10,7 +10,8 @@ only what the receiver needs, on an asyncio protocol, in bulk:
 - every packet that has arrived is parsed at each wake-up; a PUBLISH costs one topic decode and
   one payload copy (properties are skipped by their length: the receiver uses none);
 - PUBACKs of a whole group leave in one write, after the group is stored and answered;
-- QoS 1 answers (acks to gateways) are written together, within the broker's Receive Maximum;
+- QoS 1 answers (acks to gateways) are written together, within the broker's Receive Maximum,
+  without waiting: those beyond it leave as the broker's PUBACKs make room;
 - the broker's own Receive Maximum is not relied on to bound memory (Mosquitto 2.0.11 keeps to
   ours only until acknowledgements flow): with ``receive_maximum`` messages waiting, the client
   stops reading the socket, so a burst waits in the broker, not here.
@@ -35,7 +36,8 @@ from types import TracebackType
 log = logging.getLogger("duet.ingest.mqtt")
 
 CONNECT_TIMEOUT_S = 10.0
-DISCONNECT_WAIT_S = 2.0  # for the broker to read our last PUBACKs and close the connection
+DISCONNECT_WAIT_S = 2.0
+MAX_HELD = 100_000  # answers waiting for room at the broker (tens of bytes each)  # for the broker to read our last PUBACKs and close the connection
 
 _CONNACK, _PUBLISH, _PUBACK, _SUBACK, _PINGRESP, _DISCONNECT, _AUTH = 2, 3, 4, 9, 13, 14, 15
 _PINGREQ = b"\xc0\x00"
@@ -348,7 +350,6 @@ class SubscriberClient:
         self._subacks: dict[int, asyncio.Future[list[int]]] = {}
         self._in_flight: dict[int, str] = {}  # our QoS 1 publishes: packet id -> topic
         self._held: deque[tuple[str, bytes]] = deque()  # waiting for the broker's window
-        self._sent_waiters: list[asyncio.Future[None]] = []
         self._next_id = 0
         self._last_received = time.monotonic()
         self._keepalive: asyncio.Task[None] | None = None
@@ -493,24 +494,23 @@ class SubscriberClient:
             self._write(encode_pubacks(ids))
 
     # ------------------------------------------------------------------ publishing
-    async def publish_all(self, messages: Sequence[tuple[str, bytes]], timeout_s: float) -> None:
-        """Publish at QoS 1; return once each is written (the broker's window allowing).
+    def publish(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Publish at QoS 1 without waiting: what fits the broker's Receive Maximum is written
+        now, the rest as soon as its PUBACKs make room (in order).
 
-        Those beyond the broker's Receive Maximum wait for its PUBACKs to make room."""
+        Not waiting is what keeps memory bounded: the PUBACKs that make room may sit behind
+        messages the broker keeps sending, which the client only reads while fewer than
+        ``receive_maximum`` wait. Answers are small; more than :data:`MAX_HELD` held ends the
+        session (the broker has stopped answering)."""
         self._raise_if_lost()
         self._held.extend(messages)
         self._send_held()
-        if not self._held:
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sent_waiters.append(waiter)
-        self._resume_reading()  # the PUBACKs that make room must be read
-        try:
-            async with asyncio.timeout(timeout_s):
-                await waiter
-        except TimeoutError:
-            raise MqttError(f"the broker did not make room for {len(self._held)} answers "
-                            f"within {timeout_s:.0f} s") from None
+        if len(self._held) > MAX_HELD:
+            error = MqttError(f"{len(self._held)} answers waiting for room at the broker: it "
+                              f"has stopped acknowledging them")
+            self._abort()
+            self._lost(error)
+            raise error
 
     def _send_held(self) -> None:
         room = self.broker_receive_maximum - len(self._in_flight)
@@ -523,11 +523,6 @@ class SubscriberClient:
             self._in_flight[packet_id] = topic
             packets.append(encode_publish_qos1(packet_id, topic, payload))
         self._write(b"".join(packets))
-        if not self._held:
-            for waiter in self._sent_waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._sent_waiters.clear()
 
     def _allocate_id(self) -> int:
         """A packet identifier not in use (the in-flight window is at most 65,535 wide)."""
@@ -574,8 +569,8 @@ class SubscriberClient:
                 self._paused = True
 
     def _awaiting_answers(self) -> bool:
-        """An answer we wait for (a SUBACK, room for held publishes) may be behind messages."""
-        return bool(self._held or self._subacks)
+        """A SUBACK we wait for may be behind messages the broker sent first."""
+        return bool(self._subacks)
 
     def _resume_if_room(self) -> None:
         if self._paused and len(self._queue) < max(1, self.settings.receive_maximum // 2):
@@ -642,14 +637,12 @@ class SubscriberClient:
         self._queue.clear()  # unacknowledged: the broker sends them again
         if self._message_waiter is not None and not self._message_waiter.done():
             self._message_waiter.set_result(None)  # next_message raises the error
-        failed: list[asyncio.Future[list[int]] | asyncio.Future[None]
-                     | asyncio.Future[tuple[int, int, dict[int, object]]]]
-        failed = [*self._subacks.values(), *self._sent_waiters]
+        failed: list[asyncio.Future[list[int]] | asyncio.Future[tuple[int, int, dict[int, object]]]]
+        failed = [*self._subacks.values()]
         if self._connack is not None:
             failed.append(self._connack)
         for future in failed:
             if not future.done():
                 future.set_exception(error)
-        self._sent_waiters.clear()
         if self._keepalive is not None and self._keepalive is not asyncio.current_task():
             self._keepalive.cancel()

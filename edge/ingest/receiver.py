@@ -15,7 +15,10 @@ messages that arrived together:
 3. keeps refused messages as dead letters, with their reason and payload, and the gateways'
    status (birth, heartbeat, last will) and events for ``duet-edge fleet``;
 4. publishes one ack per gateway on ``<prefix>/<gw>/ack`` (``ok``, ``x``, ``need``), and only
-   then acknowledges the messages to the broker (PUBACK).
+   then acknowledges the messages to the broker (PUBACK). An ack beyond the broker's Receive
+   Maximum leaves as soon as it has room, possibly after that PUBACK; a receiver that dies in
+   between leaves the gateway without it, and the gateway sends those rows again after its
+   ``ack_timeout_s`` (stored once, answered again).
 
 So a receiver that dies anywhere gets the unacknowledged messages again; a poison message is
 answered and acknowledged once, never redelivered forever. Reconnects back off with jitter,
@@ -89,11 +92,6 @@ class ReceiverSettings:
     healthy_after_s: float = 5.0  # a session that lasted this long resets the backoff
     progress_interval_s: float = 60.0  # a counts line in the log this often
     no_message_warning_s: float = NO_MESSAGE_WARNING_S
-
-
-# A slow broker or a busy receiver may take a while to acknowledge a group's acks; past this the
-# session is ended and the group's messages come again (they were not acknowledged).
-ACK_PUBLISH_TIMEOUT_S = 60.0
 
 
 @dataclass(slots=True)
@@ -317,9 +315,8 @@ class Receiver:
                 group += client.take(most - len(group))
             acks = await self.handle_group([(m.topic, m.payload) for m in group])
             if acks:
-                await client.publish_all(
-                    [(self.ack_topic(gw), encode_ack(ack)) for gw, ack in acks.items()],
-                    timeout_s=ACK_PUBLISH_TIMEOUT_S)
+                client.publish([(self.ack_topic(gw), encode_ack(ack))
+                                for gw, ack in acks.items()])
                 self.counters.acks_published += len(acks)
             client.acknowledge(group)
 

@@ -174,8 +174,7 @@ async def test_answers_beyond_the_brokers_window_wait_for_room_and_all_arrive(
         async with SubscriberClient(_settings(broker, "rx-window")) as client:
             assert client.broker_receive_maximum == 5
             await asyncio.sleep(0.3)  # the subscription is in place
-            await client.publish_all([(f"ans/{i}", str(i).encode()) for i in range(300)],
-                                     timeout_s=10)
+            client.publish([(f"ans/{i}", str(i).encode()) for i in range(300)])
             assert await asyncio.to_thread(done.wait, 10)
         assert sorted(got, key=int) == [str(i).encode() for i in range(300)]
     finally:
@@ -222,8 +221,9 @@ class _Flood:
     """A fake broker that accepts a session and then writes ``count`` QoS 1 PUBLISH packets
     as fast as the socket takes them, ignoring the client's Receive Maximum."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, connack: bytes = b"\x20\x03\x00\x00\x00") -> None:
         self.count = count
+        self.connack = connack
         self.written = 0
         self.acked = 0
         self.server: asyncio.Server | None = None
@@ -238,7 +238,7 @@ class _Flood:
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1024)  # CONNECT
-        writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK: success, no properties
+        writer.write(self.connack)  # default: success, no properties
         pending = asyncio.create_task(self._count_pubacks(reader))
         payload = b"x" * 100
         for i in range(self.count):
@@ -279,6 +279,29 @@ async def test_a_broker_that_ignores_receive_maximum_cannot_fill_the_receivers_m
                     client.acknowledge(group)
                     taken += len(group)
         assert taken == count
+
+
+async def test_answers_waiting_for_room_at_the_broker_do_not_unbound_the_queue() -> None:
+    """The broker allows one unanswered publish (Receive Maximum 1) and never answers: the
+    receiver's acks are held, not waited for, so the client still stops reading at its limit."""
+    flood = _Flood(200_000, connack=b"\x20\x06\x00\x00\x03\x21\x00\x01")
+    async with flood as port:
+        client = SubscriberClient(ClientSettings("127.0.0.1", port, "rx-held", keepalive_s=0,
+                                                 receive_maximum=100))
+        async with client:
+            assert client.broker_receive_maximum == 1
+            most = taken = 0
+            async with asyncio.timeout(30):
+                while taken < 20_000:
+                    first = await client.next_message()
+                    assert first is not None
+                    group = [first, *client.take(499)]
+                    client.publish([("duet/v1/gw-a/ack", b"a"), ("duet/v1/gw-b/ack", b"b")])
+                    client.acknowledge(group)
+                    taken += len(group)
+                    await asyncio.sleep(0.005)  # a store
+                    most = max(most, client.queued)
+            assert most < 5_000
 
 
 # ---------------------------------------------------------------------------- TLS, receiver
