@@ -73,6 +73,9 @@ def ingest(
     group_linger_ms: int = typer.Option(
         50, min=0, max=1000, help="When fewer messages wait, wait this long for more before "
         "storing (fewer commits, fewer disk writes; adds at most this much latency)."),
+    dictionary_cache: int = typer.Option(
+        32_768, min=1, max=10_000_000, help="Session dictionaries (contract v2) each worker "
+        "keeps, about 6 KB each: set it above the number of gateways."),
     check: bool = typer.Option(False, "--check",
                                help="Check the settings and the store, then exit."),
     log_format: str = typer.Option("json", help="json or text"),
@@ -91,6 +94,7 @@ def ingest(
             store_path=store if is_postgres_url(store) else Path(store),
             max_group=group_max,
             group_linger_s=group_linger_ms / 1000,
+            dictionary_cache=dictionary_cache,
             forward=bool(forward_sta or forward_sta_config),
         )
         forwarder = _forwarder(forward_sta, forward_sta_config, gateway_locations, store)

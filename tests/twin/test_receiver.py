@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import cbor2
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -121,6 +122,34 @@ async def test_a_group_of_new_v2_gateways_costs_a_few_commits_not_some_per_gatew
         await second.close()
     assert all(ack.ok == [(11, 20)] and not ack.need for ack in acks.values())
     assert totals.observations == 1200
+
+
+async def test_a_worker_holds_the_dictionaries_of_a_fleet_smaller_than_its_cache(
+        pg_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Gateways take turns (each sends once a minute): with more gateways than the cache holds,
+    an LRU cache misses on every message, and each miss is a read from the store. Above the
+    fleet's size, nothing is read back; below it, the worker says so once in the log."""
+    encoders = {f"gw-{i:02d}": SessionEncoder(f"gw-{i:02d}") for i in range(8)}
+
+    def group(first_seq: int) -> list[tuple[str, bytes]]:
+        return [(f"duet/v1/{gw}/obs", enc.encode(Batch(gw, tuple(
+            make_obs(gw, s) for s in range(first_seq, first_seq + 2)))).payload)
+            for gw, enc in encoders.items()]
+
+    # the second worker meets the gateways after their dictionaries were sent: references only
+    for cache, expected_loads in ((8, 0), (4, 24)):
+        rx = Receiver(ReceiverSettings(store_path=pg_dsn, dictionary_cache=cache))
+        caplog.clear()
+        try:
+            for round_ in range(3):
+                for topic, body in group(1 + 2 * round_ + (0 if cache == 8 else 6)):
+                    acks = await rx.handle_group([(topic, body)])
+                    assert not any(a.need for a in acks.values())
+        finally:
+            await rx.close()
+        assert rx.counters.dictionary_loads == expected_loads, cache
+        warned = [r for r in caplog.records if "dictionary-cache" in r.getMessage()]
+        assert len(warned) == (1 if expected_loads else 0)
 
 
 quantities = st.sampled_from(["pm2_5", "pm10", "temperature", "co2", "car", "no_such_qty"])
