@@ -34,6 +34,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+PG_SETTINGS: list[str] = []  # extra postgresql.conf lines (--pg-setting), for experiments
 sys.path.insert(0, str(ROOT))
 
 from edge.contract import SessionEncoder, encode_batch  # noqa: E402
@@ -393,6 +395,74 @@ def wait_ready(setup: Setup, receivers: list[subprocess.Popen[bytes]], http_port
     raise RuntimeError("receivers not ready after 60 s")
 
 
+def pg_role(pid: int) -> str:
+    """A PostgreSQL process's role from its title ("postgres: checkpointer" -> checkpointer)."""
+    try:
+        title = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return "gone"
+    if not title.startswith("postgres:"):
+        return "postmaster"
+    words = title.split(":", 1)[1].split()
+    if len(words) >= 3 and "(" in words[2]:
+        return "backend"
+    return words[0] if words else "other"
+
+
+class PgTracker:
+    """CPU and bytes written by every PostgreSQL process, including short-lived ones.
+
+    ``/proc/<pid>/io`` dies with its process, so a before/after sample misses an autovacuum
+    worker (or a client's backend) that came and went during the run. This polls the
+    postmaster's children every 0.2 s and keeps each one's last counters; a process that lives
+    less than that between two polls can still be missed.
+    """
+
+    def __init__(self, pg: PgServer) -> None:
+        self.pg = pg
+        self.first = sample(pg_pids(pg))
+        self.last = ProcSample(dict(self.first.cpu), dict(self.first.written),
+                               dict(self.first.rss))
+        self.roles: dict[int, str] = {pid: pg_role(pid) for pid in self.first.written}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.2):
+            self.poll()
+
+    def poll(self) -> None:
+        now = sample(pg_pids(self.pg))
+        for pid in now.written:
+            if pid not in self.roles:
+                self.roles[pid] = pg_role(pid)
+        self.last.cpu.update(now.cpu)
+        self.last.written.update(now.written)
+        self.last.rss.update(now.rss)
+
+    def stop(self) -> tuple[float, int, dict[str, int]]:
+        """(CPU seconds, bytes written, bytes written by kind of process) since the start."""
+        self._stop.set()
+        self._thread.join(5)
+        self.poll()
+        cpu, written, _ = delta(self.first, self.last)
+        roles: dict[str, int] = {}
+        for pid, after in self.last.written.items():
+            role = self.roles.get(pid, "gone")
+            roles[role] = roles.get(role, 0) + after - self.first.written.get(pid, 0)
+        return cpu, written, roles
+
+
+def pg_commits(target: str) -> int:
+    import psycopg
+
+    with psycopg.connect(target, autocommit=True) as c:
+        row = c.execute("SELECT xact_commit::int8 FROM pg_stat_database "
+                        "WHERE datname = current_database()").fetchone()
+    return int(row[0]) if row else 0
+
+
 def pg_bytes(target: str) -> tuple[int, int]:
     """(WAL bytes so far, heap + index bytes of the observation partitions)."""
     import psycopg
@@ -416,6 +486,7 @@ def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | 
         pg = PgServer(bindir)
         with open(pg.datadir / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write("shared_buffers = 256MB\nmax_wal_size = 4GB\ncheckpoint_timeout = 30min\n")
+            conf.writelines(f"{setting}\n" for setting in PG_SETTINGS)
         pg.start()
         target = pg.dsn()
     else:
@@ -453,7 +524,12 @@ def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | 
                 expected = warm
         since = latency_buckets(http_ports) if setup.store != "baseline" else {}
         rx_pids = [r.pid for r in receivers]
-        pg_before = pg_pids(pg) if pg else []
+        if pg is not None:  # the warm-up's pages (registrations, dictionaries) are not the run's
+            import psycopg
+
+            with psycopg.connect(target, autocommit=True) as c:
+                c.execute("CHECKPOINT")
+        tracker = PgTracker(pg) if pg is not None else None
         pub_result: tuple[int, float] | None = None
         if plan.get("preload"):
             # the catch-up after an outage: everything is published while the workers are
@@ -464,9 +540,10 @@ def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | 
             go.set()
             pub_result = done.get(timeout=timeout_s)
         before = {"rx": sample(rx_pids), "broker": sample([broker.proc.pid]),
-                  "pg": sample(pg_before), "pub": sample([pub.pid or 0])}
+                  "pub": sample([pub.pid or 0])}
         base_count = stored_count(setup, target)
         wal0, heap0 = pg_bytes(target) if pg is not None else (0, 0)
+        commits0 = pg_commits(target) if pg is not None else 0
         t0 = time.monotonic()
         if plan.get("preload"):
             for r in receivers:
@@ -498,19 +575,21 @@ def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | 
             profiler.send_signal(signal.SIGINT)
             profiler.wait(30)
         wal1, heap1 = wal0, heap0
+        commits = 0
         if pg is not None:
             import psycopg
 
+            commits = pg_commits(target) - commits0 - 1  # less our own query's
             with psycopg.connect(target, autocommit=True) as c:
                 c.execute("CHECKPOINT")  # the rows' heap pages hit the disk now, and count
             wal1, heap1 = pg_bytes(target)
         after = {"rx": sample(rx_pids), "broker": sample([broker.proc.pid]),
-                 "pg": sample(pg_pids(pg) if pg else []), "pub": sample([pub.pid or 0])}
+                 "pub": sample([pub.pid or 0])}
         p50, p99 = (quantiles(latency_buckets(http_ports), since) if setup.store != "baseline"
                     else (None, None))
         wall = t_done - t0
         rx_cpu, rx_written, rx_rss = delta(before["rx"], after["rx"])
-        pg_cpu, pg_written, _pg_rss = delta(before["pg"], after["pg"])
+        pg_cpu, pg_written, roles = tracker.stop() if tracker is not None else (0.0, 0, {})
         br_cpu, _, br_rss = delta(before["broker"], after["broker"])
         dups = duplicate_rows(setup, target)
         return {
@@ -530,6 +609,10 @@ def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | 
             "pg_wal_per_obs": round((wal1 - wal0) / max(count, 1), 1),
             "pg_table_per_obs": round((heap1 - heap0) / max(count, 1), 1),
             "obs_per_receiver_cpu_s": round(count / rx_cpu) if rx_cpu else 0,
+            "receiver_bytes_per_obs": round(rx_written / max(count, 1), 1),
+            "pg_bytes_per_obs_by_process": {r: round(w / max(count, 1), 1)
+                                            for r, w in sorted(roles.items()) if w},
+            "pg_commits": commits if pg is not None else None,
         }
     finally:
         for r in receivers:
@@ -638,7 +721,10 @@ def main() -> None:
                     "or v2 (session dictionary once, then references)")
     ap.add_argument("--profile", type=Path, default=None,
                     help="py-spy the first receiver of each set-up into this folder")
+    ap.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
+                    help="an extra postgresql.conf line for the clusters of this run")
     args = ap.parse_args()
+    PG_SETTINGS.extend(args.pg_setting)
     all_setups = {"baseline": Setup("baseline SQLite (7b427f2)", "baseline", 1),
                   "sqlite": Setup("SQLite, 1 worker", "sqlite", 1),
                   "pg1": Setup("PostgreSQL, 1 worker", "postgresql", 1),

@@ -64,6 +64,15 @@ log = logging.getLogger("duet.ingest.pg")
 
 FORWARD_LEASE_MS = 300_000  # a claimed gateway is another worker's again after 5 min
 
+# Day partitions are insert-only. PostgreSQL's defaults would visit each page three times:
+# written when filled, written again when a vacuum marks it all-visible, and rewritten (with a
+# full-page image in the WAL) when an anti-wraparound vacuum freezes it months later. Freezing
+# on every insert-triggered vacuum, every 50,000 new rows, catches most pages while they are
+# still dirty in shared buffers, so they reach the disk once, already frozen, and closed days
+# are never written again (docs/twin.md, "Write volume").
+PARTITION_OPTIONS = ("autovacuum_freeze_min_age = 0, autovacuum_vacuum_insert_threshold = 50000, "
+                     "autovacuum_vacuum_insert_scale_factor = 0")
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS gateway(
     id serial PRIMARY KEY, name text NOT NULL UNIQUE,
@@ -365,7 +374,8 @@ class PgStore:
                 await self.conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF observation "
                     f"FOR VALUES FROM ('{start.isoformat()}') "
-                    f"TO ('{(start + timedelta(days=1)).isoformat()}')")
+                    f"TO ('{(start + timedelta(days=1)).isoformat()}') "
+                    f"WITH ({PARTITION_OPTIONS})")
         self._days |= missing
 
     # -- observations -------------------------------------------------------------------

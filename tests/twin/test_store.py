@@ -158,6 +158,11 @@ async def test_partitions_are_per_day(pg_dsn: str) -> None:
                           "c.oid = i.inhrelid WHERE i.inhparent = 'observation'::regclass "
                           "AND c.relkind = 'r' ORDER BY 1")
     assert [p[0] for p in parts] == ["observation_20251125", "observation_20251128"]
+    options = query(pg_dsn, "SELECT reloptions FROM pg_class WHERE relname = "
+                            "'observation_20251125'")[0][0]
+    # frozen by the insert-triggered vacuum, not months later by an anti-wraparound one
+    assert "autovacuum_freeze_min_age=0" in options
+    assert "autovacuum_vacuum_insert_scale_factor=0" in options
 
 
 async def test_sqlite_store_of_the_first_release_is_migrated(tmp_path: Path) -> None:
