@@ -582,6 +582,13 @@ def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | 
             commits = pg_commits(target) - commits0 - 1  # less our own query's
             with psycopg.connect(target, autocommit=True) as c:
                 c.execute("CHECKPOINT")  # the rows' heap pages hit the disk now, and count
+                if plan.get("lifetime"):
+                    # what the rows will still cost: the vacuum that freezes them (PostgreSQL
+                    # does it eventually, anti-wraparound), after their pages were written
+                    c.execute("VACUUM (FREEZE) observation")
+                    c.execute("CHECKPOINT")
+                    if tracker is not None:
+                        tracker.poll()  # this backend's writes, before it exits
             wal1, heap1 = pg_bytes(target)
         after = {"rx": sample(rx_pids), "broker": sample([broker.proc.pid]),
                  "pub": sample([pub.pid or 0])}
@@ -721,6 +728,9 @@ def main() -> None:
                     "or v2 (session dictionary once, then references)")
     ap.add_argument("--profile", type=Path, default=None,
                     help="py-spy the first receiver of each set-up into this folder")
+    ap.add_argument("--lifetime", action="store_true",
+                    help="PostgreSQL: also count the vacuum that freezes the rows (after a "
+                    "checkpoint, as it happens on a running twin)")
     ap.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
                     help="an extra postgresql.conf line for the clusters of this run")
     args = ap.parse_args()
@@ -754,6 +764,8 @@ def main() -> None:
                 "messages_per_gateway": 10, "rows": 60, "step_ms": 1000}
         expected = n_gw * 10 * 60
         default = "pg2"
+    if args.lifetime:
+        plan["lifetime"] = True
     if args.preload:
         if plan["kind"] == "latency":
             ap.error("--preload applies to steady and burst")
