@@ -44,6 +44,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_SETTINGS: list[str] = []  # extra postgresql.conf lines (--pg-setting), for experiments
+RECEIVER_ARGS: list[str] = []  # extra `duet-edge ingest` options (--receiver-arg)
 sys.path.insert(0, str(ROOT))
 
 from edge.contract import SessionEncoder, encode_batch  # noqa: E402
@@ -275,7 +276,7 @@ def receiver_cmd(setup: Setup, target: str, port: int, worker: int, http_port: i
                 "--client-id", f"rx-{worker}"]
     return [sys.executable, "-c", "from edge.cli import main; main()", "ingest", "--port",
             str(port), "--store", target, "--client-id", f"rx-{worker}", "--http",
-            f"127.0.0.1:{http_port}"]
+            f"127.0.0.1:{http_port}", *RECEIVER_ARGS]
 
 
 def stored_count(setup: Setup, target: str) -> int:
@@ -731,10 +732,14 @@ def main() -> None:
     ap.add_argument("--lifetime", action="store_true",
                     help="PostgreSQL: also count the vacuum that freezes the rows (after a "
                     "checkpoint, as it happens on a running twin)")
+    ap.add_argument("--receiver-arg", action="append", default=[], metavar="ARG",
+                    help="an extra option for every receiver of this run, e.g. "
+                    "--receiver-arg=--group-linger-ms=200")
     ap.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
                     help="an extra postgresql.conf line for the clusters of this run")
     args = ap.parse_args()
     PG_SETTINGS.extend(args.pg_setting)
+    RECEIVER_ARGS.extend(args.receiver_arg)
     all_setups = {"baseline": Setup("baseline SQLite (7b427f2)", "baseline", 1),
                   "sqlite": Setup("SQLite, 1 worker", "sqlite", 1),
                   "pg1": Setup("PostgreSQL, 1 worker", "postgresql", 1),
