@@ -195,20 +195,30 @@ def publisher(port: int, plan: dict[str, object], ready: mp.Event, go: mp.Event,
 # Processes and their costs
 
 
-def io_written(pid: int) -> int:
+def io_counts(pid: int) -> tuple[int, int]:
+    """(write_bytes, wchar) of ``/proc/<pid>/io``.
+
+    ``write_bytes`` is what the process caused to be written through the page cache, counted
+    when a page-cache folio turns dirty: a small write into a clean large folio counts the
+    whole folio. ``wchar`` is the bytes the process handed to write calls (files and pipes;
+    PostgreSQL sends to its clients with send(), which is not counted)."""
+    written = wchar = 0
     try:
         for line in Path(f"/proc/{pid}/io").read_text().splitlines():
             if line.startswith("write_bytes:"):
-                return int(line.split()[1])
+                written = int(line.split()[1])
+            elif line.startswith("wchar:"):
+                wchar = int(line.split()[1])
     except OSError:
-        return 0
-    return 0
+        pass
+    return written, wchar
 
 
 @dataclass
 class ProcSample:
     cpu: dict[int, float] = field(default_factory=dict)
     written: dict[int, int] = field(default_factory=dict)
+    wchar: dict[int, int] = field(default_factory=dict)
     rss: dict[int, int] = field(default_factory=dict)
 
 
@@ -220,7 +230,7 @@ def sample(pids: list[int]) -> ProcSample:
             t = p.cpu_times()
             s.cpu[pid] = t.user + t.system
             s.rss[pid] = p.memory_info().rss
-            s.written[pid] = io_written(pid)
+            s.written[pid], s.wchar[pid] = io_counts(pid)
         except psutil.Error:
             pass
     return s
@@ -423,7 +433,7 @@ class PgTracker:
         self.pg = pg
         self.first = sample(pg_pids(pg))
         self.last = ProcSample(dict(self.first.cpu), dict(self.first.written),
-                               dict(self.first.rss))
+                               dict(self.first.rss), dict(self.first.wchar))
         self.roles: dict[int, str] = {pid: pg_role(pid) for pid in self.first.written}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -440,19 +450,22 @@ class PgTracker:
                 self.roles[pid] = pg_role(pid)
         self.last.cpu.update(now.cpu)
         self.last.written.update(now.written)
+        self.last.wchar.update(now.wchar)
         self.last.rss.update(now.rss)
 
-    def stop(self) -> tuple[float, int, dict[str, int]]:
-        """(CPU seconds, bytes written, bytes written by kind of process) since the start."""
+    def stop(self) -> tuple[float, int, int, dict[str, int]]:
+        """(CPU seconds, bytes written, bytes handed to write calls, bytes written by kind of
+        process) since the start."""
         self._stop.set()
         self._thread.join(5)
         self.poll()
         cpu, written, _ = delta(self.first, self.last)
+        wchar = sum(b - self.first.wchar.get(pid, 0) for pid, b in self.last.wchar.items())
         roles: dict[str, int] = {}
         for pid, after in self.last.written.items():
             role = self.roles.get(pid, "gone")
             roles[role] = roles.get(role, 0) + after - self.first.written.get(pid, 0)
-        return cpu, written, roles
+        return cpu, written, wchar, roles
 
 
 def pg_commits(target: str) -> int:
@@ -525,10 +538,13 @@ def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | 
                 expected = warm
         since = latency_buckets(http_ports) if setup.store != "baseline" else {}
         rx_pids = [r.pid for r in receivers]
-        if pg is not None:  # the warm-up's pages (registrations, dictionaries) are not the run's
+        if pg is not None:
+            # the warm-up's rows and registrations are not the run's: frozen (what a vacuum
+            # does to them sooner or later) and written before the clock starts
             import psycopg
 
             with psycopg.connect(target, autocommit=True) as c:
+                c.execute("VACUUM (FREEZE)")
                 c.execute("CHECKPOINT")
         tracker = PgTracker(pg) if pg is not None else None
         pub_result: tuple[int, float] | None = None
@@ -597,7 +613,8 @@ def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | 
                     else (None, None))
         wall = t_done - t0
         rx_cpu, rx_written, rx_rss = delta(before["rx"], after["rx"])
-        pg_cpu, pg_written, roles = tracker.stop() if tracker is not None else (0.0, 0, {})
+        pg_cpu, pg_written, pg_wchar, roles = (tracker.stop() if tracker is not None
+                                               else (0.0, 0, 0, {}))
         br_cpu, _, br_rss = delta(before["broker"], after["broker"])
         dups = duplicate_rows(setup, target)
         return {
@@ -618,6 +635,7 @@ def run(setup: Setup, plan: dict[str, object], work: Path, baseline_dir: Path | 
             "pg_table_per_obs": round((heap1 - heap0) / max(count, 1), 1),
             "obs_per_receiver_cpu_s": round(count / rx_cpu) if rx_cpu else 0,
             "receiver_bytes_per_obs": round(rx_written / max(count, 1), 1),
+            "pg_write_call_bytes_per_obs": round(pg_wchar / max(count, 1), 1),
             "pg_bytes_per_obs_by_process": {r: round(w / max(count, 1), 1)
                                             for r, w in sorted(roles.items()) if w},
             "pg_commits": commits if pg is not None else None,
