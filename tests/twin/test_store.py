@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from edge.contract import decode_batch, encode_batch
 from edge.ingest.rows import from_cbor, from_decoded, to_cbor, to_observations
 from edge.ingest.store import Rejection, TwinStore, open_store
 from edge.model import Batch
+from tests.plugins.postgres import PgServer
 from tests.twin.helpers import batch, execute, observations, query, stored_keys
 
 pytestmark = pytest.mark.timeout(60)
@@ -324,3 +326,36 @@ async def test_a_store_without_the_nonfinite_column_gains_it(store_target: str) 
         await again.close()
     assert query(store_target, "SELECT seq, result, nonfinite FROM observations ORDER BY seq") == [
         (1, 12.5, None), (2, None, "Infinity")]
+
+
+@pytest.mark.timeout(180)
+async def test_autovacuum_freezes_a_filling_day_partition(pg_private: PgServer) -> None:
+    """The partition options at work: PostgreSQL's own autovacuum, not a VACUUM FREEZE, leaves
+    a day's filled pages all-frozen, so they are not written again by an anti-wraparound
+    vacuum months later (with the default options this vacuum freezes nothing)."""
+    import psycopg
+
+    dsn = pg_private.dsn()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET autovacuum_naptime = 1")
+        conn.execute("SELECT pg_reload_conf()")
+    store = open_store(dsn)
+    await store.open()
+    try:
+        for k in range(120):  # 60,000 rows of one day: past the 50,000-row vacuum threshold
+            seqs = range(k * 500 + 1, k * 500 + 501)
+            await store.store_batches([batch("gw-v", seqs, t_ms=NOW)], NOW)
+    finally:
+        await store.close()
+    execute(dsn, "CREATE EXTENSION IF NOT EXISTS pg_visibility")
+    part = "observation_20251125"
+    deadline = time.monotonic() + 120
+    frozen, pages = 0, 1
+    while time.monotonic() < deadline:
+        [(frozen, pages)] = query(dsn, f"SELECT (SELECT all_frozen FROM pg_visibility_map_summary"
+                                       f"('{part}')), pg_relation_size('{part}') / 8192")
+        if int(frozen) >= int(pages) - 1:  # the last, still filling page may be left
+            break
+        await asyncio.sleep(1)
+    assert int(pages) > 50
+    assert int(frozen) >= int(pages) - 1, f"{frozen} of {pages} pages frozen"
