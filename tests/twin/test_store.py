@@ -160,8 +160,8 @@ async def test_partitions_are_per_day(pg_dsn: str) -> None:
                           "c.oid = i.inhrelid WHERE i.inhparent = 'observation'::regclass "
                           "AND c.relkind = 'r' ORDER BY 1")
     assert [p[0] for p in parts] == ["observation_20251125", "observation_20251128"]
-    options = query(pg_dsn, "SELECT reloptions FROM pg_class WHERE relname = "
-                            "'observation_20251125'")[0][0]
+    options = str(query(pg_dsn, "SELECT reloptions FROM pg_class WHERE relname = "
+                                "'observation_20251125'")[0][0])
     # frozen by the insert-triggered vacuum, not months later by an anti-wraparound one
     assert "autovacuum_freeze_min_age=0" in options
     assert "autovacuum_vacuum_insert_scale_factor=0" in options
@@ -352,10 +352,12 @@ async def test_autovacuum_freezes_a_filling_day_partition(pg_private: PgServer) 
     deadline = time.monotonic() + 120
     frozen, pages = 0, 1
     while time.monotonic() < deadline:
-        [(frozen, pages)] = query(dsn, f"SELECT (SELECT all_frozen FROM pg_visibility_map_summary"
-                                       f"('{part}')), pg_relation_size('{part}') / 8192")
-        if int(frozen) >= int(pages) - 1:  # the last, still filling page may be left
+        [(all_frozen, size)] = query(dsn, f"SELECT (SELECT all_frozen FROM "
+                                          f"pg_visibility_map_summary('{part}')), "
+                                          f"pg_relation_size('{part}') / 8192")
+        frozen, pages = int(str(all_frozen)), int(str(size))
+        if frozen >= pages - 1:  # the last, still filling page may be left
             break
         await asyncio.sleep(1)
-    assert int(pages) > 50
-    assert int(frozen) >= int(pages) - 1, f"{frozen} of {pages} pages frozen"
+    assert pages > 50
+    assert frozen >= pages - 1, f"{frozen} of {pages} pages frozen"
