@@ -473,7 +473,7 @@ class SubscriberClient:
                         stopped.cancel()
             finally:
                 self._message_waiter = None
-        return self._take_one()
+        return self.take(1)[0]
 
     def take(self, most: int) -> list[Message]:
         """Up to ``most`` messages already received, without waiting."""
@@ -481,11 +481,6 @@ class SubscriberClient:
         taken = [queue.popleft() for _ in range(min(most, len(queue)))]
         self._resume_if_room()
         return taken
-
-    def _take_one(self) -> Message:
-        message = self._queue.popleft()
-        self._resume_if_room()
-        return message
 
     def acknowledge(self, messages: Sequence[Message]) -> None:
         """PUBACK these messages (one write): call only once they are stored and answered."""
