@@ -376,6 +376,9 @@ class PgStore:
                     f"FOR VALUES FROM ('{start.isoformat()}') "
                     f"TO ('{(start + timedelta(days=1)).isoformat()}') "
                     f"WITH ({PARTITION_OPTIONS})")
+                # a day an earlier release created gets them too (closed days see no inserts,
+                # so no vacuum: only the days still written are touched)
+                await self.conn.execute(f"ALTER TABLE {name} SET ({PARTITION_OPTIONS})")
         self._days |= missing
 
     # -- observations -------------------------------------------------------------------

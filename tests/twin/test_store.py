@@ -167,6 +167,20 @@ async def test_partitions_are_per_day(pg_dsn: str) -> None:
     assert "autovacuum_vacuum_insert_scale_factor=0" in options
 
 
+async def test_a_day_partition_of_an_earlier_release_gains_the_options(pg_dsn: str) -> None:
+    store = open_store(pg_dsn)
+    await store.open()
+    try:
+        execute(pg_dsn, "CREATE TABLE observation_20251125 PARTITION OF observation FOR VALUES "
+                        "FROM ('2025-11-25') TO ('2025-11-26')")  # as an earlier release did
+        await store.store_batches([batch("gw-o", [1], t_ms=NOW)], NOW)
+    finally:
+        await store.close()
+    options = str(query(pg_dsn, "SELECT reloptions FROM pg_class WHERE relname = "
+                                "'observation_20251125'")[0][0])
+    assert "autovacuum_freeze_min_age=0" in options
+
+
 async def test_sqlite_store_of_the_first_release_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     old = sqlite3.connect(path)
