@@ -432,8 +432,8 @@ class PgTracker:
     def __init__(self, pg: PgServer) -> None:
         self.pg = pg
         self.first = sample(pg_pids(pg))
-        self.last = ProcSample(dict(self.first.cpu), dict(self.first.written),
-                               dict(self.first.rss), dict(self.first.wchar))
+        self.last = ProcSample(cpu=dict(self.first.cpu), written=dict(self.first.written),
+                               wchar=dict(self.first.wchar), rss=dict(self.first.rss))
         self.roles: dict[int, str] = {pid: pg_role(pid) for pid in self.first.written}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
