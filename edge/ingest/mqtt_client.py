@@ -36,8 +36,8 @@ from types import TracebackType
 log = logging.getLogger("duet.ingest.mqtt")
 
 CONNECT_TIMEOUT_S = 10.0
-DISCONNECT_WAIT_S = 2.0
-MAX_HELD = 100_000  # answers waiting for room at the broker (tens of bytes each)  # for the broker to read our last PUBACKs and close the connection
+DISCONNECT_WAIT_S = 2.0  # for the broker to read our last PUBACKs and close the connection
+MAX_HELD = 100_000  # answers waiting for room at the broker (tens of bytes each)
 
 _CONNACK, _PUBLISH, _PUBACK, _SUBACK, _PINGRESP, _DISCONNECT, _AUTH = 2, 3, 4, 9, 13, 14, 15
 _PINGREQ = b"\xc0\x00"

@@ -374,10 +374,9 @@ class PgStore:
                 await self.conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF observation "
                     f"FOR VALUES FROM ('{start.isoformat()}') "
-                    f"TO ('{(start + timedelta(days=1)).isoformat()}') "
-                    f"WITH ({PARTITION_OPTIONS})")
-                # a day an earlier release created gets them too (closed days see no inserts,
-                # so no vacuum: only the days still written are touched)
+                    f"TO ('{(start + timedelta(days=1)).isoformat()}')")
+                # also on a day an earlier release created (closed days see no inserts, so no
+                # vacuum: only the days still written are touched)
                 await self.conn.execute(f"ALTER TABLE {name} SET ({PARTITION_OPTIONS})")
         self._days |= missing
 

@@ -335,7 +335,6 @@ async def test_the_receiver_stores_and_answers_over_tls_with_its_certificate(
         await receiver.close()
 
 
-
 async def test_a_receiver_restarting_on_a_backlog_beyond_its_window_drains_it(
     mosquitto: Broker, tmp_path: Path
 ) -> None:
